@@ -1,0 +1,46 @@
+//! Credentials of edgelink: how a device proves its key, the access tokens
+//! api-server issues to devices, and the opaque secrets (refresh tokens)
+//! stored only as hashes.
+//!
+//! This crate does no IO except reading and writing key files in
+//! [`signing::SigningKey::load_or_generate`]. It knows nothing about HTTP or
+//! SQL.
+//!
+//! # Layout
+//! * [`device_key`]: a device's public key (Ed25519 or RSA) and signature
+//!   checks, including RSA-PSS with any salt length.
+//! * [`agent_key`]: generating and using a device's Ed25519 key pair.
+//! * [`signing`]: api-server's token signing key, the JWKS it publishes.
+//! * [`token`]: issuing and verifying device access tokens.
+//! * [`secret`]: random opaque secrets, their hashes, constant-time compare.
+//! * [`pem`]: the small PEM codec the key types share.
+
+pub mod agent_key;
+pub mod device_key;
+pub mod pem;
+pub mod secret;
+pub mod signing;
+pub mod token;
+
+/// Errors from this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A public or private key could not be parsed.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A signature was malformed or did not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A token could not be created.
+    #[error("token encoding failed: {0}")]
+    Encode(String),
+}

@@ -1,0 +1,145 @@
+//! api-server's token signing key and the JWKS it publishes.
+//!
+//! The key is Ed25519 (JWT `alg: EdDSA`). It is loaded from a PKCS#8 PEM
+//! file, or generated and written there (mode 0600) when the file does not
+//! exist. A file that exists but cannot be parsed is an error: replacing it
+//! silently would invalidate every token in circulation and hide the fault.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::agent_key::AgentKey;
+
+/// The signing key with its key id.
+pub struct SigningKey {
+    key: AgentKey,
+    kid: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey(kid={})", self.kid)
+    }
+}
+
+/// Whether [`SigningKey::load_or_generate`] found the file or created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The file existed and was loaded.
+    Loaded,
+    /// The file did not exist; a new key was written.
+    Generated,
+}
+
+impl SigningKey {
+    /// Wraps an Ed25519 key; the key id is derived from the public key.
+    pub fn new(key: AgentKey) -> Self {
+        let digest = Sha256::digest(key.public_key_raw());
+        let kid = URL_SAFE_NO_PAD.encode(&digest[..12]);
+        SigningKey { key, kid }
+    }
+
+    /// A fresh key that lives only in memory (tests).
+    pub fn ephemeral() -> Result<Self, Error> {
+        Ok(Self::new(AgentKey::generate()?))
+    }
+
+    /// Loads the key at `path`, or generates one there if the file does not
+    /// exist.
+    pub fn load_or_generate(path: &Path) -> Result<(Self, KeyOrigin), Error> {
+        let file_err = |source| Error::KeyFile {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Self::new(AgentKey::from_pem(&text)?), KeyOrigin::Loaded)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = AgentKey::generate()?;
+                write_private(path, key.private_key_pem().as_bytes()).map_err(file_err)?;
+                Ok((Self::new(key), KeyOrigin::Generated))
+            }
+            Err(e) => Err(file_err(e)),
+        }
+    }
+
+    /// The key id (`kid`) put in token headers and the JWKS.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub(crate) fn pkcs8_der(&self) -> &[u8] {
+        self.key.pkcs8_der()
+    }
+
+    /// The public key as a JWK (OKP, Ed25519).
+    pub fn public_jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(self.key.public_key_raw()),
+        })
+    }
+
+    /// The JWKS document api-server serves at `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.public_jwk()] })
+    }
+}
+
+/// Writes `bytes` to a new file readable only by its owner.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_is_kept_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/signing.pem");
+        let (a, origin) = SigningKey::load_or_generate(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::Generated);
+        let (b, origin) = SigningKey::load_or_generate(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::Loaded);
+        assert_eq!(a.kid(), b.kid());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn corrupt_key_file_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.pem");
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(SigningKey::load_or_generate(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage");
+    }
+}

@@ -1,0 +1,22 @@
+//! The edgelink tunnel protocol as data: paths, headers, token claims, close
+//! codes, heartbeat payloads and the limits both ends enforce.
+//!
+//! This crate owns the vocabulary that the relay (`edgelink-relay`), the
+//! device (`edgelink-agent`) and `api-server` must agree on. It does no IO
+//! and reads no clock: every function here is pure so it can be tested with
+//! plain values. `docs/protocol.md` is the prose version of this file.
+//!
+//! # Layout
+//! * [`paths`]: HTTP paths on the tunnel port and inside the tunnel.
+//! * [`claims`]: the device access token's claims.
+//! * [`close`]: why a tunnel was closed, as WebSocket close codes.
+//! * [`heartbeat`]: the heartbeat a device sends on its own stream.
+//! * [`limits`]: sizes and counts both ends refuse to exceed.
+//! * [`challenge`]: the text a device signs to prove its key.
+
+pub mod challenge;
+pub mod claims;
+pub mod close;
+pub mod heartbeat;
+pub mod limits;
+pub mod paths;

@@ -1,0 +1,64 @@
+//! HTTP paths on the tunnel port and inside tunnel streams.
+
+/// The WebSocket endpoint a device dials on the tunnel port.
+pub const TUNNEL: &str = "/tunnel";
+
+/// Prefix of the control API inside the tunnel. Streams the relay opens with
+/// this prefix are addressed to the agent itself; streams the device opens
+/// always use it. User traffic may never reach it.
+pub const CONTROL_PREFIX: &str = "/.edgelink/";
+
+/// Device → relay: a heartbeat with metrics (JSON [`crate::heartbeat::Heartbeat`]).
+pub const HEARTBEAT: &str = "/.edgelink/v1/heartbeat";
+
+/// Relay → device: the agent's own liveness and identity.
+pub const AGENT_INFO: &str = "/.edgelink/v1/info";
+
+/// Header the relay sets on the upgrade response: the session's opaque handle.
+pub const SESSION_HEADER: &str = "x-edgelink-session";
+
+/// WebSocket subprotocol both ends name in the upgrade, so a future framing
+/// can be negotiated without guessing.
+pub const SUBPROTOCOL: &str = "edgelink.yamux.v1";
+
+/// True when `path` addresses the control API (and so must never carry user
+/// traffic). Percent-encoded and dot-segment variants are caught as well,
+/// because a proxy in front of the agent might normalise them.
+pub fn is_control_path(path: &str) -> bool {
+    let lowered = path.to_ascii_lowercase();
+    let decoded = lowered.replace("%2e", ".").replace("%2f", "/");
+    let trimmed = decoded.trim_start_matches('/');
+    // Collapse "./" and empty segments so "/./.edgelink/" and "//.edgelink/"
+    // are recognised too.
+    let mut segments = trimmed.split('/').filter(|s| !s.is_empty() && *s != ".");
+    matches!(segments.next(), Some(".edgelink"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_paths_are_recognised_in_every_spelling() {
+        for p in [
+            "/.edgelink/v1/heartbeat",
+            "/.edgelink",
+            "//.edgelink/x",
+            "/./.edgelink/x",
+            "/%2eedgelink/x",
+            "/%2Eedgelink%2fx",
+            "/.EDGELINK/x",
+        ] {
+            assert!(is_control_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/index.html",
+            "/a/.edgelink/x",
+            "/.edgelinkx/y",
+            "/edgelink",
+        ] {
+            assert!(!is_control_path(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Rows the store returns.
+
+use serde::Serialize;
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Email address (unique).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time, ms.
+    pub created_at: i64,
+}
+
+/// A device as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Device {
+    /// Id.
+    pub id: String,
+    /// Owning user.
+    pub owner_id: String,
+    /// Display name.
+    pub name: String,
+    /// Free-form type ("gateway", "camera", …).
+    pub device_type: String,
+    /// JSON array of capability strings.
+    pub capabilities: String,
+    /// Region label.
+    pub region: Option<String>,
+    /// JSON object of metadata.
+    pub metadata: String,
+    /// SPKI PEM public key.
+    pub public_key: String,
+    /// Signature algorithm of the key.
+    pub key_algorithm: String,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// Last successful authentication, ms.
+    pub last_seen_at: Option<i64>,
+    /// Revocation time, ms; a revoked device can never authenticate.
+    pub revoked_at: Option<i64>,
+}
+
+/// What a new device is created with.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Owning user.
+    pub owner_id: String,
+    /// Display name.
+    pub name: String,
+    /// Type.
+    pub device_type: String,
+    /// JSON array.
+    pub capabilities: String,
+    /// Region.
+    pub region: Option<String>,
+    /// JSON object.
+    pub metadata: String,
+    /// SPKI PEM.
+    pub public_key: String,
+    /// Algorithm name.
+    pub key_algorithm: String,
+}
+
+/// What device authentication needs to know about a device, looked up by
+/// its id alone (the device proves ownership of the key; no user is
+/// involved).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeviceCredentials {
+    /// Device id.
+    pub id: String,
+    /// Owning user.
+    pub owner_id: String,
+    /// SPKI PEM.
+    pub public_key: String,
+    /// Algorithm name.
+    pub key_algorithm: String,
+    /// Revocation time, ms.
+    pub revoked_at: Option<i64>,
+}
+
+/// One tunnel session in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TunnelSession {
+    /// Opaque handle (never a credential).
+    pub id: String,
+    /// Device.
+    pub device_id: String,
+    /// Owner of the device.
+    pub owner_id: String,
+    /// Relay instance holding it.
+    pub relay_id: String,
+    /// That relay's internal API URL.
+    pub relay_url: String,
+    /// Device's address as the relay saw it.
+    pub remote_addr: String,
+    /// ms.
+    pub connected_at: i64,
+    /// ms.
+    pub last_heartbeat: i64,
+    /// ms, when closed.
+    pub disconnected_at: Option<i64>,
+    /// Why it closed.
+    pub close_reason: Option<String>,
+}
+
+/// What rotating a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The old token was spent and the new one stored.
+    Rotated {
+        /// Device the token belongs to.
+        device_id: String,
+        /// Its owner.
+        owner_id: String,
+    },
+    /// The token had already been used: the whole family is now revoked.
+    Reused,
+    /// No such token.
+    Unknown,
+    /// The token expired.
+    Expired,
+    /// The token (or its device) was revoked.
+    Revoked,
+}

@@ -1,0 +1,82 @@
+//! The tunnel transport: a WebSocket carried as a byte stream, with a yamux
+//! session on top.
+//!
+//! This crate is the only place that knows about WebSocket framing and yamux.
+//! It knows nothing about HTTP, tokens or the store: the relay and the agent
+//! hand it an established WebSocket and get back a [`session::Handle`] to
+//! open streams and a future that ends when the session does.
+//!
+//! # Layout
+//! * [`ws`]: [`ws::WsByteStream`], WebSocket messages as a byte stream, with
+//!   keepalive pings and an idle bound.
+//! * [`session`]: the task that owns a yamux connection; [`session::spawn`].
+//! * [`TunnelConfig`]: timing and buffer settings shared by both ends.
+//!
+//! # Invariants
+//! * One task owns and polls each yamux connection; everything else talks to
+//!   it through [`session::Handle`].
+//! * A silent peer is declared dead within `idle_timeout + ping_interval`.
+
+pub mod session;
+pub mod ws;
+
+use std::time::Duration;
+
+pub use session::{Handle, Role, SessionEnd, TunnelStream};
+pub use ws::{CloseInfo, WsByteStream};
+
+/// Settings both ends of a tunnel use.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// How often a WebSocket ping is sent.
+    pub ping_interval: Duration,
+    /// The peer is declared dead when nothing (data, ping or pong) arrived
+    /// for this long. Checked at each ping tick.
+    pub idle_timeout: Duration,
+    /// Bytes tungstenite allocates per connection for reading. It dominates
+    /// the memory of an idle tunnel; bulk transfers want it larger.
+    pub read_buffer_size: usize,
+    /// Streams one session may hold at once.
+    pub max_streams: usize,
+    /// Upper bound of the yamux receive window summed over all streams.
+    pub max_connection_window: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            read_buffer_size: 16 * 1024,
+            max_streams: edgelink_protocol::limits::MAX_STREAMS_PER_SESSION,
+            max_connection_window: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl TunnelConfig {
+    /// The tungstenite settings both ends use.
+    pub fn websocket_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        use edgelink_protocol::limits::{MAX_WRITE_CHUNK, MAX_WS_MESSAGE};
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(MAX_WRITE_CHUNK)
+            .max_write_buffer_size(MAX_WS_MESSAGE * 2)
+            .max_message_size(Some(MAX_WS_MESSAGE))
+            .max_frame_size(Some(MAX_WS_MESSAGE))
+    }
+
+    /// The yamux settings both ends use.
+    pub fn yamux_config(&self) -> yamux::Config {
+        let mut cfg = yamux::Config::default();
+        // The window must be set before the stream count can be lowered or
+        // raised: each setter asserts window >= streams * 256 KiB.
+        let window = self
+            .max_connection_window
+            .max(self.max_streams * 256 * 1024);
+        cfg.set_max_connection_receive_window(Some(window));
+        cfg.set_max_num_streams(self.max_streams);
+        cfg.set_split_send_size(edgelink_protocol::limits::SPLIT_SEND_SIZE);
+        cfg
+    }
+}

@@ -1,0 +1,347 @@
+//! The task that owns one yamux connection over a [`WsByteStream`].
+//!
+//! [`spawn`] starts it and returns a [`Handle`] (cheap to clone) through
+//! which any task opens streams or closes the session, plus a join handle
+//! that yields the [`SessionEnd`]. Streams the peer opens are passed to the
+//! `on_inbound` callback, which is expected to spawn their handling.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::io::BufWriter;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+
+use crate::TunnelConfig;
+
+/// Longest a close may take before the session is dropped regardless.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::ws::{CloseInfo, WsByteStream};
+
+/// A yamux stream with tokio's IO traits.
+pub type TunnelStream = Compat<yamux::Stream>;
+
+/// Which end of the tunnel this is. The relay opens odd-numbered streams
+/// (yamux client); the device answers them (yamux server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The relay: yamux client.
+    Relay,
+    /// The device: yamux server.
+    Device,
+}
+
+/// Errors from a session handle.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The session is closed or closing; no stream can be opened.
+    #[error("tunnel session is closed")]
+    Closed,
+    /// yamux refused to open a stream.
+    #[error("yamux: {0}")]
+    Yamux(#[from] yamux::ConnectionError),
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// We closed it, with this code and reason (or without one).
+    Local(Option<(u16, String)>),
+    /// The peer sent a Close frame with this code and reason.
+    Remote(u16, String),
+    /// The peer stopped answering within the idle bound.
+    TimedOut,
+    /// The connection ended without a Close frame, or failed.
+    Broken(String),
+}
+
+enum Command {
+    Open(oneshot::Sender<Result<yamux::Stream, Error>>),
+    Close(Option<(u16, String)>),
+}
+
+/// Opens streams on, and closes, one tunnel session.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    /// Opens a new stream to the peer. Waits while yamux has too many
+    /// unacknowledged streams.
+    pub async fn open_stream(&self) -> Result<TunnelStream, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Open(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        let stream = rx.await.map_err(|_| Error::Closed)??;
+        Ok(stream.compat())
+    }
+
+    /// Asks the session to close, sending `code` and `reason` in the
+    /// WebSocket Close frame. Returns at once; the join handle tells when it
+    /// is done.
+    pub fn close(&self, code: u16, reason: &str) {
+        let _ = self
+            .tx
+            .try_send(Command::Close(Some((code, reason.to_owned()))));
+    }
+
+    /// True once the session task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Starts the task that drives a yamux session over `ws`.
+///
+/// `on_inbound` is called on the session task for every stream the peer
+/// opens; it must not block (spawn the handling).
+pub fn spawn<S, F>(
+    ws: WebSocketStream<S>,
+    role: Role,
+    config: &TunnelConfig,
+    on_inbound: F,
+) -> (Handle, tokio::task::JoinHandle<SessionEnd>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: FnMut(TunnelStream) + Send + 'static,
+{
+    let bytes = WsByteStream::new(ws, Some((config.ping_interval, config.idle_timeout)));
+    let info = bytes.close_info();
+    // yamux writes a frame's header and body separately; the buffer joins
+    // them so one frame becomes one WebSocket message.
+    let socket = BufWriter::with_capacity(edgelink_protocol::limits::MAX_WRITE_CHUNK, bytes);
+    let mode = match role {
+        Role::Relay => yamux::Mode::Client,
+        Role::Device => yamux::Mode::Server,
+    };
+    let conn = yamux::Connection::new(socket, config.yamux_config(), mode);
+    let (tx, rx) = mpsc::channel(64);
+    let mut on_inbound = on_inbound;
+    let task = tokio::spawn(drive(conn, rx, info, move |s: yamux::Stream| {
+        on_inbound(s.compat())
+    }));
+    (Handle { tx }, task)
+}
+
+async fn drive<T, F>(
+    mut conn: yamux::Connection<T>,
+    mut rx: mpsc::Receiver<Command>,
+    info: Arc<CloseInfo>,
+    mut on_inbound: F,
+) -> SessionEnd
+where
+    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    F: FnMut(yamux::Stream),
+{
+    let mut waiting: VecDeque<oneshot::Sender<Result<yamux::Stream, Error>>> = VecDeque::new();
+    let mut closing: Option<Option<(u16, String)>> = None;
+    // Bounds how long a close may take when the peer does not read.
+    let mut close_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let end = poll_fn(|cx| {
+        loop {
+            if let Some(deadline) = close_deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(SessionEnd::Local(closing.clone().flatten()));
+                }
+            }
+            if closing.is_none() {
+                let request = match rx.poll_recv(cx) {
+                    Poll::Ready(Some(Command::Open(w))) => {
+                        waiting.push_back(w);
+                        continue;
+                    }
+                    Poll::Ready(Some(Command::Close(reason))) => reason,
+                    // Every handle is gone: nobody can use this session.
+                    Poll::Ready(None) => None,
+                    Poll::Pending => {
+                        while !waiting.is_empty() {
+                            match conn.poll_new_outbound(cx) {
+                                Poll::Ready(res) => {
+                                    if let Some(w) = waiting.pop_front() {
+                                        // The requester may have given up; the
+                                        // stream is then dropped, which resets it.
+                                        let _ = w.send(res.map_err(Error::from));
+                                    }
+                                }
+                                Poll::Pending => break,
+                            }
+                        }
+                        return poll_inbound(&mut conn, cx, &info, &closing, &mut on_inbound);
+                    }
+                };
+                if let Some((code, text)) = &request {
+                    info.set_local(*code, text);
+                }
+                // The adapter sends the Close frame from its read side and
+                // then reports end of stream, which ends the connection.
+                info.request_close();
+                closing = Some(request);
+                close_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
+                continue;
+            }
+            return poll_inbound(&mut conn, cx, &info, &closing, &mut on_inbound);
+        }
+    })
+    .await;
+    for w in waiting {
+        let _ = w.send(Err(Error::Closed));
+    }
+    end
+}
+
+/// Drives the connection by polling for inbound streams, until it is
+/// pending or ended.
+fn poll_inbound<T, F>(
+    conn: &mut yamux::Connection<T>,
+    cx: &mut std::task::Context<'_>,
+    info: &CloseInfo,
+    closing: &Option<Option<(u16, String)>>,
+    on_inbound: &mut F,
+) -> Poll<SessionEnd>
+where
+    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    F: FnMut(yamux::Stream),
+{
+    loop {
+        match conn.poll_next_inbound(cx) {
+            Poll::Ready(Some(Ok(stream))) => {
+                // While closing, new streams are refused by dropping them.
+                if closing.is_none() {
+                    on_inbound(stream);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(match closing {
+                    Some(reason) => SessionEnd::Local(reason.clone()),
+                    None => ended(info, Some(e.to_string())),
+                });
+            }
+            Poll::Ready(None) => {
+                return Poll::Ready(match closing {
+                    Some(reason) => SessionEnd::Local(reason.clone()),
+                    None => ended(info, None),
+                });
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+fn ended(info: &CloseInfo, error: Option<String>) -> SessionEnd {
+    if info.timed_out() {
+        return SessionEnd::TimedOut;
+    }
+    if let Some((code, reason)) = info.remote() {
+        return SessionEnd::Remote(code, reason);
+    }
+    SessionEnd::Broken(error.unwrap_or_else(|| "connection closed without a close frame".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+
+    async fn connected(
+        config: &TunnelConfig,
+    ) -> (
+        Handle,
+        tokio::task::JoinHandle<SessionEnd>,
+        Handle,
+        tokio::task::JoinHandle<SessionEnd>,
+    ) {
+        let (a, b) = tokio::io::duplex(1024 * 1024);
+        let relay_ws =
+            WebSocketStream::from_raw_socket(a, WsRole::Client, Some(config.websocket_config()))
+                .await;
+        let device_ws =
+            WebSocketStream::from_raw_socket(b, WsRole::Server, Some(config.websocket_config()))
+                .await;
+        let (relay, relay_task) = spawn(relay_ws, Role::Relay, config, |s| {
+            tokio::spawn(echo(s));
+        });
+        let (device, device_task) = spawn(device_ws, Role::Device, config, |s| {
+            tokio::spawn(echo(s));
+        });
+        (relay, relay_task, device, device_task)
+    }
+
+    async fn echo(mut s: TunnelStream) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = s.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn streams_open_both_ways_and_carry_bytes() {
+        let config = TunnelConfig::default();
+        let (relay, _rt, device, _dt) = connected(&config).await;
+        for h in [&relay, &device] {
+            let mut s = h.open_stream().await.unwrap();
+            let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let (mut r, mut w) = tokio::io::split(&mut s);
+            let send = async {
+                w.write_all(&payload).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let recv = r.read_to_end(&mut got);
+            let (_, n) = tokio::join!(send, recv);
+            n.unwrap();
+            assert_eq!(got, payload);
+        }
+    }
+
+    #[tokio::test]
+    async fn close_sends_code_to_peer() {
+        let config = TunnelConfig::default();
+        let (relay, relay_task, _device, device_task) = connected(&config).await;
+        relay.close(4001, "closed_by_operator");
+        assert_eq!(
+            relay_task.await.unwrap(),
+            SessionEnd::Local(Some((4001, "closed_by_operator".into())))
+        );
+        assert_eq!(
+            device_task.await.unwrap(),
+            SessionEnd::Remote(4001, "closed_by_operator".into())
+        );
+        assert!(matches!(relay.open_stream().await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn garbage_bytes_end_the_session_without_panicking() {
+        let config = TunnelConfig::default();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Client, None).await;
+        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
+        let (_h, task) = spawn(device_ws, Role::Device, &config, |_| {});
+        use futures::SinkExt;
+        raw.send(tokio_tungstenite::tungstenite::Message::Binary(
+            bytes::Bytes::from_static(b"\xff\xff\xff\xff not a yamux header at all"),
+        ))
+        .await
+        .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(end, SessionEnd::Broken(_)), "{end:?}");
+    }
+}

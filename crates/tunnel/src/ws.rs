@@ -1,0 +1,447 @@
+//! A WebSocket as a byte stream.
+//!
+//! Binary messages carry the bytes; message boundaries mean nothing. Pings
+//! and pongs are consumed here (never surfaced as a zero-length read, which
+//! yamux would take for end of stream). A Close frame is end of stream and
+//! its code is kept in [`CloseInfo`]. A Text message is a protocol error.
+//!
+//! The adapter also keeps the connection honest: it sends a ping every
+//! `ping_interval` and fails the read side with `TimedOut` when nothing has
+//! arrived for `idle_timeout`. It can do that from `poll_read` because yamux
+//! polls the read side for as long as the session lives.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures::{AsyncRead, AsyncWrite, Sink, Stream};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Close codes and reasons exchanged on one connection, shared between the
+/// adapter (which the yamux task owns) and whoever wants to set or read them.
+#[derive(Debug, Default)]
+pub struct CloseInfo {
+    inner: Mutex<CloseState>,
+}
+
+#[derive(Debug, Default)]
+struct CloseState {
+    /// What we send in our Close frame, if set before closing.
+    local: Option<(u16, String)>,
+    /// A close was requested: the read side sends the Close frame and then
+    /// reports end of stream, which ends the yamux session above.
+    requested: bool,
+    /// What the peer sent in its Close frame.
+    remote: Option<(u16, String)>,
+    /// The read side failed because the peer was silent too long.
+    timed_out: bool,
+}
+
+impl CloseInfo {
+    /// Sets the code and reason our Close frame will carry.
+    pub fn set_local(&self, code: u16, reason: &str) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.local = Some((code, reason.to_owned()));
+        }
+    }
+
+    /// Asks the adapter to send the Close frame (with the reason set by
+    /// [`CloseInfo::set_local`], if any) and end the byte stream. Sending
+    /// the Close frame first, before any yamux GoAway, lets the peer read
+    /// the reason before its session ends.
+    pub fn request_close(&self) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.requested = true;
+        }
+    }
+
+    fn close_requested(&self) -> bool {
+        self.inner.lock().map(|s| s.requested).unwrap_or(false)
+    }
+
+    /// The code and reason the peer closed with, if it sent a Close frame.
+    pub fn remote(&self) -> Option<(u16, String)> {
+        self.inner.lock().ok().and_then(|s| s.remote.clone())
+    }
+
+    /// True when the connection ended because the peer went silent.
+    pub fn timed_out(&self) -> bool {
+        self.inner.lock().map(|s| s.timed_out).unwrap_or(false)
+    }
+
+    fn take_local(&self) -> Option<(u16, String)> {
+        self.inner.lock().ok().and_then(|mut s| s.local.take())
+    }
+
+    fn set_remote(&self, code: u16, reason: String) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.remote = Some((code, reason));
+        }
+    }
+
+    fn set_timed_out(&self) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.timed_out = true;
+        }
+    }
+}
+
+struct Keepalive {
+    ticker: Interval,
+    idle_timeout: Duration,
+    last_rx: Instant,
+    ping_due: bool,
+    flush_due: bool,
+}
+
+/// A WebSocket connection seen as a `futures::io` byte stream.
+pub struct WsByteStream<S> {
+    ws: WebSocketStream<S>,
+    /// Bytes of the current Binary message not yet handed to the reader.
+    pending: Bytes,
+    keepalive: Option<Keepalive>,
+    close: Arc<CloseInfo>,
+    close_sent: bool,
+    eof: bool,
+}
+
+impl<S> WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Wraps `ws`. With `keepalive`, pings are sent every `.0` and the read
+    /// side fails when nothing arrived for `.1`.
+    pub fn new(ws: WebSocketStream<S>, keepalive: Option<(Duration, Duration)>) -> Self {
+        let keepalive = keepalive.map(|(every, idle_timeout)| {
+            let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Keepalive {
+                ticker,
+                idle_timeout,
+                last_rx: Instant::now(),
+                ping_due: false,
+                flush_due: false,
+            }
+        });
+        WsByteStream {
+            ws,
+            pending: Bytes::new(),
+            keepalive,
+            close: Arc::new(CloseInfo::default()),
+            close_sent: false,
+            eof: false,
+        }
+    }
+
+    /// The shared close information of this connection.
+    pub fn close_info(&self) -> Arc<CloseInfo> {
+        self.close.clone()
+    }
+
+    /// Runs the keepalive: sends a due ping, and fails when the peer has
+    /// been silent past the bound. Never returns Pending by itself.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(ka) = self.keepalive.as_mut() else {
+            return Ok(());
+        };
+        while ka.ticker.poll_tick(cx).is_ready() {
+            if ka.last_rx.elapsed() > ka.idle_timeout {
+                self.close.set_timed_out();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer silent past idle timeout",
+                ));
+            }
+            ka.ping_due = true;
+        }
+        if ka.ping_due {
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    Pin::new(&mut self.ws)
+                        .start_send(Message::Ping(Bytes::new()))
+                        .map_err(ws_err)?;
+                    ka.ping_due = false;
+                    ka.flush_due = true;
+                }
+                Poll::Ready(Err(e)) => return Err(ws_err(e)),
+                Poll::Pending => {}
+            }
+        }
+        if ka.flush_due {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => ka.flush_due = false,
+                Poll::Ready(Err(e)) => return Err(ws_err(e)),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S> WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Sends our Close frame once (with the local reason if one was set)
+    /// and flushes it. Errors mean the peer is already gone, which is what
+    /// closing wants anyway, so they are not reported.
+    fn poll_send_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.close_sent {
+            if ready!(Pin::new(&mut self.ws).poll_ready(cx)).is_ok() {
+                let frame = self.close.take_local().map(|(code, reason)| CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                });
+                let _ = Pin::new(&mut self.ws).start_send(Message::Close(frame));
+            }
+            self.close_sent = true;
+        }
+        let _ = ready!(Pin::new(&mut self.ws).poll_flush(cx));
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn ws_err(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::BrokenPipe, "websocket closed")
+        }
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
+}
+
+impl<S> AsyncRead for WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.eof && this.close.close_requested() {
+            ready!(this.poll_send_close(cx))?;
+            this.pending = Bytes::new();
+            // Finish the closing handshake: wait for the peer's Close (or
+            // the end of the connection), discarding data in between, so
+            // the peer gets to read our reason before the socket goes.
+            loop {
+                match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+            this.eof = true;
+            return Poll::Ready(Ok(0));
+        }
+        this.poll_keepalive(cx)?;
+        loop {
+            if !this.pending.is_empty() {
+                let n = buf.len().min(this.pending.len());
+                buf[..n].copy_from_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(n));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(0));
+            }
+            let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                None => {
+                    this.eof = true;
+                    return Poll::Ready(Ok(0));
+                }
+                Some(Err(e)) => return Poll::Ready(Err(ws_err(e))),
+                Some(Ok(m)) => m,
+            };
+            if let Some(ka) = this.keepalive.as_mut() {
+                ka.last_rx = Instant::now();
+            }
+            match msg {
+                Message::Binary(b) => this.pending = b,
+                // Control frames are not data: keep polling instead of
+                // returning an empty read (which means EOF to the reader).
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Close(frame) => {
+                    if let Some(f) = frame {
+                        this.close
+                            .set_remote(u16::from(f.code), f.reason.to_string());
+                    }
+                    // tungstenite queued the Close reply; push it out now so
+                    // the peer's closing handshake completes.
+                    let _ = Pin::new(&mut this.ws).poll_flush(cx);
+                    this.eof = true;
+                }
+                Message::Text(_) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "text message on a binary tunnel",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl<S> AsyncWrite for WsByteStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(ws_err)?;
+        let n = buf.len().min(edgelink_protocol::limits::MAX_WRITE_CHUNK);
+        Pin::new(&mut this.ws)
+            .start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+            .map_err(ws_err)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().ws)
+            .poll_flush(cx)
+            .map_err(ws_err)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_close(cx))?;
+        match ready!(Pin::new(&mut this.ws).poll_close(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => Poll::Ready(Err(ws_err(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    async fn pair() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let a = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let b = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn binary_messages_become_one_byte_stream_and_pings_are_skipped() {
+        let (mut raw, server) = pair().await;
+        let mut bytes = WsByteStream::new(server, None);
+        raw.send(Message::Binary(Bytes::from_static(b"hel")))
+            .await
+            .unwrap();
+        raw.send(Message::Ping(Bytes::new())).await.unwrap();
+        raw.send(Message::Binary(Bytes::from_static(b"lo")))
+            .await
+            .unwrap();
+        raw.send(Message::Close(None)).await.unwrap();
+        let mut out = Vec::new();
+        bytes.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"hello");
+    }
+
+    #[tokio::test]
+    async fn text_message_is_a_protocol_error() {
+        let (mut raw, server) = pair().await;
+        let mut bytes = WsByteStream::new(server, None);
+        raw.send(Message::text("nope")).await.unwrap();
+        let mut buf = [0u8; 8];
+        let err = bytes.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn close_code_is_recorded_both_ways() {
+        let (client, server) = pair().await;
+        let mut a = WsByteStream::new(client, None);
+        let mut b = WsByteStream::new(server, None);
+        b.close_info().set_local(4001, "closed_by_operator");
+        b.close_info().request_close();
+        let info_a = a.close_info();
+        let closer = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            b.read(&mut buf).await
+        });
+        let mut out = Vec::new();
+        a.read_to_end(&mut out).await.unwrap();
+        assert_eq!(closer.await.unwrap().unwrap(), 0);
+        assert_eq!(
+            info_a.remote(),
+            Some((4001, "closed_by_operator".to_owned()))
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_arrive_as_binary_messages() {
+        let (mut raw, server) = pair().await;
+        let mut bytes = WsByteStream::new(server, None);
+        bytes.write_all(b"abc").await.unwrap();
+        bytes.flush().await.unwrap();
+        match raw.next().await.unwrap().unwrap() {
+            Message::Binary(b) => assert_eq!(&b[..], b"abc"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_peer_times_out_within_the_bound() {
+        let (_raw, server) = pair().await;
+        let mut bytes = WsByteStream::new(
+            server,
+            Some((Duration::from_secs(1), Duration::from_secs(3))),
+        );
+        let info = bytes.close_info();
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let err = bytes.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(info.timed_out());
+        assert!(
+            started.elapsed() <= Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_keep_a_responsive_peer_alive() {
+        let (client, server) = pair().await;
+        // The peer only reads (tungstenite answers pings while reading).
+        let peer = tokio::spawn(async move {
+            let mut c = client;
+            while let Some(Ok(_)) = c.next().await {}
+        });
+        let mut bytes = WsByteStream::new(
+            server,
+            Some((Duration::from_secs(1), Duration::from_secs(3))),
+        );
+        let mut buf = [0u8; 8];
+        let res = tokio::time::timeout(Duration::from_secs(20), bytes.read(&mut buf)).await;
+        assert!(res.is_err(), "read should still be pending, got {res:?}");
+        peer.abort();
+    }
+}
