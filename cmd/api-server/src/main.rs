@@ -1,1 +1,144 @@
-fn main() {}
+//! api-server: parses arguments, loads config, wires the store and the
+//! signing key, and serves `edgelink_api`. No business logic here.
+
+#[path = "../../startup.rs"]
+mod startup;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edgelink_api::{ApiConfig, AppState};
+use edgelink_auth::signing::{KeyOrigin, SigningKey};
+use edgelink_store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "api-server",
+    version,
+    about = "edgelink public API: device auth, tokens, and (soon) users"
+)]
+struct Cli {
+    /// TOML config file (fields as in `ApiConfig`; env EDGELINK_API__* and flags override it).
+    #[arg(long, global = true, env = "EDGELINK_API_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL (sqlite://PATH or postgres://...).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve {
+        /// Listen address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Signing key file (generated on first start when missing).
+        #[arg(long)]
+        signing_key_file: Option<PathBuf>,
+    },
+    /// Manage devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Register a device by its public key; prints the device id.
+    Add {
+        /// Owner's email (the user is created when missing).
+        #[arg(long)]
+        owner: String,
+        /// Device name.
+        #[arg(long)]
+        name: String,
+        /// PEM public key file (from `edge-agent keygen`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Device type.
+        #[arg(long = "type", default_value = "generic")]
+        device_type: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    startup::init_tracing();
+    let (listen, key_file) = match &cli.command {
+        Some(Command::Serve {
+            listen,
+            signing_key_file,
+        }) => (*listen, signing_key_file.clone()),
+        _ => (None, None),
+    };
+    let config: ApiConfig = startup::load(
+        cli.config.as_deref(),
+        "EDGELINK_API__",
+        overrides!(
+            "listen" => listen,
+            "database_url" => cli.database_url.clone(),
+            "signing_key_file" => key_file,
+        ),
+    )
+    .unwrap_or_else(|e| startup::config_error(e));
+    if let Err(e) = config.validate() {
+        startup::config_error(e);
+    }
+    let rt = tokio::runtime::Runtime::new()
+        .unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+    if let Err(e) = rt.block_on(run(cli.command, config)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    match command {
+        None | Some(Command::Serve { .. }) => serve(store, config).await,
+        Some(Command::Device {
+            command:
+                DeviceCommand::Add {
+                    owner,
+                    name,
+                    public_key,
+                    device_type,
+                },
+        }) => {
+            let pem = std::fs::read_to_string(&public_key)
+                .with_context(|| format!("reading {}", public_key.display()))?;
+            let spec = edgelink_api::provision::DeviceSpec {
+                owner_email: owner,
+                name,
+                device_type,
+                public_key_pem: pem,
+            };
+            let device = edgelink_api::provision::add_device(&store, &spec).await?;
+            println!("{}", device.id);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
+    let (key, origin) = SigningKey::load_or_generate(&config.signing_key_file)
+        .context("loading the signing key")?;
+    if origin == KeyOrigin::Generated {
+        tracing::info!(path = %config.signing_key_file.display(), kid = key.kid(), "generated a new token signing key");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "api-server listening");
+    let state = AppState::new(store, key, config);
+    edgelink_api::serve(listener, state, startup::shutdown_signal()).await?;
+    Ok(())
+}

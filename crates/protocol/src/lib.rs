@@ -13,10 +13,14 @@
 //! * [`heartbeat`]: the heartbeat a device sends on its own stream.
 //! * [`limits`]: sizes and counts both ends refuse to exceed.
 //! * [`challenge`]: the text a device signs to prove its key.
+//! * [`error`]: the JSON error body every edgelink HTTP endpoint returns.
+//! * [`hop`]: hop-by-hop header rules every HTTP hop of a tunnel applies.
 
 pub mod challenge;
 pub mod claims;
 pub mod close;
+pub mod error;
 pub mod heartbeat;
+pub mod hop;
 pub mod limits;
 pub mod paths;

@@ -1,1 +1,247 @@
-pub fn placeholder() {}
+//! remote-proxy: holds device tunnels and serves the internal API.
+//!
+//! Devices dial `GET /tunnel` on the tunnel port with a device access token;
+//! the relay checks it (and the device's state in the store) before the
+//! WebSocket upgrade, then runs a yamux session over it as the yamux client.
+//! The internal API lists and closes sessions and forwards raw HTTP to a
+//! device. This crate never talks to the OIDC provider and never issues
+//! tokens; it only verifies them with api-server's published keys.
+//!
+//! # Layout
+//! * [`config`]: [`RelayConfig`].
+//! * [`tunnel`]: `/tunnel`, authentication and each session's lifecycle.
+//! * [`control`]: streams the device opens (heartbeats).
+//! * [`registry`]: live sessions in memory.
+//! * [`internal`], [`forward`]: the internal API.
+//! * [`keys`]: device-token keys from api-server's JWKS.
+//! * [`listener`]: accept loops (TLS optional) and graceful shutdown.
+//!
+//! # Entry point
+//! [`run`] with two bound listeners and a cancellation token.
+
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod forward;
+pub mod internal;
+pub mod keys;
+pub mod listener;
+pub mod registry;
+pub mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use edgelink_protocol::close::CloseReason;
+use edgelink_store::{Store, now_ms};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::RelayConfig;
+pub use error::RelayError;
+use keys::KeySet;
+use registry::Registry;
+
+/// Shared state of the relay. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Validated configuration.
+    config: RelayConfig,
+    /// Persistence: device state and the stored session registry.
+    store: Store,
+    /// Verifies device access tokens.
+    keys: KeySet,
+    /// Live sessions of this instance.
+    registry: Registry,
+    /// This instance's id in the stored registry.
+    instance_id: String,
+    /// This instance's internal API URL, as others reach it.
+    internal_url: String,
+    /// Tunnel timings and buffers.
+    tunnel: edgelink_tunnel::TunnelConfig,
+    /// Session tasks, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl Relay {
+    fn new(config: RelayConfig, store: Store, internal_addr: SocketAddr) -> Self {
+        let keys = KeySet::new(&config.jwks_url, &config.token_issuer);
+        let instance_id = config.instance_id();
+        let internal_url = config.internal_url(internal_addr);
+        let tunnel = config.tunnel_config();
+        Relay {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                keys,
+                registry: Registry::default(),
+                instance_id,
+                internal_url,
+                tunnel,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Live sessions.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn keys(&self) -> &KeySet {
+        &self.inner.keys
+    }
+
+    fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// This instance's internal API URL.
+    pub fn internal_url(&self) -> &str {
+        &self.inner.internal_url
+    }
+
+    fn tunnel_config(&self) -> edgelink_tunnel::TunnelConfig {
+        self.inner.tunnel.clone()
+    }
+
+    fn forward_timeout(&self) -> Duration {
+        self.inner.config.forward_timeout
+    }
+
+    fn header_timeout(&self) -> Duration {
+        self.inner.config.header_timeout
+    }
+
+    fn secret_matches(&self, given: &str) -> bool {
+        match &self.inner.config.internal_secret {
+            Some(s) => edgelink_auth::secret::ct_eq(given.as_bytes(), s.expose_secret().as_bytes()),
+            None => false,
+        }
+    }
+}
+
+/// The tunnel port's routes.
+pub fn tunnel_router(relay: Relay) -> Router {
+    Router::new()
+        .route(edgelink_protocol::paths::TUNNEL, get(tunnel::accept))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            RelayError::client(
+                edgelink_protocol::error::ErrorCode::NotFound,
+                "no such route",
+            )
+            .into_response_at(uri.path())
+        })
+        .with_state(relay)
+}
+
+/// Runs remote-proxy on the two listeners until `shutdown` is cancelled,
+/// then stops accepting, closes every tunnel with `shutdown` and records
+/// them as disconnected.
+pub async fn run(
+    config: RelayConfig,
+    store: Store,
+    tunnel_listener: TcpListener,
+    internal_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    config.validate().map_err(RelayError::Internal)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(listener::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let internal_addr = internal_listener
+        .local_addr()
+        .map_err(|e| RelayError::Internal(e.to_string()))?;
+    let relay = Relay::new(config, store, internal_addr);
+    let grace = relay.inner.config.shutdown_grace;
+    let header_timeout = relay.inner.config.header_timeout;
+
+    // A previous life of this instance may have died without recording
+    // its sessions' end.
+    let stale = relay
+        .store()
+        .close_sessions_of_relay(
+            relay.instance_id(),
+            now_ms(),
+            CloseReason::RelayRestarted.as_str(),
+        )
+        .await?;
+    if stale > 0 {
+        tracing::info!(
+            sessions = stale,
+            "closed sessions left open by a previous run"
+        );
+    }
+    relay.keys().refresh().await;
+    tracing::info!(
+        instance_id = relay.instance_id(),
+        internal_url = relay.internal_url(),
+        "remote-proxy ready"
+    );
+
+    let stop_accepting = CancellationToken::new();
+    let tunnel_task = tokio::spawn(listener::serve(
+        tunnel_listener,
+        tls,
+        tunnel_router(relay.clone()),
+        header_timeout,
+        grace,
+        stop_accepting.clone(),
+    ));
+    let internal_task = tokio::spawn(listener::serve(
+        internal_listener,
+        None,
+        internal::router(relay.clone()),
+        header_timeout,
+        grace,
+        stop_accepting.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!(sessions = relay.registry().len(), "shutting down");
+    stop_accepting.cancel();
+    for s in relay.registry().all() {
+        s.close(CloseReason::Shutdown);
+    }
+    relay.tasks().close();
+    if tokio::time::timeout(grace, relay.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tunnels did not close within the grace period");
+    }
+    let _ = tokio::join!(tunnel_task, internal_task);
+    relay
+        .store()
+        .close_sessions_of_relay(
+            relay.instance_id(),
+            now_ms(),
+            CloseReason::Shutdown.as_str(),
+        )
+        .await?;
+    Ok(())
+}

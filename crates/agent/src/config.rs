@@ -1,0 +1,156 @@
+//! edge-agent's configuration (assembled by the binary; validated here).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration of edge-agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// api-server's base URL (challenge, verify, refresh).
+    pub api_url: String,
+    /// remote-proxy's tunnel URL (`ws://…/tunnel` or `wss://…/tunnel`).
+    pub tunnel_url: String,
+    /// This device's id, as printed by `api-server device add`.
+    pub device_id: Option<String>,
+    /// The device's private key (PKCS#8 PEM, from `edge-agent keygen`).
+    pub key_file: PathBuf,
+    /// The local web service that relay-opened streams are forwarded to.
+    pub local_service: String,
+    /// Extra CA certificate (PEM) to trust for https/wss, e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// WebSocket ping interval.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// The tunnel is declared dead after this long without traffic.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often a heartbeat with metrics is sent.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// First reconnect delay; doubles on each failure.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Cap of the reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Timeout of calls to api-server and of connecting to the local service.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            api_url: "http://127.0.0.1:3721".into(),
+            tunnel_url: "ws://127.0.0.1:3800/tunnel".into(),
+            device_id: None,
+            key_file: PathBuf::from("edge-agent.key"),
+            local_service: "http://127.0.0.1:8080".into(),
+            ca_file: None,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks the values; the message names the wrong one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.device_id.as_deref().is_none_or(str::is_empty) {
+            return Err("device_id is required (EDGELINK_AGENT__DEVICE_ID or --device-id)".into());
+        }
+        if !(self.api_url.starts_with("http://") || self.api_url.starts_with("https://")) {
+            return Err("api_url must be an http(s) URL".into());
+        }
+        if !(self.tunnel_url.starts_with("ws://") || self.tunnel_url.starts_with("wss://")) {
+            return Err("tunnel_url must be a ws:// or wss:// URL".into());
+        }
+        if local_authority(&self.local_service).is_none() {
+            return Err("local_service must be an http://host:port URL".into());
+        }
+        if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
+            return Err(
+                "idle_timeout must be longer than ping_interval (and ping_interval > 0)".into(),
+            );
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err("reconnect_min must be > 0 and <= reconnect_max".into());
+        }
+        if self.heartbeat_interval.is_zero() || self.request_timeout.is_zero() {
+            return Err("heartbeat_interval and request_timeout must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The tunnel settings these values imply.
+    pub fn tunnel_config(&self) -> edgelink_tunnel::TunnelConfig {
+        edgelink_tunnel::TunnelConfig {
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            ..edgelink_tunnel::TunnelConfig::default()
+        }
+    }
+}
+
+/// `host:port` of an `http://host[:port][/]` URL.
+pub fn local_authority(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']');
+    Some(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_authority_parses() {
+        assert_eq!(
+            local_authority("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            local_authority("http://localhost/").as_deref(),
+            Some("localhost:80")
+        );
+        assert_eq!(
+            local_authority("http://[::1]:81/x").as_deref(),
+            Some("[::1]:81")
+        );
+        assert_eq!(local_authority("https://x"), None);
+        assert_eq!(local_authority("http://u@x"), None);
+    }
+
+    #[test]
+    fn device_id_is_required() {
+        assert!(
+            AgentConfig::default()
+                .validate()
+                .unwrap_err()
+                .contains("device_id")
+        );
+        let c = AgentConfig {
+            device_id: Some("d".into()),
+            ..AgentConfig::default()
+        };
+        c.validate().unwrap();
+    }
+}

@@ -1,0 +1,294 @@
+//! The device loop: get a token, dial, serve streams, send heartbeats,
+//! refresh tokens, and reconnect with backoff when the tunnel drops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgelink_auth::agent_key::AgentKey;
+use edgelink_protocol::close::CloseReason;
+use edgelink_protocol::heartbeat::Heartbeat;
+use edgelink_protocol::{error::ErrorBody, paths};
+use edgelink_tunnel::{Handle, Role, SessionEnd};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::{AgentConfig, local_authority};
+use crate::credentials::{AuthClient, AuthError, Tokens};
+use crate::serve::{StreamContext, spawn_stream};
+use crate::{AgentError, Status};
+
+enum DialError {
+    /// The token was refused; get a new one and retry.
+    Unauthorized(String),
+    /// The device may not connect at all.
+    Forbidden(String),
+    /// Network or server trouble.
+    Transient(String),
+}
+
+/// Runs until `shutdown` (Ok) or a permanent refusal (Err).
+pub async fn run(
+    config: AgentConfig,
+    key: AgentKey,
+    status: watch::Sender<Status>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    config.validate().map_err(AgentError::Config)?;
+    let device_id = config.device_id.clone().unwrap_or_default();
+    let authority = local_authority(&config.local_service).unwrap_or_default();
+    let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.request_timeout)
+        .build()
+        .map_err(|e| AgentError::Config(e.to_string()))?;
+    let auth = AuthClient::new(http, &config.api_url, &device_id);
+    let ctx = Arc::new(StreamContext::new(
+        &device_id,
+        &config.local_service,
+        authority,
+        config.request_timeout,
+    ));
+    let tunnel_cfg = config.tunnel_config();
+    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let mut tokens: Option<Tokens> = None;
+
+    loop {
+        let _ = status.send(Status::Connecting);
+        let attempt = async {
+            let t = match auth.ensure(&key, tokens.take()).await {
+                Ok(t) => t,
+                Err(AuthError::Permanent(e)) => return Err(Some(AgentError::Refused(e))),
+                Err(AuthError::Transient(e)) => {
+                    tracing::warn!(error = %e, "could not get a token");
+                    return Err(None);
+                }
+            };
+            match dial(&config, &tls, t.access.expose_secret(), &tunnel_cfg).await {
+                Ok(ws) => Ok((ws, t)),
+                Err(DialError::Forbidden(e)) => Err(Some(AgentError::Refused(e))),
+                Err(DialError::Unauthorized(e)) => {
+                    tracing::warn!(error = %e, "tunnel refused the token; authenticating again");
+                    Err(None)
+                }
+                Err(DialError::Transient(e)) => {
+                    tracing::warn!(error = %e, "could not reach the relay");
+                    tokens = Some(t);
+                    Err(None)
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return stopped(&status),
+            r = attempt => r,
+        };
+        let (ws, t) = match outcome {
+            Ok(x) => x,
+            Err(Some(fatal)) => {
+                let _ = status.send(Status::Stopped(fatal.to_string()));
+                return Err(fatal);
+            }
+            Err(None) => {
+                if wait_backoff(&mut backoff, &status, &shutdown).await {
+                    return stopped(&status);
+                }
+                continue;
+            }
+        };
+
+        let ctx_in = ctx.clone();
+        let (handle, task) =
+            edgelink_tunnel::session::spawn(ws, Role::Device, &tunnel_cfg, move |s| {
+                spawn_stream(ctx_in.clone(), s)
+            });
+        tracing::info!("tunnel up");
+        let _ = status.send(Status::Connected);
+        backoff.reset();
+        let (end, new_tokens) = connected(&config, &auth, &key, &handle, task, t, &shutdown).await;
+        tokens = new_tokens;
+        if shutdown.is_cancelled() {
+            return stopped(&status);
+        }
+        let reason = match &end {
+            SessionEnd::Remote(code, _) => CloseReason::from_code(*code),
+            _ => None,
+        };
+        tracing::info!(?end, "tunnel down");
+        if reason.is_some_and(|r| !r.should_reconnect()) {
+            let e = AgentError::Refused("the relay closed the tunnel: device revoked".into());
+            let _ = status.send(Status::Stopped(e.to_string()));
+            return Err(e);
+        }
+        if wait_backoff(&mut backoff, &status, &shutdown).await {
+            return stopped(&status);
+        }
+    }
+}
+
+fn stopped(status: &watch::Sender<Status>) -> Result<(), AgentError> {
+    let _ = status.send(Status::Stopped("shutdown".into()));
+    Ok(())
+}
+
+/// Waits the next backoff delay; true when shutdown came first.
+async fn wait_backoff(
+    backoff: &mut Backoff,
+    status: &watch::Sender<Status>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let delay = backoff.next_delay();
+    let _ = status.send(Status::Backoff(delay));
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "reconnecting after a delay"
+    );
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// While the tunnel is up: heartbeats and token refresh. Returns how the
+/// session ended and the freshest tokens.
+async fn connected(
+    config: &AgentConfig,
+    auth: &AuthClient,
+    key: &AgentKey,
+    handle: &Handle,
+    mut task: tokio::task::JoinHandle<SessionEnd>,
+    mut tokens: Tokens,
+    shutdown: &CancellationToken,
+) -> (SessionEnd, Option<Tokens>) {
+    let mut beat = tokio::time::interval(config.heartbeat_interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = std::time::Instant::now();
+    loop {
+        let refresh_at = tokens.refresh_at();
+        tokio::select! {
+            end = &mut task => {
+                return (end.unwrap_or_else(|e| SessionEnd::Broken(e.to_string())), Some(tokens));
+            }
+            _ = shutdown.cancelled() => {
+                handle.close(1000, "agent shutting down");
+                let end = tokio::time::timeout(Duration::from_secs(5), &mut task).await;
+                let end = match end { Ok(Ok(e)) => e, _ => SessionEnd::Local(None) };
+                return (end, Some(tokens));
+            }
+            _ = beat.tick() => {
+                let h = handle.clone();
+                let uptime = started.elapsed().as_secs();
+                tokio::spawn(async move {
+                    if let Err(e) = send_heartbeat(&h, uptime).await {
+                        tracing::debug!(error = %e, "heartbeat failed");
+                    }
+                });
+            }
+            _ = tokio::time::sleep_until(refresh_at) => {
+                tokens = match auth.ensure(key, Some(tokens)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // The tunnel stays up; the next dial authenticates anew.
+                        tracing::warn!(error = %e, "token refresh failed");
+                        match auth.authenticate(key).await {
+                            Ok(t) => t,
+                            Err(_) => return (wait_end(task).await, None),
+                        }
+                    }
+                };
+            }
+        }
+    }
+}
+
+async fn wait_end(task: tokio::task::JoinHandle<SessionEnd>) -> SessionEnd {
+    task.await
+        .unwrap_or_else(|e| SessionEnd::Broken(e.to_string()))
+}
+
+/// Sends one heartbeat on a stream of its own.
+pub async fn send_heartbeat(handle: &Handle, uptime_secs: u64) -> Result<(), String> {
+    let stream = handle.open_stream().await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let beat = Heartbeat {
+        uptime_secs: Some(uptime_secs),
+        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+        ..Heartbeat::default()
+    };
+    let body = serde_json::to_vec(&beat).map_err(|e| e.to_string())?;
+    let req = http::Request::post(paths::HEARTBEAT)
+        .header(http::header::HOST, "relay")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .map_err(|_| "heartbeat timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    if !status.is_success() {
+        return Err(format!("relay answered {status}"));
+    }
+    Ok(())
+}
+
+async fn dial(
+    config: &AgentConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    token: &str,
+    tunnel_cfg: &edgelink_tunnel::TunnelConfig,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    DialError,
+> {
+    let mut req = config
+        .tunnel_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| DialError::Forbidden(format!("bad tunnel_url: {e}")))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|e| DialError::Unauthorized(e.to_string()))?;
+    req.headers_mut()
+        .insert(http::header::AUTHORIZATION, bearer);
+    req.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(paths::SUBPROTOCOL),
+    );
+    let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
+    let fut = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(tunnel_cfg.websocket_config()),
+        true,
+        Some(connector),
+    );
+    match tokio::time::timeout(config.request_timeout, fut).await {
+        Err(_) => Err(DialError::Transient("tunnel dial timed out".into())),
+        Ok(Ok((ws, _resp))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            let status = resp.status().as_u16();
+            let detail = resp
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
+                .map(|b| format!("{}: {}", b.error, b.message))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            Err(match status {
+                401 => DialError::Unauthorized(detail),
+                403 => DialError::Forbidden(detail),
+                _ => DialError::Transient(detail),
+            })
+        }
+        Ok(Err(e)) => Err(DialError::Transient(e.to_string())),
+    }
+}

@@ -1,0 +1,110 @@
+//! The one place where errors become HTTP responses.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use edgelink_protocol::error::{ErrorBody, ErrorCode};
+
+/// An error on its way to the client. Handlers return it; the path is
+/// filled in by [`ApiError::at`] or left empty when unknown.
+#[derive(Debug)]
+pub struct ApiError {
+    /// What went wrong, as a code.
+    pub code: ErrorCode,
+    /// Message for the client; for 5xx a generic text.
+    pub message: String,
+    /// The request path, when known.
+    pub path: String,
+}
+
+impl ApiError {
+    /// An error with a client-facing message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            path: String::new(),
+        }
+    }
+
+    /// Sets the request path shown in the body.
+    pub fn at(mut self, path: &str) -> Self {
+        self.path = path.to_owned();
+        self
+    }
+
+    /// 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// 503 with `message`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    /// 500; `cause` is logged once here and never sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl From<edgelink_store::Error> for ApiError {
+    fn from(e: edgelink_store::Error) -> Self {
+        match e {
+            edgelink_store::Error::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
+            edgelink_store::Error::Conflict => ApiError::new(ErrorCode::Conflict, "already exists"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody::new(self.code, self.message, self.path, timestamp());
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// Now, RFC 3339 with seconds.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route").at(uri.path())
+}
+
+/// Fallback for a known route with the wrong method.
+pub async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed").at(uri.path())
+}
+
+/// JSON body extractor whose rejections use the error body.
+pub struct Json<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let path = req.uri().path().to_owned();
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => {
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::PayloadTooLarge
+                } else {
+                    ErrorCode::BadRequest
+                };
+                Err(ApiError::new(code, rejection.body_text()).at(&path))
+            }
+        }
+    }
+}

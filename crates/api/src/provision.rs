@@ -1,0 +1,64 @@
+//! The operator's way to register a device before pairing exists:
+//! `api-server device add --owner EMAIL --name NAME --public-key FILE`.
+
+use edgelink_auth::device_key::DevicePublicKey;
+use edgelink_store::{Device, NewDevice, Store};
+
+/// Errors from provisioning.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The public key could not be parsed.
+    #[error("public key: {0}")]
+    Key(#[from] edgelink_auth::Error),
+    /// A field is out of bounds.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] edgelink_store::Error),
+}
+
+/// What a provisioned device is created with.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Owner's email; the user is created when missing.
+    pub owner_email: String,
+    /// Display name.
+    pub name: String,
+    /// Device type.
+    pub device_type: String,
+    /// PEM public key text.
+    pub public_key_pem: String,
+}
+
+/// Creates the owner (if needed) and the device; returns the device.
+pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Error> {
+    let email = spec.owner_email.trim();
+    if email.is_empty() || email.len() > 254 || !email.contains('@') {
+        return Err(Error::Invalid("owner must be an email address".into()));
+    }
+    let name = spec.name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::Invalid("name must be 1 to 128 characters".into()));
+    }
+    if spec.device_type.is_empty() || spec.device_type.len() > 64 {
+        return Err(Error::Invalid("type must be 1 to 64 characters".into()));
+    }
+    let key = DevicePublicKey::from_pem(&spec.public_key_pem)?;
+    let owner = store
+        .upsert_user_by_email(email, email.split('@').next().unwrap_or(email))
+        .await?;
+    let device = store
+        .create_device(&NewDevice {
+            owner_id: owner.id,
+            name: name.to_owned(),
+            device_type: spec.device_type.clone(),
+            capabilities: "[]".into(),
+            region: None,
+            metadata: "{}".into(),
+            public_key: key.to_pem(),
+            key_algorithm: key.algorithm().as_str().into(),
+        })
+        .await?;
+    Ok(device)
+}

@@ -1,0 +1,173 @@
+//! remote-proxy's configuration (assembled by the binary; validated here).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of remote-proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Where devices dial (`GET /tunnel`).
+    pub tunnel_listen: SocketAddr,
+    /// Where the internal API listens. Loopback unless you mean otherwise.
+    pub internal_listen: SocketAddr,
+    /// Bearer secret every internal API request must carry. Required.
+    #[serde(serialize_with = "redacted")]
+    pub internal_secret: Option<SecretString>,
+    /// This instance's id in the session registry. Defaults to
+    /// `<hostname>-<internal port>`.
+    pub instance_id: Option<String>,
+    /// The internal API URL other services use to reach this instance.
+    /// Defaults to `http://<internal_listen>`.
+    pub internal_url: Option<String>,
+    /// Database URL: `sqlite://PATH` or `postgres://…` (the one api-server uses).
+    pub database_url: String,
+    /// Where api-server publishes the device token keys.
+    pub jwks_url: String,
+    /// Expected `iss` of device tokens.
+    pub token_issuer: String,
+    /// PEM certificate chain for TLS on the tunnel port (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the tunnel port.
+    pub tls_key: Option<PathBuf>,
+    /// WebSocket ping interval on tunnels.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A tunnel silent this long is declared dead (detection takes at most
+    /// this plus `ping_interval`).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a forwarded request waits for the device's response head.
+    #[serde(with = "humantime_serde")]
+    pub forward_timeout: Duration,
+    /// How long a new connection may take to send its request head.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long shutdown waits for tunnels to close.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Bytes of WebSocket read buffer per tunnel (idle memory vs bulk speed).
+    pub ws_read_buffer: usize,
+}
+
+fn redacted<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            tunnel_listen: SocketAddr::from(([127, 0, 0, 1], 3800)),
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 3801)),
+            internal_secret: None,
+            instance_id: None,
+            internal_url: None,
+            database_url: "sqlite://edgelink.db".into(),
+            jwks_url: "http://127.0.0.1:3721/.well-known/jwks.json".into(),
+            token_issuer: edgelink_protocol::claims::DEFAULT_ISSUER.into(),
+            tls_cert: None,
+            tls_key: None,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            forward_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            ws_read_buffer: 16 * 1024,
+        }
+    }
+}
+
+/// Shortest internal secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl RelayConfig {
+    /// Checks the values; the message names the wrong one.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.internal_secret {
+            None => {
+                return Err(
+                    "internal_secret is required (EDGELINK_RELAY__INTERNAL_SECRET or --internal-secret)".into(),
+                );
+            }
+            Some(s) if s.expose_secret().len() < MIN_SECRET_LEN => {
+                return Err(format!(
+                    "internal_secret must be at least {MIN_SECRET_LEN} characters"
+                ));
+            }
+            Some(_) => {}
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key must be set together".into());
+        }
+        if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
+            return Err(
+                "idle_timeout must be longer than ping_interval (and ping_interval > 0)".into(),
+            );
+        }
+        if self.forward_timeout.is_zero() || self.header_timeout.is_zero() {
+            return Err("forward_timeout and header_timeout must be > 0".into());
+        }
+        if !(4096..=1024 * 1024).contains(&self.ws_read_buffer) {
+            return Err("ws_read_buffer must be between 4096 and 1048576".into());
+        }
+        if !(self.jwks_url.starts_with("http://") || self.jwks_url.starts_with("https://")) {
+            return Err("jwks_url must be an http(s) URL".into());
+        }
+        Ok(())
+    }
+
+    /// The instance id in use.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "relay".into());
+            format!("{host}-{}", self.internal_listen.port())
+        })
+    }
+
+    /// The advertised internal URL, given the address actually bound.
+    pub fn internal_url(&self, bound: SocketAddr) -> String {
+        self.internal_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// The tunnel settings these values imply.
+    pub fn tunnel_config(&self) -> edgelink_tunnel::TunnelConfig {
+        edgelink_tunnel::TunnelConfig {
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            read_buffer_size: self.ws_read_buffer,
+            ..edgelink_tunnel::TunnelConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_required_and_redacted() {
+        let mut c = RelayConfig::default();
+        assert!(c.validate().unwrap_err().contains("internal_secret"));
+        c.internal_secret = Some(SecretString::from("short"));
+        assert!(c.validate().is_err());
+        c.internal_secret = Some(SecretString::from("a-long-enough-secret"));
+        c.validate().unwrap();
+        let shown = serde_json::to_string(&c).unwrap();
+        assert!(!shown.contains("a-long-enough-secret"));
+        assert!(format!("{c:?}").contains("internal_secret"));
+        assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+    }
+}

@@ -1,0 +1,92 @@
+//! The relay's errors and their one mapping to the JSON error body. Each
+//! says which side failed: the device, the caller, or the relay itself.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use edgelink_protocol::error::{ErrorBody, ErrorCode};
+
+/// An error answered to a tunnel dialer or an internal API caller.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The caller's request was refused (auth, bad input, unknown session).
+    #[error("{message}")]
+    Client {
+        /// Which condition.
+        code: ErrorCode,
+        /// Explanation for the caller.
+        message: String,
+    },
+    /// The device side failed: tunnel gone, stream refused, bad response.
+    #[error("device: {0}")]
+    Device(String),
+    /// The device did not answer within the forward timeout.
+    #[error("device did not answer in time")]
+    DeviceTimeout,
+    /// The relay itself failed (database, key fetch).
+    #[error("relay: {0}")]
+    Internal(String),
+}
+
+impl RelayError {
+    /// A caller-side error.
+    pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
+        RelayError::Client {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RelayError::Client { code, .. } => *code,
+            RelayError::Device(_) => ErrorCode::DeviceUnavailable,
+            RelayError::DeviceTimeout => ErrorCode::DeviceTimeout,
+            RelayError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The response, with `path` in the body.
+    pub fn into_response_at(self, path: &str) -> Response {
+        let code = self.code();
+        let message = match &self {
+            RelayError::Internal(cause) => {
+                tracing::error!(error = %cause, "relay internal error");
+                "internal error".to_owned()
+            }
+            RelayError::Device(cause) => {
+                tracing::info!(error = %cause, "device side failed");
+                format!("device unavailable: {cause}")
+            }
+            other => other.to_string(),
+        };
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody::new(code, message, path, timestamp());
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        self.into_response_at("")
+    }
+}
+
+impl From<edgelink_store::Error> for RelayError {
+    fn from(e: edgelink_store::Error) -> Self {
+        RelayError::Internal(e.to_string())
+    }
+}
+
+/// Now, RFC 3339.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Milliseconds since the epoch as RFC 3339.
+pub fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

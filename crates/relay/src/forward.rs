@@ -1,0 +1,147 @@
+//! `ANY /internal/forward/{id}/{*path}`: one request to the device over a
+//! new tunnel stream, bodies streamed both ways, upgrades spliced.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Version, header};
+use axum::response::Response;
+use edgelink_protocol::error::ErrorCode;
+use edgelink_protocol::{hop, paths};
+use hyper_util::rt::TokioIo;
+
+use crate::Relay;
+use crate::error::RelayError;
+
+/// Bytes copied per direction per read on spliced upgrades.
+const SPLICE_BUF: usize = 64 * 1024;
+const PREFIX: &str = "/internal/forward/";
+
+/// Handler for `/internal/forward/{id}` (the device's root path).
+pub async fn forward_root(state: State<Relay>, req: Request) -> Response {
+    forward(state, req).await
+}
+
+/// Handler for `/internal/forward/{id}/{*path}`.
+pub async fn forward(State(relay): State<Relay>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    match forward_inner(&relay, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response_at(&path),
+    }
+}
+
+/// Splits the raw (still percent-encoded) request path into the session id
+/// and the device-side path and query.
+fn split_target(uri: &axum::http::Uri) -> Option<(String, String)> {
+    let rest = uri.path().strip_prefix(PREFIX)?;
+    let (id, tail) = match rest.split_once('/') {
+        Some((id, tail)) => (id, tail),
+        None => (rest, ""),
+    };
+    if id.is_empty() {
+        return None;
+    }
+    let mut target = format!("/{tail}");
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    Some((id.to_owned(), target))
+}
+
+async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, RelayError> {
+    let (id, target) = split_target(req.uri())
+        .ok_or_else(|| RelayError::client(ErrorCode::BadRequest, "missing session id"))?;
+    if paths::is_control_path(&target) {
+        return Err(RelayError::client(
+            ErrorCode::Forbidden,
+            "control paths are not forwarded",
+        ));
+    }
+    let session = relay
+        .registry()
+        .get(&id)
+        .filter(|s| !s.handle.is_closed())
+        .ok_or_else(|| RelayError::client(ErrorCode::SessionNotFound, "no such live session"))?;
+    let upgrade = hop::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let stream = session
+        .handle
+        .open_stream()
+        .await
+        .map_err(|e| RelayError::Device(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|e| RelayError::Device(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "forward stream ended with an error");
+        }
+    });
+
+    let (mut parts, body) = req.into_parts();
+    parts.uri = target
+        .parse()
+        .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
+    parts.version = Version::HTTP_11;
+    hop::strip(&mut parts.headers, upgrade);
+    // The caller's credentials for this API are never the device's business.
+    parts.headers.remove(header::AUTHORIZATION);
+    let out = Request::from_parts(parts, body);
+
+    let mut resp = tokio::time::timeout(relay.forward_timeout(), sender.send_request(out))
+        .await
+        .map_err(|_| RelayError::DeviceTimeout)?
+        .map_err(|e| RelayError::Device(e.to_string()))?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(RelayError::Device(
+                "device switched protocols without being asked".into(),
+            ));
+        };
+        let device_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::join!(client_upgrade, device_upgrade) {
+                (Ok(c), Ok(d)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut d = TokioIo::new(d);
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut c, &mut d, SPLICE_BUF, SPLICE_BUF,
+                    )
+                    .await;
+                }
+                (c, d) => tracing::debug!(
+                    client_ok = c.is_ok(),
+                    device_ok = d.is_ok(),
+                    "upgrade did not complete"
+                ),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+    let (mut parts, body) = resp.into_parts();
+    hop::strip(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keeps_encoding_and_query() {
+        let uri: axum::http::Uri = "/internal/forward/s1/a%2Fb/c?x=1&y=%20".parse().unwrap();
+        assert_eq!(
+            split_target(&uri),
+            Some(("s1".into(), "/a%2Fb/c?x=1&y=%20".into()))
+        );
+        let uri: axum::http::Uri = "/internal/forward/s1".parse().unwrap();
+        assert_eq!(split_target(&uri), Some(("s1".into(), "/".into())));
+        let uri: axum::http::Uri = "/internal/forward/".parse().unwrap();
+        assert_eq!(split_target(&uri), None);
+    }
+}

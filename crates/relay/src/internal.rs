@@ -1,0 +1,92 @@
+//! The internal API on :3801: session list, lookup, close, and the raw
+//! forward. Every request needs the internal bearer secret.
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use edgelink_internal_api::{CloseResult, SessionList};
+use edgelink_protocol::close::CloseReason;
+use edgelink_protocol::error::ErrorCode;
+
+use crate::Relay;
+use crate::error::RelayError;
+
+/// The internal API's routes.
+pub fn router(relay: Relay) -> Router {
+    Router::new()
+        .route("/internal/sessions", get(list))
+        .route("/internal/session/{id}", get(show))
+        .route("/internal/session/{id}/close", post(close))
+        .route("/internal/forward/{id}", any(crate::forward::forward_root))
+        .route(
+            "/internal/forward/{id}/{*path}",
+            any(crate::forward::forward),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            require_secret,
+        ))
+        .with_state(relay)
+}
+
+/// Refuses any request without the internal secret (compared in constant
+/// time). Runs before routing, so unknown paths are 401 too.
+async fn require_secret(State(relay): State<Relay>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    match crate::tunnel::bearer(req.headers()) {
+        None => RelayError::client(ErrorCode::TokenMissing, "internal secret required")
+            .into_response_at(&path),
+        Some(given) if !relay.secret_matches(given) => {
+            RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match")
+                .into_response_at(&path)
+        }
+        Some(_) => next.run(req).await,
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    RelayError::client(ErrorCode::NotFound, "no such route").into_response_at(uri.path())
+}
+
+async fn list(State(relay): State<Relay>) -> axum::Json<SessionList> {
+    let sessions: Vec<_> = relay.registry().all().iter().map(|s| s.summary()).collect();
+    axum::Json(SessionList {
+        total: sessions.len(),
+        sessions,
+    })
+}
+
+async fn show(
+    State(relay): State<Relay>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    match relay.registry().get(&id) {
+        Some(s) if !s.handle.is_closed() => axum::Json(s.summary()).into_response(),
+        _ => RelayError::client(ErrorCode::SessionNotFound, "no such live session")
+            .into_response_at(uri.path()),
+    }
+}
+
+async fn close(
+    State(relay): State<Relay>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    match relay.registry().get(&id) {
+        Some(s) => {
+            tracing::info!(session_id = %id, device_id = %s.device_id, "session closed through the internal API");
+            s.close(CloseReason::ClosedByOperator);
+            axum::Json(CloseResult {
+                token: id,
+                closed: true,
+            })
+            .into_response()
+        }
+        None => RelayError::client(ErrorCode::SessionNotFound, "no such live session")
+            .into_response_at(uri.path()),
+    }
+}

@@ -1,0 +1,132 @@
+//! The live tunnel sessions of this relay instance, in memory. The store
+//! holds the same facts for other instances; this map holds the handles.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use edgelink_internal_api::SessionSummary;
+use edgelink_protocol::close::CloseReason;
+use edgelink_tunnel::Handle;
+
+use crate::error::rfc3339_ms;
+
+/// One live tunnel.
+#[derive(Debug)]
+pub struct LiveSession {
+    /// Opaque session id (the registry key; never a credential).
+    pub id: String,
+    /// The device.
+    pub device_id: String,
+    /// Its owner.
+    pub owner_id: String,
+    /// The device's address as seen here.
+    pub remote_addr: String,
+    /// Connect time, ms.
+    pub connected_at: i64,
+    /// Last heartbeat (or connect) time, ms.
+    pub last_heartbeat: AtomicI64,
+    /// When the last heartbeat was written to the store, ms (writes are
+    /// throttled so a chatty device does not become database load).
+    pub heartbeat_stored_at: AtomicI64,
+    /// Opens streams to the device and closes the session.
+    pub handle: Handle,
+}
+
+impl LiveSession {
+    /// Closes the tunnel with `reason` (the device sees the code).
+    pub fn close(&self, reason: CloseReason) {
+        self.handle.close(reason.code(), reason.as_str());
+    }
+
+    /// The internal API's view of this session.
+    pub fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            token: self.id.clone(),
+            connected: !self.handle.is_closed(),
+            connected_at: rfc3339_ms(self.connected_at),
+            last_heartbeat: rfc3339_ms(self.last_heartbeat.load(Ordering::Relaxed)),
+            remote_addr: self.remote_addr.clone(),
+            user_id: self.owner_id.clone(),
+            device_id: self.device_id.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<String, Arc<LiveSession>>,
+    by_device: HashMap<String, String>,
+}
+
+/// Live sessions by id and by device.
+#[derive(Default, Clone)]
+pub struct Registry {
+    maps: Arc<Mutex<Maps>>,
+}
+
+impl Registry {
+    /// Adds `session`; returns the device's previous session, which the
+    /// caller must close (one live session per device).
+    pub fn insert(&self, session: Arc<LiveSession>) -> Option<Arc<LiveSession>> {
+        let mut m = self.lock();
+        let previous = m
+            .by_device
+            .insert(session.device_id.clone(), session.id.clone())
+            .and_then(|old| m.by_id.remove(&old));
+        m.by_id.insert(session.id.clone(), session);
+        previous
+    }
+
+    /// Removes session `id` (if still present) and its device entry if it
+    /// still points at this session.
+    pub fn remove(&self, id: &str) -> Option<Arc<LiveSession>> {
+        let mut m = self.lock();
+        let s = m.by_id.remove(id)?;
+        if m.by_device.get(&s.device_id).is_some_and(|cur| cur == id) {
+            m.by_device.remove(&s.device_id);
+        }
+        Some(s)
+    }
+
+    /// The session with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// The live session of a device.
+    pub fn by_device(&self, device_id: &str) -> Option<Arc<LiveSession>> {
+        let m = self.lock();
+        m.by_device
+            .get(device_id)
+            .and_then(|id| m.by_id.get(id))
+            .cloned()
+    }
+
+    /// Every live session, oldest first.
+    pub fn all(&self) -> Vec<Arc<LiveSession>> {
+        let mut v: Vec<_> = self.lock().by_id.values().cloned().collect();
+        v.sort_by(|a, b| {
+            a.connected_at
+                .cmp(&b.connected_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// True when no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // A panic while holding this lock cannot leave the maps half
+        // updated (each method's updates cannot panic), so recover.
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
