@@ -1,1 +1,427 @@
-//! End-to-end tests live in `tests/*.rs`; this library is empty.
+//! The end-to-end harness: a whole edgelink stack in one process, every
+//! listener on port 0, against a real database (a fresh SQLite file, or a
+//! fresh PostgreSQL database when `EDGELINK_TEST_POSTGRES_URL` is set and
+//! the test asks for it), a real origin web service and real agents.
+//!
+//! Logs go to stderr only when `TEST_LOG` is set.
+
+pub mod origin;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use edgelink_agent::{AgentConfig, Status};
+use edgelink_api::{ApiConfig, AppState};
+use edgelink_auth::agent_key::AgentKey;
+use edgelink_auth::signing::SigningKey;
+use edgelink_internal_api::{Client, SessionSummary};
+use edgelink_relay::RelayConfig;
+use edgelink_store::Store;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The internal secret every test stack uses.
+pub const SECRET: &str = "test-internal-secret-0123456789";
+
+/// Installs the log subscriber once, if `TEST_LOG` is set.
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    std::env::var("TEST_LOG").unwrap_or_else(|_| "debug".into()),
+                ))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// Which database a stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh PostgreSQL database (needs `EDGELINK_TEST_POSTGRES_URL`).
+    Postgres,
+}
+
+/// A running remote-proxy.
+pub struct RelayRun {
+    /// Tunnel port address.
+    pub tunnel_addr: SocketAddr,
+    /// Internal API address.
+    pub internal_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), edgelink_relay::RelayError>>,
+}
+
+impl RelayRun {
+    /// Stops it and waits until it has shut down.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// A running agent.
+pub struct AgentRun {
+    /// Its status as it changes.
+    pub status: watch::Receiver<Status>,
+    shutdown: CancellationToken,
+    /// The agent task; its result says why it stopped.
+    pub task: tokio::task::JoinHandle<Result<(), edgelink_agent::AgentError>>,
+}
+
+impl AgentRun {
+    /// Waits until the agent reports `Connected` (at most 10 s).
+    pub async fn connected(&mut self) {
+        wait_for(&mut self.status, |s| *s == Status::Connected).await;
+    }
+
+    /// Stops it gracefully.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Waits (at most 10 s) until the watched status satisfies `pred`.
+pub async fn wait_for(rx: &mut watch::Receiver<Status>, pred: impl Fn(&Status) -> bool) {
+    let ok = matches!(
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| pred(s))).await,
+        Ok(Ok(_))
+    );
+    assert!(ok, "agent status never matched; last: {:?}", *rx.borrow());
+}
+
+/// A device registered in the store, with its key.
+pub struct Device {
+    /// Device id.
+    pub id: String,
+    /// Owner id.
+    pub owner_id: String,
+    /// Private key PEM (reload with [`Device::key`]).
+    pub key_pem: String,
+}
+
+impl Device {
+    /// A fresh copy of the key.
+    pub fn key(&self) -> AgentKey {
+        AgentKey::from_pem(&self.key_pem).expect("key")
+    }
+}
+
+/// Knobs of a test stack.
+#[derive(Clone)]
+pub struct Options {
+    /// Database kind.
+    pub db: Db,
+    /// Relay config on top of the harness defaults.
+    pub relay: RelayConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            db: Db::Sqlite,
+            relay: RelayConfig {
+                ping_interval: Duration::from_millis(300),
+                idle_timeout: Duration::from_millis(1500),
+                forward_timeout: Duration::from_secs(5),
+                header_timeout: Duration::from_secs(2),
+                shutdown_grace: Duration::from_secs(3),
+                ..RelayConfig::default()
+            },
+        }
+    }
+}
+
+/// api-server, remote-proxy and an origin, on port 0.
+pub struct Stack {
+    /// The store both servers share.
+    pub store: Store,
+    /// Its URL.
+    pub database_url: String,
+    /// api-server's base URL.
+    pub api_url: String,
+    /// The running relay (None while stopped).
+    pub relay: Option<RelayRun>,
+    /// Relay config in use.
+    pub relay_config: RelayConfig,
+    /// The origin web service devices forward to.
+    pub origin: SocketAddr,
+    /// Path of the token signing key file (load it to mint test tokens).
+    pub signing_key_file: PathBuf,
+    api_shutdown: CancellationToken,
+    dir: PathBuf,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.api_shutdown.cancel();
+        if let Some(r) = &self.relay {
+            r.shutdown.cancel();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Stack {
+    /// A stack on SQLite with the default options.
+    pub async fn start() -> Stack {
+        Self::start_with(Options::default()).await.expect("stack")
+    }
+
+    /// A stack with `options`; None when PostgreSQL was asked for but is
+    /// not configured.
+    pub async fn start_with(options: Options) -> Option<Stack> {
+        init_logs();
+        let database_url = edgelink_store::testing::fresh_url(options.db == Db::Postgres).await?;
+        let store = Store::connect(&database_url).await.expect("store");
+        let dir = std::env::temp_dir().join(format!("edgelink-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let signing_key_file = dir.join("signing.pem");
+        let (key, _) = SigningKey::load_or_generate(&signing_key_file).expect("signing key");
+
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let api_url = format!("http://{}", api_listener.local_addr().expect("addr"));
+        let api_config = ApiConfig {
+            database_url: database_url.clone(),
+            ..ApiConfig::default()
+        };
+        let state = AppState::new(store.clone(), key, api_config);
+        let api_shutdown = CancellationToken::new();
+        let token = api_shutdown.clone();
+        tokio::spawn(edgelink_api::serve(api_listener, state, async move {
+            token.cancelled().await
+        }));
+
+        let origin = origin::spawn().await;
+        let relay_config = RelayConfig {
+            internal_secret: Some(SecretString::from(SECRET)),
+            database_url: database_url.clone(),
+            jwks_url: format!("{api_url}/.well-known/jwks.json"),
+            instance_id: Some(format!("relay-{}", uuid::Uuid::new_v4().simple())),
+            ..options.relay
+        };
+        let mut stack = Stack {
+            store,
+            database_url,
+            api_url,
+            relay: None,
+            relay_config,
+            origin,
+            signing_key_file,
+            api_shutdown,
+            dir,
+        };
+        stack.start_relay(None).await;
+        Some(stack)
+    }
+
+    /// Starts remote-proxy; with `addrs`, on those exact addresses (a
+    /// restart), else on port 0.
+    pub async fn start_relay(&mut self, addrs: Option<(SocketAddr, SocketAddr)>) {
+        let (t, i) = addrs.unwrap_or_else(|| {
+            (
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+        });
+        let tunnel = bind_retry(t).await;
+        let internal = bind_retry(i).await;
+        let tunnel_addr = tunnel.local_addr().expect("addr");
+        let internal_addr = internal.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let store = self.store.clone();
+        let task = tokio::spawn(edgelink_relay::run(
+            self.relay_config.clone(),
+            store,
+            tunnel,
+            internal,
+            shutdown.clone(),
+        ));
+        self.relay = Some(RelayRun {
+            tunnel_addr,
+            internal_addr,
+            shutdown,
+            task,
+        });
+    }
+
+    /// Stops remote-proxy; returns its addresses for a restart.
+    pub async fn stop_relay(&mut self) -> (SocketAddr, SocketAddr) {
+        let r = self.relay.take().expect("relay running");
+        let addrs = (r.tunnel_addr, r.internal_addr);
+        r.stop().await;
+        addrs
+    }
+
+    fn relay(&self) -> &RelayRun {
+        self.relay.as_ref().expect("relay running")
+    }
+
+    /// `ws://…/tunnel` of the running relay.
+    pub fn tunnel_url(&self) -> String {
+        format!("ws://{}/tunnel", self.relay().tunnel_addr)
+    }
+
+    /// Base URL of the internal API.
+    pub fn internal_url(&self) -> String {
+        format!("http://{}", self.relay().internal_addr)
+    }
+
+    /// An internal API client with the right secret.
+    pub fn internal(&self) -> Client {
+        Client::new(&self.internal_url(), SecretString::from(SECRET)).expect("client")
+    }
+
+    /// Registers a device owned by `owner_email` with a fresh Ed25519 key.
+    pub async fn add_device(&self, owner_email: &str) -> Device {
+        let key = AgentKey::generate().expect("key");
+        let spec = edgelink_api::provision::DeviceSpec {
+            owner_email: owner_email.into(),
+            name: "test device".into(),
+            device_type: "gateway".into(),
+            public_key_pem: key.public_key_pem(),
+        };
+        let d = edgelink_api::provision::add_device(&self.store, &spec)
+            .await
+            .expect("add device");
+        Device {
+            id: d.id,
+            owner_id: d.owner_id,
+            key_pem: key.private_key_pem(),
+        }
+    }
+
+    /// Agent config for `device` against this stack, fast timings.
+    pub fn agent_config(&self, device: &Device) -> AgentConfig {
+        AgentConfig {
+            api_url: self.api_url.clone(),
+            tunnel_url: self.tunnel_url(),
+            device_id: Some(device.id.clone()),
+            local_service: format!("http://{}", self.origin),
+            ping_interval: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(1500),
+            heartbeat_interval: Duration::from_millis(500),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_millis(400),
+            request_timeout: Duration::from_secs(5),
+            ..AgentConfig::default()
+        }
+    }
+
+    /// Starts an agent for `device`.
+    pub fn spawn_agent(&self, device: &Device) -> AgentRun {
+        self.spawn_agent_with(self.agent_config(device), device)
+    }
+
+    /// Starts an agent with an explicit config.
+    pub fn spawn_agent_with(&self, config: AgentConfig, device: &Device) -> AgentRun {
+        let (tx, rx) = watch::channel(Status::Connecting);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(edgelink_agent::run::run(
+            config,
+            device.key(),
+            tx,
+            shutdown.clone(),
+        ));
+        AgentRun {
+            status: rx,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Waits (at most 10 s) until `device` has a live session whose id is
+    /// not `not`; returns it.
+    pub async fn wait_session(&self, device_id: &str, not: Option<&str>) -> SessionSummary {
+        let client = self.internal();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(list) = client.list_sessions().await {
+                if let Some(s) = list
+                    .sessions
+                    .into_iter()
+                    .find(|s| s.device_id == device_id && Some(s.token.as_str()) != not)
+                {
+                    return s;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no session for device {device_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (at most `within`) until `device` has no live session.
+    pub async fn wait_no_session(&self, device_id: &str, within: Duration) -> Duration {
+        let client = self.internal();
+        let start = tokio::time::Instant::now();
+        loop {
+            let list = client.list_sessions().await.expect("list");
+            if !list.sessions.iter().any(|s| s.device_id == device_id) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "session of {device_id} still live after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (at most 5 s) until the store records session `id` as closed;
+    /// the registry forgets a session just before the store is updated.
+    pub async fn wait_closed_in_store(&self, id: &str) -> edgelink_store::TunnelSession {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(s) = self.store.get_session(id).await.expect("store") {
+                if s.disconnected_at.is_some() {
+                    return s;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {id} never recorded as closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A raw forward URL for `session` and `path`.
+    pub fn forward_url(&self, session: &str, path: &str) -> String {
+        self.internal().forward_url(session, path)
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> TcpListener {
+    // A restart rebinds the old port; the old socket may linger briefly.
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("could not bind {addr}");
+}
+
+/// An HTTP client for tests (no proxy, no redirects).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}

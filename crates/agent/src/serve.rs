@@ -71,7 +71,7 @@ pub fn spawn_stream(ctx: Arc<StreamContext>, stream: TunnelStream) {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(limits::MAX_HEADER_BYTES);
+            .max_header_size(limits::MAX_HEADER_BYTES);
         if let Err(e) = builder
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades()

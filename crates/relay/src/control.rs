@@ -31,7 +31,7 @@ pub fn spawn_device_stream(relay: Relay, session_id: String, stream: TunnelStrea
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .max_buf_size(limits::MAX_HEADER_BYTES);
+            .max_header_size(limits::MAX_HEADER_BYTES);
         if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
             tracing::debug!(error = %e, "device control stream ended with an error");
         }

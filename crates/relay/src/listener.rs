@@ -112,7 +112,7 @@ async fn serve_connection<I, S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(edgelink_protocol::limits::MAX_HEADER_BYTES);
+        .max_header_size(edgelink_protocol::limits::MAX_HEADER_BYTES);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

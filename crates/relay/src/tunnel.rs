@@ -192,10 +192,6 @@ async fn run_session(
         heartbeat_stored_at: AtomicI64::new(now),
         handle,
     });
-    if let Some(old) = relay.registry().insert(live.clone()) {
-        tracing::info!(replaced = %old.id, "new connection replaces the device's previous session");
-        old.close(CloseReason::Replaced);
-    }
     let record = TunnelSession {
         id: id.clone(),
         device_id,
@@ -208,9 +204,14 @@ async fn run_session(
         disconnected_at: None,
         close_reason: None,
     };
+    // The store learns of the session before it becomes visible in
+    // memory: a session the internal API shows is always in the store.
     if let Err(e) = relay.store().open_session(&record).await {
         tracing::error!(error = %e, "could not record session; closing it");
         live.close(CloseReason::Shutdown);
+    } else if let Some(old) = relay.registry().insert(live.clone()) {
+        tracing::info!(replaced = %old.id, "new connection replaces the device's previous session");
+        old.close(CloseReason::Replaced);
     }
     tracing::info!(remote_addr = %addr, "tunnel up");
 

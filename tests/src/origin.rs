@@ -1,0 +1,101 @@
+//! The origin web service devices forward to in tests: small answers,
+//! streaming echo and count, a large streamed download, a WebSocket echo,
+//! a header mirror and a slow endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, Request};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use futures::StreamExt;
+
+/// Body of `GET /hello`.
+pub const HELLO: &str = "hello from origin";
+
+/// Starts the origin on 127.0.0.1:0.
+pub async fn spawn() -> SocketAddr {
+    let app = Router::new()
+        .route("/hello", get(|| async { HELLO }))
+        .route(
+            "/echo",
+            post(
+                |req: Request| async move { Body::from_stream(req.into_body().into_data_stream()) },
+            ),
+        )
+        .route("/count", post(count))
+        .route("/big", get(big))
+        .route("/headers", get(headers))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/ws",
+            get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+async fn count(req: Request) -> String {
+    let mut n: u64 = 0;
+    let mut stream = req.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => n += c.len() as u64,
+            Err(_) => return "error".into(),
+        }
+    }
+    n.to_string()
+}
+
+#[derive(serde::Deserialize)]
+struct BigQuery {
+    mib: Option<u64>,
+}
+
+async fn big(Query(q): Query<BigQuery>) -> Body {
+    let mib = q.mib.unwrap_or(1).min(1024);
+    let chunk = bytes::Bytes::from(vec![0x5au8; 1024 * 1024]);
+    Body::from_stream(futures::stream::iter(
+        (0..mib).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ))
+}
+
+async fn headers(h: HeaderMap) -> axum::Json<serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in h.iter() {
+        m.insert(
+            k.as_str().to_owned(),
+            serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
+        );
+    }
+    axum::Json(serde_json::Value::Object(m))
+}
+
+async fn echo(mut socket: WebSocket) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        let reply = match msg {
+            Message::Text(t) => Message::Text(t),
+            Message::Binary(b) => Message::Binary(b),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if socket.send(reply).await.is_err() {
+            break;
+        }
+    }
+}

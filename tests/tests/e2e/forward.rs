@@ -1,0 +1,211 @@
+//! Internal forward → tunnel → agent → origin.
+
+use std::time::Duration;
+
+use edgelink_e2e::{SECRET, Stack, http, origin};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test]
+async fn get_and_post_reach_the_local_service() {
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    let client = http();
+
+    let resp = client
+        .get(stack.forward_url(&session.token, "/hello"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), origin::HELLO);
+
+    let resp = client
+        .post(stack.forward_url(&session.token, "/echo?x=1"))
+        .bearer_auth(SECRET)
+        .body("ping body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ping body");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn caller_credentials_and_hop_by_hop_headers_do_not_reach_the_device() {
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    let resp = http()
+        .get(stack.forward_url(&session.token, "/headers"))
+        .bearer_auth(SECRET)
+        .header("x-custom", "kept")
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(h["x-custom"], "kept");
+    assert!(
+        h.get("authorization").is_none(),
+        "internal secret leaked to the device: {h}"
+    );
+    assert!(h.get("x-drop-me").is_none(), "{h}");
+    agent.stop().await;
+}
+
+/// Peak resident memory of this process, KiB.
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sixty_four_mib_streams_both_ways_without_buffering_the_body() {
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    let client = http();
+    let before = vm_hwm_kib();
+    const MIB: usize = 64;
+
+    // Download: the origin streams 64 MiB; count it as it arrives.
+    let resp = client
+        .get(stack.forward_url(&session.token, &format!("/big?mib={MIB}")))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = 0usize;
+    while let Some(chunk) = body.next().await {
+        got += chunk.unwrap().len();
+    }
+    assert_eq!(got, MIB * 1024 * 1024);
+
+    // Upload: stream 64 MiB in 1 MiB chunks; the origin counts them.
+    let chunk = bytes::Bytes::from(vec![7u8; 1024 * 1024]);
+    let stream =
+        futures::stream::iter((0..MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = client
+        .post(stack.forward_url(&session.token, "/count"))
+        .bearer_auth(SECRET)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), (MIB * 1024 * 1024).to_string());
+
+    // Client, relay, agent and origin all live in this process: had any hop
+    // buffered a whole body, the peak would have grown by 64 MiB or more.
+    let grown_mib = (vm_hwm_kib().saturating_sub(before)) / 1024;
+    assert!(
+        grown_mib < 40,
+        "peak RSS grew by {grown_mib} MiB while streaming {MIB} MiB"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_echo_passes_through_the_upgrade() {
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    let url = stack
+        .forward_url(&session.token, "/ws")
+        .replace("http://", "ws://");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, Message::text(format!("hello {i}")));
+    }
+    ws.send(Message::Binary(bytes::Bytes::from_static(&[1, 2, 3])))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reply,
+        Message::Binary(bytes::Bytes::from_static(&[1, 2, 3]))
+    );
+    let _ = ws.close(None).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn control_paths_unknown_sessions_and_slow_devices_get_error_bodies() {
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    let client = http();
+
+    let resp = client
+        .get(stack.forward_url(&session.token, "/.edgelink/v1/info"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+
+    let resp = client
+        .get(stack.forward_url("no-such-session", "/hello"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 404003);
+    assert!(
+        body["timestamp"].is_string() && body["path"].is_string() && body["message"].is_string()
+    );
+
+    // forward_timeout is 5 s in the harness; /slow answers after 30 s.
+    let resp = client
+        .get(stack.forward_url(&session.token, "/slow"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "device_timeout");
+    agent.stop().await;
+}

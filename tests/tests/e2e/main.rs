@@ -1,0 +1,8 @@
+//! End-to-end tests: one binary, a module per feature (faster to link).
+//! Every test starts its own stack on port 0 against a fresh database.
+
+mod auth;
+mod forward;
+mod lifecycle;
+mod postgres;
+mod robustness;

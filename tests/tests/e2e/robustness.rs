@@ -1,0 +1,215 @@
+//! Hostile or broken peers: the bad session or stream is closed, the relay
+//! keeps serving everyone else, nothing panics.
+
+use std::time::Duration;
+
+use edgelink_agent::credentials::AuthClient;
+use edgelink_e2e::{Device, SECRET, Stack, http, origin};
+use futures::SinkExt;
+use secrecy::ExposeSecret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A healthy device whose forward must keep working throughout.
+async fn healthy(stack: &Stack) -> (edgelink_e2e::AgentRun, String) {
+    let device = stack.add_device("healthy@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    (agent, session.token)
+}
+
+async fn assert_still_serving(stack: &Stack, session: &str) {
+    let resp = http()
+        .get(stack.forward_url(session, "/hello"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), origin::HELLO);
+}
+
+async fn token(stack: &Stack, device: &Device) -> String {
+    let t = AuthClient::new(http(), &stack.api_url, &device.id)
+        .authenticate(&device.key())
+        .await
+        .unwrap();
+    t.access.expose_secret().to_owned()
+}
+
+/// Reads until EOF or error; returns how long that took (panics after 10 s).
+async fn read_until_closed(stream: &mut TcpStream) -> Duration {
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("connection was not closed"),
+        }
+    }
+}
+
+/// Performs the upgrade by hand and returns the raw socket after the 101.
+async fn raw_upgrade(stack: &Stack, token: &str) -> TcpStream {
+    let addr = stack.relay.as_ref().unwrap().tunnel_addr;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /tunnel HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+#[tokio::test]
+async fn malformed_websocket_frames_close_only_that_session() {
+    let stack = Stack::start().await;
+    let (agent, good) = healthy(&stack).await;
+    let bad = stack.add_device("mallory@example.com").await;
+    let mut s = raw_upgrade(&stack, &token(&stack, &bad).await).await;
+    let _ = stack.wait_session(&bad.id, None).await;
+    // An unmasked frame with a reserved opcode and RSV bits set: invalid
+    // from a client in every way.
+    s.write_all(&[0x7f, 0x05, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    read_until_closed(&mut s).await;
+    stack.wait_no_session(&bad.id, Duration::from_secs(3)).await;
+    assert_still_serving(&stack, &good).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_yamux_bytes_and_text_messages_close_only_that_session() {
+    let stack = Stack::start().await;
+    let (agent, good) = healthy(&stack).await;
+    let bad = stack.add_device("mallory@example.com").await;
+    for msg in [
+        Message::Binary(bytes::Bytes::from_static(
+            b"\x09\x09\x09 this is not a yamux frame header",
+        )),
+        Message::text("yamux does not speak text"),
+    ] {
+        let mut req = stack.tunnel_url().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", token(&stack, &bad).await)
+                .parse()
+                .unwrap(),
+        );
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let id = resp
+            .headers()
+            .get("x-edgelink-session")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let _ = stack.wait_session(&bad.id, None).await;
+        ws.send(msg).await.unwrap();
+        stack.wait_no_session(&bad.id, Duration::from_secs(3)).await;
+        let stored = stack.wait_closed_in_store(&id).await;
+        assert_eq!(
+            stored.close_reason.as_deref(),
+            Some("protocol_error"),
+            "{stored:?}"
+        );
+        assert_still_serving(&stack, &good).await;
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_stream_that_never_sends_a_request_is_closed() {
+    let stack = Stack::start().await;
+    let (agent, good) = healthy(&stack).await;
+    let dev = stack.add_device("slowloris@example.com").await;
+    let mut req = stack.tunnel_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(&stack, &dev).await)
+            .parse()
+            .unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (handle, _task) = edgelink_tunnel::session::spawn(
+        ws,
+        edgelink_tunnel::Role::Device,
+        &edgelink_tunnel::TunnelConfig::default(),
+        |_| {},
+    );
+    // A yamux stream exists for the relay once its first frame arrives, so
+    // "never sends a request" means: a byte or a partial head, then silence.
+    let mut one_byte = handle.open_stream().await.unwrap();
+    one_byte.write_all(b"P").await.unwrap();
+    let mut partial = handle.open_stream().await.unwrap();
+    partial
+        .write_all(b"POST /.edgelink/v1/heartbeat HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The relay's header_timeout is 2 s in the harness.
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    for s in [&mut one_byte, &mut partial] {
+        let n = tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf))
+            .await
+            .expect("stream not closed");
+        // Either a clean EOF or a reset; a 408 answer is also a close.
+        if let Ok(n) = n {
+            if n > 0 {
+                assert!(
+                    String::from_utf8_lossy(&buf[..n]).contains("408"),
+                    "{}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
+            }
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(6));
+    // The session itself survives: a well-formed heartbeat still works.
+    edgelink_agent::run::send_heartbeat(&handle, 1)
+        .await
+        .unwrap();
+    assert_still_serving(&stack, &good).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_on_both_ports() {
+    let stack = Stack::start().await;
+    let (agent, good) = healthy(&stack).await;
+    let huge = "a".repeat(100 * 1024);
+    for addr in [
+        stack.relay.as_ref().unwrap().tunnel_addr,
+        stack.relay.as_ref().unwrap().internal_addr,
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /tunnel HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n");
+        // The relay may close while we are still writing; that is a refusal too.
+        let _ = s.write_all(req.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 431"),
+            "{text}"
+        );
+    }
+    assert_still_serving(&stack, &good).await;
+    agent.stop().await;
+}
