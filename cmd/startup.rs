@@ -20,9 +20,7 @@ pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("EDGELINK_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -33,11 +31,7 @@ pub fn init_tracing() {
 /// Layers `T`'s defaults, the TOML file (if given; it must exist), the
 /// environment (`{prefix}FIELD`, e.g. `EDGELINK_API__LISTEN`) and the
 /// flags the user set (`overrides`, a JSON object).
-pub fn load<T>(
-    file: Option<&Path>,
-    env_prefix: &str,
-    overrides: serde_json::Value,
-) -> Result<T, String>
+pub fn load<T>(file: Option<&Path>, env_prefix: &str, overrides: serde_json::Value) -> Result<T, String>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Default,
 {
@@ -50,8 +44,7 @@ where
     }
     fig = fig.merge(Env::prefixed(env_prefix).split("__"));
     fig = fig.merge(Serialized::defaults(overrides));
-    fig.extract::<T>()
-        .map_err(|e| format!("invalid configuration: {e}"))
+    fig.extract::<T>().map_err(|e| format!("invalid configuration: {e}"))
 }
 
 /// Prints a configuration error and exits 64.

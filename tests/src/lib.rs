@@ -94,10 +94,7 @@ impl AgentRun {
 
 /// Waits (at most 10 s) until the watched status satisfies `pred`.
 pub async fn wait_for(rx: &mut watch::Receiver<Status>, pred: impl Fn(&Status) -> bool) {
-    let ok = matches!(
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| pred(s))).await,
-        Ok(Ok(_))
-    );
+    let ok = matches!(tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| pred(s))).await, Ok(Ok(_)));
     assert!(ok, "agent status never matched; last: {:?}", *rx.borrow());
 }
 
@@ -192,16 +189,11 @@ impl Stack {
 
         let api_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let api_url = format!("http://{}", api_listener.local_addr().expect("addr"));
-        let api_config = ApiConfig {
-            database_url: database_url.clone(),
-            ..ApiConfig::default()
-        };
+        let api_config = ApiConfig { database_url: database_url.clone(), ..ApiConfig::default() };
         let state = AppState::new(store.clone(), key, api_config);
         let api_shutdown = CancellationToken::new();
         let token = api_shutdown.clone();
-        tokio::spawn(edgelink_api::serve(api_listener, state, async move {
-            token.cancelled().await
-        }));
+        tokio::spawn(edgelink_api::serve(api_listener, state, async move { token.cancelled().await }));
 
         let origin = origin::spawn().await;
         let relay_config = RelayConfig {
@@ -229,31 +221,17 @@ impl Stack {
     /// Starts remote-proxy; with `addrs`, on those exact addresses (a
     /// restart), else on port 0.
     pub async fn start_relay(&mut self, addrs: Option<(SocketAddr, SocketAddr)>) {
-        let (t, i) = addrs.unwrap_or_else(|| {
-            (
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-            )
-        });
+        let (t, i) =
+            addrs.unwrap_or_else(|| (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 1], 0))));
         let tunnel = bind_retry(t).await;
         let internal = bind_retry(i).await;
         let tunnel_addr = tunnel.local_addr().expect("addr");
         let internal_addr = internal.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let store = self.store.clone();
-        let task = tokio::spawn(edgelink_relay::run(
-            self.relay_config.clone(),
-            store,
-            tunnel,
-            internal,
-            shutdown.clone(),
-        ));
-        self.relay = Some(RelayRun {
-            tunnel_addr,
-            internal_addr,
-            shutdown,
-            task,
-        });
+        let task =
+            tokio::spawn(edgelink_relay::run(self.relay_config.clone(), store, tunnel, internal, shutdown.clone()));
+        self.relay = Some(RelayRun { tunnel_addr, internal_addr, shutdown, task });
     }
 
     /// Stops remote-proxy; returns its addresses for a restart.
@@ -292,14 +270,8 @@ impl Stack {
             device_type: "gateway".into(),
             public_key_pem: key.public_key_pem(),
         };
-        let d = edgelink_api::provision::add_device(&self.store, &spec)
-            .await
-            .expect("add device");
-        Device {
-            id: d.id,
-            owner_id: d.owner_id,
-            key_pem: key.private_key_pem(),
-        }
+        let d = edgelink_api::provision::add_device(&self.store, &spec).await.expect("add device");
+        Device { id: d.id, owner_id: d.owner_id, key_pem: key.private_key_pem() }
     }
 
     /// Agent config for `device` against this stack, fast timings.
@@ -328,17 +300,8 @@ impl Stack {
     pub fn spawn_agent_with(&self, config: AgentConfig, device: &Device) -> AgentRun {
         let (tx, rx) = watch::channel(Status::Connecting);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(edgelink_agent::run::run(
-            config,
-            device.key(),
-            tx,
-            shutdown.clone(),
-        ));
-        AgentRun {
-            status: rx,
-            shutdown,
-            task,
-        }
+        let task = tokio::spawn(edgelink_agent::run::run(config, device.key(), tx, shutdown.clone()));
+        AgentRun { status: rx, shutdown, task }
     }
 
     /// Waits (at most 10 s) until `device` has a live session whose id is
@@ -348,18 +311,13 @@ impl Stack {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(list) = client.list_sessions().await {
-                if let Some(s) = list
-                    .sessions
-                    .into_iter()
-                    .find(|s| s.device_id == device_id && Some(s.token.as_str()) != not)
+                if let Some(s) =
+                    list.sessions.into_iter().find(|s| s.device_id == device_id && Some(s.token.as_str()) != not)
                 {
                     return s;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no session for device {device_id}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "no session for device {device_id}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -373,10 +331,7 @@ impl Stack {
             if !list.sessions.iter().any(|s| s.device_id == device_id) {
                 return start.elapsed();
             }
-            assert!(
-                start.elapsed() < within,
-                "session of {device_id} still live after {within:?}"
-            );
+            assert!(start.elapsed() < within, "session of {device_id} still live after {within:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -391,10 +346,7 @@ impl Stack {
                     return s;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "session {id} never recorded as closed"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "session {id} never recorded as closed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -20,12 +20,7 @@ pub const HELLO: &str = "hello from origin";
 pub async fn spawn() -> SocketAddr {
     let app = Router::new()
         .route("/hello", get(|| async { HELLO }))
-        .route(
-            "/echo",
-            post(
-                |req: Request| async move { Body::from_stream(req.into_body().into_data_stream()) },
-            ),
-        )
+        .route("/echo", post(|req: Request| async move { Body::from_stream(req.into_body().into_data_stream()) }))
         .route("/count", post(count))
         .route("/big", get(big))
         .route("/headers", get(headers))
@@ -36,13 +31,8 @@ pub async fn spawn() -> SocketAddr {
                 "late"
             }),
         )
-        .route(
-            "/ws",
-            get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind origin");
+        .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -70,18 +60,13 @@ struct BigQuery {
 async fn big(Query(q): Query<BigQuery>) -> Body {
     let mib = q.mib.unwrap_or(1).min(1024);
     let chunk = bytes::Bytes::from(vec![0x5au8; 1024 * 1024]);
-    Body::from_stream(futures::stream::iter(
-        (0..mib).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
-    ))
+    Body::from_stream(futures::stream::iter((0..mib).map(move |_| Ok::<_, std::io::Error>(chunk.clone()))))
 }
 
 async fn headers(h: HeaderMap) -> axum::Json<serde_json::Value> {
     let mut m = serde_json::Map::new();
     for (k, v) in h.iter() {
-        m.insert(
-            k.as_str().to_owned(),
-            serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
-        );
+        m.insert(k.as_str().to_owned(), serde_json::Value::String(v.to_str().unwrap_or("").to_owned()));
     }
     axum::Json(serde_json::Value::Object(m))
 }

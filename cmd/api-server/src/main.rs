@@ -14,11 +14,7 @@ use edgelink_auth::signing::{KeyOrigin, SigningKey};
 use edgelink_store::Store;
 
 #[derive(Parser)]
-#[command(
-    name = "api-server",
-    version,
-    about = "edgelink public API: device auth, tokens, and (soon) users"
-)]
+#[command(name = "api-server", version, about = "edgelink public API: device auth, tokens, and (soon) users")]
 struct Cli {
     /// TOML config file (fields as in `ApiConfig`; env EDGELINK_API__* and flags override it).
     #[arg(long, global = true, env = "EDGELINK_API_CONFIG")]
@@ -71,10 +67,7 @@ fn main() {
     let cli = Cli::parse();
     startup::init_tracing();
     let (listen, key_file) = match &cli.command {
-        Some(Command::Serve {
-            listen,
-            signing_key_file,
-        }) => (*listen, signing_key_file.clone()),
+        Some(Command::Serve { listen, signing_key_file }) => (*listen, signing_key_file.clone()),
         _ => (None, None),
     };
     let config: ApiConfig = startup::load(
@@ -90,8 +83,7 @@ fn main() {
     if let Err(e) = config.validate() {
         startup::config_error(e);
     }
-    let rt = tokio::runtime::Runtime::new()
-        .unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
     if let Err(e) = rt.block_on(run(cli.command, config)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -99,28 +91,14 @@ fn main() {
 }
 
 async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url)
-        .await
-        .context("opening the database")?;
+    let store = Store::connect(&config.database_url).await.context("opening the database")?;
     match command {
         None | Some(Command::Serve { .. }) => serve(store, config).await,
-        Some(Command::Device {
-            command:
-                DeviceCommand::Add {
-                    owner,
-                    name,
-                    public_key,
-                    device_type,
-                },
-        }) => {
-            let pem = std::fs::read_to_string(&public_key)
-                .with_context(|| format!("reading {}", public_key.display()))?;
-            let spec = edgelink_api::provision::DeviceSpec {
-                owner_email: owner,
-                name,
-                device_type,
-                public_key_pem: pem,
-            };
+        Some(Command::Device { command: DeviceCommand::Add { owner, name, public_key, device_type } }) => {
+            let pem =
+                std::fs::read_to_string(&public_key).with_context(|| format!("reading {}", public_key.display()))?;
+            let spec =
+                edgelink_api::provision::DeviceSpec { owner_email: owner, name, device_type, public_key_pem: pem };
             let device = edgelink_api::provision::add_device(&store, &spec).await?;
             println!("{}", device.id);
             Ok(())
@@ -129,14 +107,12 @@ async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> 
 }
 
 async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
-    let (key, origin) = SigningKey::load_or_generate(&config.signing_key_file)
-        .context("loading the signing key")?;
+    let (key, origin) = SigningKey::load_or_generate(&config.signing_key_file).context("loading the signing key")?;
     if origin == KeyOrigin::Generated {
         tracing::info!(path = %config.signing_key_file.display(), kid = key.kid(), "generated a new token signing key");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "api-server listening");
     let state = AppState::new(store, key, config);
     edgelink_api::serve(listener, state, startup::shutdown_signal()).await?;

@@ -50,17 +50,9 @@ fn main() {
     let cli = Cli::parse();
     startup::init_tracing();
     let (api, tunnel, device, local) = match &cli.command {
-        Command::Run {
-            api_url,
-            tunnel_url,
-            device_id,
-            local_service,
-        } => (
-            api_url.clone(),
-            tunnel_url.clone(),
-            device_id.clone(),
-            local_service.clone(),
-        ),
+        Command::Run { api_url, tunnel_url, device_id, local_service } => {
+            (api_url.clone(), tunnel_url.clone(), device_id.clone(), local_service.clone())
+        }
         Command::Keygen => (None, None, None, None),
     };
     let config: AgentConfig = startup::load(
@@ -80,10 +72,7 @@ fn main() {
         Command::Keygen => match edgelink_agent::keygen(&config.key_file) {
             Ok(_) => {
                 println!("private key: {}", config.key_file.display());
-                println!(
-                    "public key:  {}",
-                    edgelink_agent::public_key_path(&config.key_file).display()
-                );
+                println!("public key:  {}", edgelink_agent::public_key_path(&config.key_file).display());
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -95,10 +84,8 @@ fn main() {
                 startup::config_error(e);
             }
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let key = edgelink_agent::load_key(&config.key_file)
-                .unwrap_or_else(|e| startup::config_error(e));
-            let rt = tokio::runtime::Runtime::new()
-                .unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+            let key = edgelink_agent::load_key(&config.key_file).unwrap_or_else(|e| startup::config_error(e));
+            let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
             let result = rt.block_on(async move {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let trigger = shutdown.clone();

@@ -15,22 +15,13 @@ use edgelink_relay::RelayConfig;
 use secrecy::SecretString;
 
 #[derive(Parser)]
-#[command(
-    name = "remote-proxy",
-    version,
-    about = "edgelink relay: holds device tunnels, serves the internal API"
-)]
+#[command(name = "remote-proxy", version, about = "edgelink relay: holds device tunnels, serves the internal API")]
 struct Cli {
     /// TOML config file (fields as in `RelayConfig`; env EDGELINK_RELAY__* and flags override it).
     #[arg(long, global = true, env = "EDGELINK_RELAY_CONFIG")]
     config: Option<PathBuf>,
     /// Internal API bearer secret.
-    #[arg(
-        long,
-        global = true,
-        env = "EDGELINK_RELAY__INTERNAL_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "EDGELINK_RELAY__INTERNAL_SECRET", hide_env_values = true)]
     internal_secret: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -59,11 +50,7 @@ enum Command {
     /// Inspect and close tunnel sessions of a running relay.
     Sessions {
         /// The relay's internal API URL.
-        #[arg(
-            long,
-            env = "EDGELINK_RELAY_INTERNAL_URL",
-            default_value = "http://127.0.0.1:3801"
-        )]
+        #[arg(long, env = "EDGELINK_RELAY_INTERNAL_URL", default_value = "http://127.0.0.1:3801")]
         internal_url: String,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -92,25 +79,13 @@ enum SessionsCommand {
 fn main() {
     let cli = Cli::parse();
     startup::init_tracing();
-    let rt = tokio::runtime::Runtime::new()
-        .unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
     let code = match cli.command {
-        Some(Command::Sessions {
-            internal_url,
-            json,
-            command,
-        }) => {
+        Some(Command::Sessions { internal_url, json, command }) => {
             let Some(secret) = cli.internal_secret else {
-                startup::config_error(
-                    "the internal secret is required (EDGELINK_RELAY__INTERNAL_SECRET)",
-                );
+                startup::config_error("the internal secret is required (EDGELINK_RELAY__INTERNAL_SECRET)");
             };
-            match rt.block_on(sessions(
-                &internal_url,
-                SecretString::from(secret),
-                json,
-                command,
-            )) {
+            match rt.block_on(sessions(&internal_url, SecretString::from(secret), json, command)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -120,19 +95,9 @@ fn main() {
         }
         serve_cmd => {
             let (tl, il, db, jwks, id) = match serve_cmd {
-                Some(Command::Serve {
-                    tunnel_listen,
-                    internal_listen,
-                    database_url,
-                    jwks_url,
-                    instance_id,
-                }) => (
-                    tunnel_listen,
-                    internal_listen,
-                    database_url,
-                    jwks_url,
-                    instance_id,
-                ),
+                Some(Command::Serve { tunnel_listen, internal_listen, database_url, jwks_url, instance_id }) => {
+                    (tunnel_listen, internal_listen, database_url, jwks_url, instance_id)
+                }
                 _ => (None, None, None, None, None),
             };
             let config: RelayConfig = startup::load(
@@ -165,9 +130,7 @@ fn main() {
 
 async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let store = edgelink_store::Store::connect(&config.database_url)
-        .await
-        .context("opening the database")?;
+    let store = edgelink_store::Store::connect(&config.database_url).await.context("opening the database")?;
     let tunnel = tokio::net::TcpListener::bind(config.tunnel_listen)
         .await
         .with_context(|| format!("binding tunnel port {}", config.tunnel_listen))?;
@@ -185,12 +148,7 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sessions(
-    url: &str,
-    secret: SecretString,
-    json: bool,
-    command: SessionsCommand,
-) -> anyhow::Result<()> {
+async fn sessions(url: &str, secret: SecretString, json: bool, command: SessionsCommand) -> anyhow::Result<()> {
     let client = Client::new(url, secret)?;
     match command {
         SessionsCommand::List => {
@@ -198,10 +156,7 @@ async fn sessions(
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
-                    "{:<36}  {:<36}  {:<21}  {:<24}  LAST HEARTBEAT",
-                    "SESSION", "DEVICE", "REMOTE", "CONNECTED"
-                );
+                println!("{:<36}  {:<36}  {:<21}  {:<24}  LAST HEARTBEAT", "SESSION", "DEVICE", "REMOTE", "CONNECTED");
                 for s in &list.sessions {
                     println!(
                         "{:<36}  {:<36}  {:<21}  {:<24}  {}",

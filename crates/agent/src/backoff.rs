@@ -17,11 +17,7 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min`, doubles up to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            step: min,
-        }
+        Backoff { min, max, step: min }
     }
 
     /// The next delay to wait.

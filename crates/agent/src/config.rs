@@ -76,9 +76,7 @@ impl AgentConfig {
             return Err("local_service must be an http://host:port URL".into());
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
-            return Err(
-                "idle_timeout must be longer than ping_interval (and ping_interval > 0)".into(),
-            );
+            return Err("idle_timeout must be longer than ping_interval (and ping_interval > 0)".into());
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err("reconnect_min must be > 0 and <= reconnect_max".into());
@@ -106,15 +104,9 @@ pub fn local_authority(url: &str) -> Option<String> {
     if authority.is_empty() || authority.contains('@') {
         return None;
     }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']');
-    Some(if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    })
+    let has_port =
+        authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !authority.ends_with(']');
+    Some(if has_port { authority.to_owned() } else { format!("{authority}:80") })
 }
 
 #[cfg(test)]
@@ -123,34 +115,17 @@ mod tests {
 
     #[test]
     fn local_authority_parses() {
-        assert_eq!(
-            local_authority("http://127.0.0.1:8080").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            local_authority("http://localhost/").as_deref(),
-            Some("localhost:80")
-        );
-        assert_eq!(
-            local_authority("http://[::1]:81/x").as_deref(),
-            Some("[::1]:81")
-        );
+        assert_eq!(local_authority("http://127.0.0.1:8080").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(local_authority("http://localhost/").as_deref(), Some("localhost:80"));
+        assert_eq!(local_authority("http://[::1]:81/x").as_deref(), Some("[::1]:81"));
         assert_eq!(local_authority("https://x"), None);
         assert_eq!(local_authority("http://u@x"), None);
     }
 
     #[test]
     fn device_id_is_required() {
-        assert!(
-            AgentConfig::default()
-                .validate()
-                .unwrap_err()
-                .contains("device_id")
-        );
-        let c = AgentConfig {
-            device_id: Some("d".into()),
-            ..AgentConfig::default()
-        };
+        assert!(AgentConfig::default().validate().unwrap_err().contains("device_id"));
+        let c = AgentConfig { device_id: Some("d".into()), ..AgentConfig::default() };
         c.validate().unwrap();
     }
 }

@@ -35,9 +35,7 @@ pub struct Tokens {
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
+        f.debug_struct("Tokens").field("expires_at", &self.expires_at).finish_non_exhaustive()
     }
 }
 
@@ -51,10 +49,7 @@ impl Tokens {
 
     /// When to refresh: with a fifth of the lifetime left.
     pub fn refresh_at(&self) -> Instant {
-        self.expires_at
-            - (self.lifetime / 5)
-                .max(Duration::from_secs(10))
-                .min(self.lifetime / 2)
+        self.expires_at - (self.lifetime / 5).max(Duration::from_secs(10)).min(self.lifetime / 2)
     }
 }
 
@@ -80,18 +75,10 @@ pub struct AuthClient {
 impl AuthClient {
     /// A client for `api_url`, authenticating `device_id`.
     pub fn new(http: reqwest::Client, api_url: &str, device_id: &str) -> Self {
-        AuthClient {
-            http,
-            api_url: api_url.trim_end_matches('/').to_owned(),
-            device_id: device_id.to_owned(),
-        }
+        AuthClient { http, api_url: api_url.trim_end_matches('/').to_owned(), device_id: device_id.to_owned() }
     }
 
-    async fn post<T: for<'de> Deserialize<'de>>(
-        &self,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<T, AuthError> {
+    async fn post<T: for<'de> Deserialize<'de>>(&self, path: &str, body: serde_json::Value) -> Result<T, AuthError> {
         let resp = self
             .http
             .post(format!("{}{}", self.api_url, path))
@@ -101,16 +88,11 @@ impl AuthClient {
             .map_err(|e| AuthError::Transient(format!("{path}: {e}")))?;
         let status = resp.status();
         if status.is_success() {
-            return resp
-                .json()
-                .await
-                .map_err(|e| AuthError::Transient(format!("{path}: bad response: {e}")));
+            return resp.json().await.map_err(|e| AuthError::Transient(format!("{path}: bad response: {e}")));
         }
         let body: Option<ErrorBody> = resp.json().await.ok();
         let kind = body.as_ref().and_then(ErrorBody::kind);
-        let message = body
-            .map(|b| format!("{} ({})", b.message, b.error))
-            .unwrap_or_else(|| status.to_string());
+        let message = body.map(|b| format!("{} ({})", b.message, b.error)).unwrap_or_else(|| status.to_string());
         Err(match kind {
             Some(
                 ErrorCode::DeviceNotFound
@@ -124,12 +106,8 @@ impl AuthClient {
 
     /// Proves the key and gets new tokens.
     pub async fn authenticate(&self, key: &AgentKey) -> Result<Tokens, AuthError> {
-        let c: ChallengeResponse = self
-            .post(
-                "/api/v1/auth/challenge",
-                serde_json::json!({ "device_id": self.device_id }),
-            )
-            .await?;
+        let c: ChallengeResponse =
+            self.post("/api/v1/auth/challenge", serde_json::json!({ "device_id": self.device_id })).await?;
         let signature = key.sign_b64(c.challenge.as_bytes());
         let t: TokenResponse = self
             .post(
@@ -143,28 +121,19 @@ impl AuthClient {
     /// Rotates the refresh token.
     pub async fn refresh(&self, tokens: &Tokens) -> Result<Tokens, AuthError> {
         let t: TokenResponse = self
-            .post(
-                "/api/v1/auth/refresh",
-                serde_json::json!({ "refresh_token": tokens.refresh.expose_secret() }),
-            )
+            .post("/api/v1/auth/refresh", serde_json::json!({ "refresh_token": tokens.refresh.expose_secret() }))
             .await?;
         Ok(to_tokens(t))
     }
 
     /// Fresh tokens: `current` if still fresh, else refreshed, else a new
     /// authentication.
-    pub async fn ensure(
-        &self,
-        key: &AgentKey,
-        current: Option<Tokens>,
-    ) -> Result<Tokens, AuthError> {
+    pub async fn ensure(&self, key: &AgentKey, current: Option<Tokens>) -> Result<Tokens, AuthError> {
         match current {
             Some(t) if t.fresh() => Ok(t),
             Some(t) => match self.refresh(&t).await {
                 Ok(new) => Ok(new),
-                Err(AuthError::Transient(e)) if e.contains("refresh_token") => {
-                    self.authenticate(key).await
-                }
+                Err(AuthError::Transient(e)) if e.contains("refresh_token") => self.authenticate(key).await,
                 Err(AuthError::Transient(e)) => Err(AuthError::Transient(e)),
                 Err(AuthError::Permanent(_)) => self.authenticate(key).await,
             },

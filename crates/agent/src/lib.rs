@@ -63,22 +63,12 @@ pub enum Status {
 /// overwritten) and the public key at `path` + `.pub`. Returns the public
 /// key PEM.
 pub fn keygen(path: &Path) -> Result<String, AgentError> {
-    let key = AgentKey::generate().map_err(|e| AgentError::Key {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
-    edgelink_auth::signing::write_private(path, key.private_key_pem().as_bytes()).map_err(|e| {
-        AgentError::Key {
-            path: path.into(),
-            message: e.to_string(),
-        }
-    })?;
+    let key = AgentKey::generate().map_err(|e| AgentError::Key { path: path.into(), message: e.to_string() })?;
+    edgelink_auth::signing::write_private(path, key.private_key_pem().as_bytes())
+        .map_err(|e| AgentError::Key { path: path.into(), message: e.to_string() })?;
     let public = key.public_key_pem();
     let pub_path = public_key_path(path);
-    std::fs::write(&pub_path, &public).map_err(|e| AgentError::Key {
-        path: pub_path,
-        message: e.to_string(),
-    })?;
+    std::fs::write(&pub_path, &public).map_err(|e| AgentError::Key { path: pub_path, message: e.to_string() })?;
     Ok(public)
 }
 
@@ -91,14 +81,9 @@ pub fn public_key_path(path: &Path) -> PathBuf {
 
 /// Loads the private key written by [`keygen`].
 pub fn load_key(path: &Path) -> Result<AgentKey, AgentError> {
-    let text = std::fs::read_to_string(path).map_err(|e| AgentError::Key {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
-    AgentKey::from_pem(&text).map_err(|e| AgentError::Key {
-        path: path.into(),
-        message: e.to_string(),
-    })
+    let text =
+        std::fs::read_to_string(path).map_err(|e| AgentError::Key { path: path.into(), message: e.to_string() })?;
+    AgentKey::from_pem(&text).map_err(|e| AgentError::Key { path: path.into(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -112,14 +97,8 @@ mod tests {
         let path = dir.join("device.key");
         let public = keygen(&path).unwrap();
         assert_eq!(load_key(&path).unwrap().public_key_pem(), public);
-        assert_eq!(
-            std::fs::read_to_string(public_key_path(&path)).unwrap(),
-            public
-        );
-        assert!(
-            keygen(&path).is_err(),
-            "an existing key must never be overwritten"
-        );
+        assert_eq!(std::fs::read_to_string(public_key_path(&path)).unwrap(), public);
+        assert!(keygen(&path).is_err(), "an existing key must never be overwritten");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -50,12 +50,7 @@ pub async fn run(
         .build()
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let auth = AuthClient::new(http, &config.api_url, &device_id);
-    let ctx = Arc::new(StreamContext::new(
-        &device_id,
-        &config.local_service,
-        authority,
-        config.request_timeout,
-    ));
+    let ctx = Arc::new(StreamContext::new(&device_id, &config.local_service, authority, config.request_timeout));
     let tunnel_cfg = config.tunnel_config();
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut tokens: Option<Tokens> = None;
@@ -105,9 +100,7 @@ pub async fn run(
 
         let ctx_in = ctx.clone();
         let (handle, task) =
-            edgelink_tunnel::session::spawn(ws, Role::Device, &tunnel_cfg, move |s| {
-                spawn_stream(ctx_in.clone(), s)
-            });
+            edgelink_tunnel::session::spawn(ws, Role::Device, &tunnel_cfg, move |s| spawn_stream(ctx_in.clone(), s));
         tracing::info!("tunnel up");
         let _ = status.send(Status::Connected);
         backoff.reset();
@@ -138,17 +131,10 @@ fn stopped(status: &watch::Sender<Status>) -> Result<(), AgentError> {
 }
 
 /// Waits the next backoff delay; true when shutdown came first.
-async fn wait_backoff(
-    backoff: &mut Backoff,
-    status: &watch::Sender<Status>,
-    shutdown: &CancellationToken,
-) -> bool {
+async fn wait_backoff(backoff: &mut Backoff, status: &watch::Sender<Status>, shutdown: &CancellationToken) -> bool {
     let delay = backoff.next_delay();
     let _ = status.send(Status::Backoff(delay));
-    tracing::info!(
-        delay_ms = delay.as_millis() as u64,
-        "reconnecting after a delay"
-    );
+    tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting after a delay");
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
@@ -208,17 +194,15 @@ async fn connected(
 }
 
 async fn wait_end(task: tokio::task::JoinHandle<SessionEnd>) -> SessionEnd {
-    task.await
-        .unwrap_or_else(|e| SessionEnd::Broken(e.to_string()))
+    task.await.unwrap_or_else(|e| SessionEnd::Broken(e.to_string()))
 }
 
 /// Sends one heartbeat on a stream of its own.
 pub async fn send_heartbeat(handle: &Handle, uptime_secs: u64) -> Result<(), String> {
     let stream = handle.open_stream().await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let beat = Heartbeat {
         uptime_secs: Some(uptime_secs),
@@ -248,23 +232,16 @@ async fn dial(
     tls: &Arc<rustls::ClientConfig>,
     token: &str,
     tunnel_cfg: &edgelink_tunnel::TunnelConfig,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    DialError,
-> {
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, DialError> {
     let mut req = config
         .tunnel_url
         .as_str()
         .into_client_request()
         .map_err(|e| DialError::Forbidden(format!("bad tunnel_url: {e}")))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|e| DialError::Unauthorized(e.to_string()))?;
-    req.headers_mut()
-        .insert(http::header::AUTHORIZATION, bearer);
-    req.headers_mut().insert(
-        http::header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(paths::SUBPROTOCOL),
-    );
+    let bearer =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| DialError::Unauthorized(e.to_string()))?;
+    req.headers_mut().insert(http::header::AUTHORIZATION, bearer);
+    req.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
     let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
     let fut = tokio_tungstenite::connect_async_tls_with_config(
         req,

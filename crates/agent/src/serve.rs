@@ -39,12 +39,7 @@ pub struct StreamContext {
 
 impl StreamContext {
     /// A context forwarding to `local_service`.
-    pub fn new(
-        device_id: &str,
-        local_service: &str,
-        local_authority: String,
-        connect_timeout: Duration,
-    ) -> Self {
+    pub fn new(device_id: &str, local_service: &str, local_authority: String, connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -72,11 +67,7 @@ pub fn spawn_stream(ctx: Arc<StreamContext>, stream: TunnelStream) {
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .max_header_size(limits::MAX_HEADER_BYTES);
-        if let Err(e) = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades()
-            .await
-        {
+        if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
             tracing::debug!(error = %e, "tunnel stream ended with an error");
         }
     });
@@ -85,26 +76,17 @@ pub fn spawn_stream(ctx: Arc<StreamContext>, stream: TunnelStream) {
 fn full(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 fn error(code: ErrorCode, message: &str, path: &str) -> Response<Body> {
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    full(
-        status,
-        serde_json::to_vec(&ErrorBody::new(code, message, path, ts)).unwrap_or_default(),
-    )
+    full(status, serde_json::to_vec(&ErrorBody::new(code, message, path, ts)).unwrap_or_default())
 }
 
-async fn handle(
-    ctx: Arc<StreamContext>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(ctx: Arc<StreamContext>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     if paths::is_control_path(&path) {
         return Ok(control(&ctx, &req, &path));
@@ -113,11 +95,7 @@ async fn handle(
         Ok(resp) => resp,
         Err(msg) => {
             tracing::info!(error = %msg, "local service failed");
-            error(
-                ErrorCode::DeviceUnavailable,
-                &format!("local service: {msg}"),
-                &path,
-            )
+            error(ErrorCode::DeviceUnavailable, &format!("local service: {msg}"), &path)
         }
     })
 }
@@ -134,20 +112,10 @@ fn control(ctx: &StreamContext, req: &Request<Incoming>, path: &str) -> Response
     error(ErrorCode::NotFound, "no such control path", path)
 }
 
-async fn forward(
-    ctx: &StreamContext,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, String> {
+async fn forward(ctx: &StreamContext, mut req: Request<Incoming>) -> Result<Response<Body>, String> {
     let upgrade = hop::is_upgrade(req.headers());
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
-    let uri: http::Uri = format!("{}{}", ctx.local_base, pq)
-        .parse()
-        .map_err(|_| "bad path".to_owned())?;
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let uri: http::Uri = format!("{}{}", ctx.local_base, pq).parse().map_err(|_| "bad path".to_owned())?;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     hop::strip(&mut parts.headers, upgrade);
@@ -159,41 +127,26 @@ async fn forward(
     }
     if !upgrade {
         parts.uri = uri;
-        let resp = ctx
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = ctx.client.request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())?;
         let (mut rparts, rbody) = resp.into_parts();
         hop::strip(&mut rparts.headers, false);
-        return Ok(Response::from_parts(
-            rparts,
-            rbody.map_err(Into::into).boxed(),
-        ));
+        return Ok(Response::from_parts(rparts, rbody.map_err(Into::into).boxed()));
     }
 
     // Upgrades get a connection of their own: it is handed over to the
     // spliced byte stream and never goes back to the pool.
     parts.uri = pq.parse().map_err(|_| "bad path".to_owned())?;
-    let tcp = tokio::time::timeout(
-        ctx.connect_timeout,
-        tokio::net::TcpStream::connect(&ctx.local_authority),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
+    let tcp = tokio::time::timeout(ctx.connect_timeout, tokio::net::TcpStream::connect(&ctx.local_authority))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
+        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    let mut resp = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut resp = sender.send_request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let local_upgrade = hyper::upgrade::on(&mut resp);
@@ -201,26 +154,14 @@ async fn forward(
                 if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, local_upgrade) {
                     let mut a = TokioIo::new(a);
                     let mut b = TokioIo::new(b);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut a,
-                        &mut b,
-                        64 * 1024,
-                        64 * 1024,
-                    )
-                    .await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await;
                 }
             });
         }
         let (rparts, _) = resp.into_parts();
-        return Ok(Response::from_parts(
-            rparts,
-            Empty::new().map_err(|e| match e {}).boxed(),
-        ));
+        return Ok(Response::from_parts(rparts, Empty::new().map_err(|e| match e {}).boxed()));
     }
     let (mut rparts, rbody) = resp.into_parts();
     hop::strip(&mut rparts.headers, false);
-    Ok(Response::from_parts(
-        rparts,
-        rbody.map_err(Into::into).boxed(),
-    ))
+    Ok(Response::from_parts(rparts, rbody.map_err(Into::into).boxed()))
 }

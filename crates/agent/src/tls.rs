@@ -17,9 +17,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| AgentError::Config(format!("ca_file {}: {e}", path.display())))?;
         for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| AgentError::Config(format!("ca_file {}: {e}", path.display())))?;
+            roots.add(c).map_err(|e| AgentError::Config(format!("ca_file {}: {e}", path.display())))?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

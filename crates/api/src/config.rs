@@ -51,21 +51,17 @@ impl ApiConfig {
         if self.token_issuer.trim().is_empty() {
             return Err("token_issuer must not be empty".into());
         }
-        if self.access_token_ttl < Duration::from_secs(30)
-            || self.access_token_ttl > Duration::from_secs(24 * 3600)
-        {
+        if self.access_token_ttl < Duration::from_secs(30) || self.access_token_ttl > Duration::from_secs(24 * 3600) {
             return Err("access_token_ttl must be between 30s and 24h".into());
         }
         if self.refresh_token_ttl <= self.access_token_ttl {
             return Err("refresh_token_ttl must be longer than access_token_ttl".into());
         }
-        let max_challenge =
-            Duration::from_secs(edgelink_protocol::limits::CHALLENGE_TTL_SECS as u64);
+        let max_challenge = Duration::from_secs(edgelink_protocol::limits::CHALLENGE_TTL_SECS as u64);
         if self.challenge_ttl.is_zero() || self.challenge_ttl > max_challenge {
             return Err("challenge_ttl must be between 1s and 60s".into());
         }
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
-        {
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
             return Err("database_url must start with sqlite:// or postgres://".into());
         }
         Ok(())
@@ -79,15 +75,9 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         ApiConfig::default().validate().unwrap();
-        let c = ApiConfig {
-            challenge_ttl: Duration::from_secs(600),
-            ..ApiConfig::default()
-        };
+        let c = ApiConfig { challenge_ttl: Duration::from_secs(600), ..ApiConfig::default() };
         assert!(c.validate().unwrap_err().contains("challenge_ttl"));
-        let c = ApiConfig {
-            database_url: "mysql://x".into(),
-            ..ApiConfig::default()
-        };
+        let c = ApiConfig { database_url: "mysql://x".into(), ..ApiConfig::default() };
         assert!(c.validate().unwrap_err().contains("database_url"));
     }
 }

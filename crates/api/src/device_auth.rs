@@ -80,9 +80,7 @@ pub struct TokenResponse {
 
 fn check_len(field: &str, value: &str, max: usize, path: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > max {
-        return Err(
-            ApiError::bad_request(format!("{field} must be 1 to {max} characters")).at(path),
-        );
+        return Err(ApiError::bad_request(format!("{field} must be 1 to {max} characters")).at(path));
     }
     Ok(())
 }
@@ -107,15 +105,8 @@ pub async fn challenge(
     let ttl = state.config().challenge_ttl;
     let now = now_ms();
     let expires_at = now + ttl.as_millis() as i64;
-    state
-        .store()
-        .insert_challenge(&creds.id, &text, now, expires_at)
-        .await?;
-    Ok(NoStore(ChallengeResponse {
-        challenge: text,
-        expires_in: ttl.as_secs(),
-        expires_at: rfc3339_ms(expires_at),
-    }))
+    state.store().insert_challenge(&creds.id, &text, now, expires_at).await?;
+    Ok(NoStore(ChallengeResponse { challenge: text, expires_in: ttl.as_secs(), expires_at: rfc3339_ms(expires_at) }))
 }
 
 /// Checks the signature, spends the challenge and issues tokens.
@@ -138,33 +129,18 @@ pub async fn verify(
         return Err(ApiError::new(ErrorCode::DeviceRevoked, "device is revoked").at(path));
     }
     if !challenge::is_for_device(&req.challenge, &creds.id) {
-        return Err(ApiError::new(
-            ErrorCode::ChallengeInvalid,
-            "challenge was not issued to this device",
-        )
-        .at(path));
+        return Err(ApiError::new(ErrorCode::ChallengeInvalid, "challenge was not issued to this device").at(path));
     }
     let key = DevicePublicKey::from_pem(&creds.public_key).map_err(ApiError::internal)?;
-    if key
-        .verify_encoded(req.challenge.as_bytes(), &req.signature)
-        .is_err()
-    {
+    if key.verify_encoded(req.challenge.as_bytes(), &req.signature).is_err() {
         tracing::info!("device signature rejected");
-        return Err(
-            ApiError::new(ErrorCode::SignatureInvalid, "signature does not verify").at(path),
-        );
+        return Err(ApiError::new(ErrorCode::SignatureInvalid, "signature does not verify").at(path));
     }
     let now = now_ms();
-    if !state
-        .store()
-        .consume_challenge(&creds.id, &req.challenge, now)
-        .await?
-    {
-        return Err(ApiError::new(
-            ErrorCode::ChallengeInvalid,
-            "challenge is unknown, expired or already used",
-        )
-        .at(path));
+    if !state.store().consume_challenge(&creds.id, &req.challenge, now).await? {
+        return Err(
+            ApiError::new(ErrorCode::ChallengeInvalid, "challenge is unknown, expired or already used").at(path)
+        );
     }
     let family = uuid::Uuid::new_v4().to_string();
     let tokens = issue_tokens(&state, &creds.id, &creds.owner_id, Some(&family), None, now).await?;
@@ -186,36 +162,20 @@ pub async fn refresh(
     let expires = now + state.config().refresh_token_ttl.as_millis() as i64;
     let outcome = state
         .store()
-        .rotate_refresh_token(
-            &secret::hash(&req.refresh_token),
-            &secret::hash(&new_refresh),
-            now,
-            expires,
-        )
+        .rotate_refresh_token(&secret::hash(&req.refresh_token), &secret::hash(&new_refresh), now, expires)
         .await?;
     match outcome {
-        RefreshOutcome::Rotated {
-            device_id,
-            owner_id,
-        } => {
-            let tokens =
-                issue_tokens(&state, &device_id, &owner_id, None, Some(new_refresh), now).await?;
+        RefreshOutcome::Rotated { device_id, owner_id } => {
+            let tokens = issue_tokens(&state, &device_id, &owner_id, None, Some(new_refresh), now).await?;
             Ok(NoStore(tokens))
         }
         RefreshOutcome::Reused => {
             tracing::warn!("refresh token reuse detected; token family revoked");
-            Err(ApiError::new(
-                ErrorCode::RefreshTokenReused,
-                "refresh token already used; all its tokens are revoked",
-            )
-            .at(path))
+            Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token already used; all its tokens are revoked")
+                .at(path))
         }
         RefreshOutcome::Unknown | RefreshOutcome::Expired | RefreshOutcome::Revoked => {
-            Err(ApiError::new(
-                ErrorCode::RefreshTokenInvalid,
-                "refresh token is unknown, expired or revoked",
-            )
-            .at(path))
+            Err(ApiError::new(ErrorCode::RefreshTokenInvalid, "refresh token is unknown, expired or revoked").at(path))
         }
     }
 }
@@ -230,22 +190,14 @@ async fn issue_tokens(
     rotated_refresh: Option<String>,
     now: i64,
 ) -> Result<TokenResponse, ApiError> {
-    let (access_token, _) = state
-        .issuer()
-        .issue(device_id, owner_id, now / 1000)
-        .map_err(ApiError::internal)?;
+    let (access_token, _) = state.issuer().issue(device_id, owner_id, now / 1000).map_err(ApiError::internal)?;
     let refresh_token = match (rotated_refresh, new_family) {
         (Some(token), _) => token,
         (None, family) => {
             let token = secret::generate(REFRESH_TOKEN_PREFIX);
             let expires = now + state.config().refresh_token_ttl.as_millis() as i64;
-            let family = family
-                .map(str::to_owned)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            state
-                .store()
-                .insert_refresh_token(&secret::hash(&token), device_id, &family, now, expires)
-                .await?;
+            let family = family.map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            state.store().insert_refresh_token(&secret::hash(&token), device_id, &family, now, expires).await?;
             token
         }
     };
@@ -263,11 +215,7 @@ pub struct NoStore<T>(pub T);
 
 impl<T: Serialize> axum::response::IntoResponse for NoStore<T> {
     fn into_response(self) -> axum::response::Response {
-        (
-            [(http::header::CACHE_CONTROL, "no-store")],
-            axum::Json(self.0),
-        )
-            .into_response()
+        ([(http::header::CACHE_CONTROL, "no-store")], axum::Json(self.0)).into_response()
     }
 }
 

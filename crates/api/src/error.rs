@@ -19,11 +19,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a client-facing message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            path: String::new(),
-        }
+        ApiError { code, message: message.into(), path: String::new() }
     }
 
     /// Sets the request path shown in the body.
@@ -61,8 +57,7 @@ impl From<edgelink_store::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody::new(self.code, self.message, self.path, timestamp());
         (status, axum::Json(body)).into_response()
     }

@@ -51,19 +51,8 @@ struct Inner {
 impl AppState {
     /// Builds the state from a store, the signing key and the config.
     pub fn new(store: Store, signing_key: SigningKey, config: ApiConfig) -> Self {
-        let issuer = TokenIssuer::new(
-            &signing_key,
-            &config.token_issuer,
-            config.access_token_ttl.as_secs() as i64,
-        );
-        AppState {
-            inner: Arc::new(Inner {
-                store,
-                signing_key,
-                issuer,
-                config,
-            }),
-        }
+        let issuer = TokenIssuer::new(&signing_key, &config.token_issuer, config.access_token_ttl.as_secs() as i64);
+        AppState { inner: Arc::new(Inner { store, signing_key, issuer, config }) }
     }
 
     /// The store.
@@ -102,21 +91,12 @@ async fn health() -> axum::Json<serde_json::Value> {
 async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    state
-        .store()
-        .ping()
-        .await
-        .map_err(|_| ApiError::unavailable("database unreachable"))?;
+    state.store().ping().await.map_err(|_| ApiError::unavailable("database unreachable"))?;
     Ok(axum::Json(serde_json::json!({ "status": "ready" })))
 }
 
-async fn jwks(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> impl axum::response::IntoResponse {
-    (
-        [(http::header::CACHE_CONTROL, "public, max-age=300")],
-        axum::Json(state.inner.signing_key.jwks()),
-    )
+async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    ([(http::header::CACHE_CONTROL, "public, max-age=300")], axum::Json(state.inner.signing_key.jwks()))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, and runs the
@@ -128,9 +108,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     janitor.abort();
     res
 }

@@ -45,9 +45,7 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
         return Err(Error::Invalid("type must be 1 to 64 characters".into()));
     }
     let key = DevicePublicKey::from_pem(&spec.public_key_pem)?;
-    let owner = store
-        .upsert_user_by_email(email, email.split('@').next().unwrap_or(email))
-        .await?;
+    let owner = store.upsert_user_by_email(email, email.split('@').next().unwrap_or(email)).await?;
     let device = store
         .create_device(&NewDevice {
             owner_id: owner.id,

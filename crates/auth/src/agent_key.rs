@@ -32,9 +32,7 @@ impl AgentKey {
     pub fn from_pem(text: &str) -> Result<Self, Error> {
         let (label, der) = pem::decode(text)?;
         if label != "PRIVATE KEY" {
-            return Err(Error::InvalidKey(format!(
-                "expected a PRIVATE KEY PEM, got {label:?}"
-            )));
+            return Err(Error::InvalidKey(format!("expected a PRIVATE KEY PEM, got {label:?}")));
         }
         Self::from_pkcs8(&der)
     }
@@ -42,10 +40,7 @@ impl AgentKey {
     fn from_pkcs8(der: &[u8]) -> Result<Self, Error> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|_| Error::InvalidKey("not an Ed25519 PKCS#8 key".into()))?;
-        Ok(AgentKey {
-            pair,
-            pkcs8: der.to_vec(),
-        })
+        Ok(AgentKey { pair, pkcs8: der.to_vec() })
     }
 
     /// The private key as PKCS#8 PEM (write it with mode 0600).

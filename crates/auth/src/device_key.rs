@@ -18,9 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::{Error, pem};
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (OID 1.3.101.112).
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 const RSA_MIN_BITS: usize = 2048;
 const RSA_MAX_BITS: usize = 8192;
 
@@ -74,13 +72,10 @@ impl DevicePublicKey {
         match label.as_str() {
             "PUBLIC KEY" => Self::from_spki_der(&der),
             "RSA PUBLIC KEY" => {
-                let key = RsaPublicKey::from_pkcs1_der(&der)
-                    .map_err(|e| Error::InvalidKey(e.to_string()))?;
+                let key = RsaPublicKey::from_pkcs1_der(&der).map_err(|e| Error::InvalidKey(e.to_string()))?;
                 Self::rsa(key)
             }
-            other => Err(Error::InvalidKey(format!(
-                "unsupported PEM label {other:?}"
-            ))),
+            other => Err(Error::InvalidKey(format!("unsupported PEM label {other:?}"))),
         }
     }
 
@@ -99,9 +94,7 @@ impl DevicePublicKey {
     fn rsa(key: RsaPublicKey) -> Result<Self, Error> {
         let bits = key.n().bits();
         if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
-            return Err(Error::InvalidKey(format!(
-                "RSA key of {bits} bits; 2048 to 8192 accepted"
-            )));
+            return Err(Error::InvalidKey(format!("RSA key of {bits} bits; 2048 to 8192 accepted")));
         }
         Ok(DevicePublicKey::Rsa(Box::new(key)))
     }
@@ -138,8 +131,7 @@ impl DevicePublicKey {
 
     /// Checks `signature` (hex or base64 text) over `message`.
     pub fn verify_encoded(&self, message: &[u8], signature: &str) -> Result<(), Error> {
-        let sig =
-            decode_signature(signature.trim(), self.signature_len()).ok_or(Error::BadSignature)?;
+        let sig = decode_signature(signature.trim(), self.signature_len()).ok_or(Error::BadSignature)?;
         self.verify(message, &sig)
     }
 
@@ -163,10 +155,10 @@ fn decode_signature(text: &str, expected_len: usize) -> Option<Vec<u8>> {
         return hex::decode(text).ok();
     }
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
-        if let Ok(bytes) = engine.decode(text) {
-            if bytes.len() == expected_len {
-                return Some(bytes);
-            }
+        if let Ok(bytes) = engine.decode(text)
+            && bytes.len() == expected_len
+        {
+            return Some(bytes);
         }
     }
     None
@@ -260,12 +252,8 @@ mod tests {
         let em_len = (2048 - 1usize).div_ceil(8);
         let mut rng = rsa::rand_core::OsRng;
         for salt in [0usize, 20, 32, 64, em_len - 32 - 2] {
-            let sig = private
-                .sign_with_rng(&mut rng, Pss::new_with_salt::<Sha256>(salt), &digest)
-                .unwrap();
-            public
-                .verify(msg, &sig)
-                .unwrap_or_else(|_| panic!("salt {salt}"));
+            let sig = private.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha256>(salt), &digest).unwrap();
+            public.verify(msg, &sig).unwrap_or_else(|_| panic!("salt {salt}"));
             public.verify_encoded(msg, &hex::encode(&sig)).unwrap();
             public.verify_encoded(msg, &STANDARD.encode(&sig)).unwrap();
             assert!(public.verify(b"other message", &sig).is_err());
@@ -285,8 +273,7 @@ mod tests {
         assert_eq!(key.to_pem(), pem);
         use rsa::pkcs1::EncodeRsaPublicKey;
         let pkcs1 = private.to_public_key().to_pkcs1_der().unwrap();
-        let key =
-            DevicePublicKey::from_pem(&pem::encode("RSA PUBLIC KEY", pkcs1.as_bytes())).unwrap();
+        let key = DevicePublicKey::from_pem(&pem::encode("RSA PUBLIC KEY", pkcs1.as_bytes())).unwrap();
         assert_eq!(key.to_pem(), pem);
     }
 

@@ -7,26 +7,15 @@ use crate::Error;
 
 /// Decodes the first PEM block; returns its label and DER bytes.
 pub fn decode(text: &str) -> Result<(String, Vec<u8>), Error> {
-    let begin = text
-        .find("-----BEGIN ")
-        .ok_or_else(|| Error::InvalidKey("no PEM BEGIN line".into()))?;
+    let begin = text.find("-----BEGIN ").ok_or_else(|| Error::InvalidKey("no PEM BEGIN line".into()))?;
     let rest = &text[begin + "-----BEGIN ".len()..];
-    let label_end = rest
-        .find("-----")
-        .ok_or_else(|| Error::InvalidKey("bad PEM BEGIN line".into()))?;
+    let label_end = rest.find("-----").ok_or_else(|| Error::InvalidKey("bad PEM BEGIN line".into()))?;
     let label = rest[..label_end].to_owned();
     let body_start = label_end + 5;
     let end_marker = format!("-----END {label}-----");
-    let body_end = rest
-        .find(&end_marker)
-        .ok_or_else(|| Error::InvalidKey("no PEM END line".into()))?;
-    let body: String = rest[body_start..body_end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = STANDARD
-        .decode(body)
-        .map_err(|e| Error::InvalidKey(format!("PEM base64: {e}")))?;
+    let body_end = rest.find(&end_marker).ok_or_else(|| Error::InvalidKey("no PEM END line".into()))?;
+    let body: String = rest[body_start..body_end].chars().filter(|c| !c.is_whitespace()).collect();
+    let der = STANDARD.decode(body).map_err(|e| Error::InvalidKey(format!("PEM base64: {e}")))?;
     Ok((label, der))
 }
 

@@ -52,10 +52,7 @@ impl SigningKey {
     /// Loads the key at `path`, or generates one there if the file does not
     /// exist.
     pub fn load_or_generate(path: &Path) -> Result<(Self, KeyOrigin), Error> {
-        let file_err = |source| Error::KeyFile {
-            path: path.display().to_string(),
-            source,
-        };
+        let file_err = |source| Error::KeyFile { path: path.display().to_string(), source };
         match std::fs::read_to_string(path) {
             Ok(text) => Ok((Self::new(AgentKey::from_pem(&text)?), KeyOrigin::Loaded)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -96,10 +93,10 @@ impl SigningKey {
 
 /// Writes `bytes` to a new file readable only by its owner.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

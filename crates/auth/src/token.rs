@@ -56,12 +56,7 @@ impl TokenIssuer {
 
     /// Signs a token for `device_id` owned by `owner_id`, issued at `now`
     /// (seconds since the epoch).
-    pub fn issue(
-        &self,
-        device_id: &str,
-        owner_id: &str,
-        now: i64,
-    ) -> Result<(String, DeviceClaims), Error> {
+    pub fn issue(&self, device_id: &str, owner_id: &str, now: i64) -> Result<(String, DeviceClaims), Error> {
         let claims = DeviceClaims {
             sub: device_id.to_owned(),
             owner: owner_id.to_owned(),
@@ -74,8 +69,7 @@ impl TokenIssuer {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key)
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| Error::Encode(e.to_string()))?;
         Ok((token, claims))
     }
 }
@@ -95,10 +89,7 @@ impl TokenVerifier {
         validation.set_audience(&[TUNNEL_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        TokenVerifier {
-            keys: HashMap::new(),
-            validation,
-        }
+        TokenVerifier { keys: HashMap::new(), validation }
     }
 
     /// Adds the public key of `key`.
@@ -110,16 +101,9 @@ impl TokenVerifier {
     /// Adds every Ed25519 key in a JWKS document; returns how many.
     pub fn add_jwks(&mut self, jwks: &serde_json::Value) -> usize {
         let mut added = 0;
-        for jwk in jwks
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .into_iter()
-            .flatten()
-        {
-            let (Some(kid), Some(x)) = (
-                jwk.get("kid").and_then(|v| v.as_str()),
-                jwk.get("x").and_then(|v| v.as_str()),
-            ) else {
+        for jwk in jwks.get("keys").and_then(|k| k.as_array()).into_iter().flatten() {
+            let (Some(kid), Some(x)) = (jwk.get("kid").and_then(|v| v.as_str()), jwk.get("x").and_then(|v| v.as_str()))
+            else {
                 continue;
             };
             if jwk.get("kty").and_then(|v| v.as_str()) != Some("OKP")
@@ -156,15 +140,14 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         let key = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-        let data =
-            jsonwebtoken::decode::<DeviceClaims>(token, key, &self.validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    _ => TokenError::Invalid,
-                }
-            })?;
+        let data = jsonwebtoken::decode::<DeviceClaims>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Invalid,
+            }
+        })?;
         if !data.claims.has_scope(SCOPE_TUNNEL) {
             return Err(TokenError::Invalid);
         }
@@ -177,10 +160,7 @@ mod tests {
     use super::*;
 
     fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
 
     #[test]
@@ -209,20 +189,13 @@ mod tests {
         let mut sig = parts[2].clone().into_bytes();
         sig[5] = if sig[5] == b'A' { b'B' } else { b'A' };
         parts[2] = String::from_utf8(sig).unwrap();
-        assert_eq!(
-            verifier.verify(&parts.join(".")),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(verifier.verify(&parts.join(".")), Err(TokenError::BadSignature));
 
         let other = SigningKey::ephemeral().unwrap();
-        let (foreign, _) = TokenIssuer::new(&other, "edgelink-api", 300)
-            .issue("d", "u", now())
-            .unwrap();
+        let (foreign, _) = TokenIssuer::new(&other, "edgelink-api", 300).issue("d", "u", now()).unwrap();
         assert_eq!(verifier.verify(&foreign), Err(TokenError::UnknownKey));
 
-        let (wrong_iss, _) = TokenIssuer::new(&key, "someone-else", 300)
-            .issue("d", "u", now())
-            .unwrap();
+        let (wrong_iss, _) = TokenIssuer::new(&key, "someone-else", 300).issue("d", "u", now()).unwrap();
         assert_eq!(verifier.verify(&wrong_iss), Err(TokenError::Invalid));
 
         assert_eq!(verifier.verify(""), Err(TokenError::Missing));
@@ -240,9 +213,6 @@ mod tests {
             r#"{{"sub":"d","owner":"u","scope":"tunnel","iss":"edgelink-api","aud":"edgelink-tunnel","iat":0,"exp":{},"jti":"x"}}"#,
             now() + 100
         ));
-        assert_eq!(
-            verifier.verify(&format!("{header}.{body}.")),
-            Err(TokenError::Invalid)
-        );
+        assert_eq!(verifier.verify(&format!("{header}.{body}.")), Err(TokenError::Invalid));
     }
 }

@@ -90,10 +90,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("base", &self.base)
-            .field("secret", &"[redacted]")
-            .finish()
+        f.debug_struct("Client").field("base", &self.base).field("secret", &"[redacted]").finish()
     }
 }
 
@@ -121,10 +118,7 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, Error> {
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
         let resp = req.bearer_auth(self.secret.expose_secret()).send().await?;
         let status = resp.status().as_u16();
         match status {
@@ -143,19 +137,14 @@ impl Client {
 
     /// `GET /internal/sessions`.
     pub async fn list_sessions(&self) -> Result<SessionList, Error> {
-        self.call(self.http.get(self.url("/internal/sessions")))
-            .await
+        self.call(self.http.get(self.url("/internal/sessions"))).await
     }
 
     /// `GET /internal/session/{id}`; [`Error::NotFound`] when unknown or
     /// disconnected.
     pub async fn get_session(&self, id: &str) -> Result<SessionSummary, Error> {
-        let s: SessionSummary = self
-            .call(
-                self.http
-                    .get(self.url(&format!("/internal/session/{}", encode(id)))),
-            )
-            .await?;
+        let s: SessionSummary =
+            self.call(self.http.get(self.url(&format!("/internal/session/{}", encode(id))))).await?;
         if !s.connected {
             return Err(Error::NotFound);
         }
@@ -164,20 +153,12 @@ impl Client {
 
     /// `POST /internal/session/{id}/close`.
     pub async fn close_session(&self, id: &str) -> Result<CloseResult, Error> {
-        self.call(
-            self.http
-                .post(self.url(&format!("/internal/session/{}/close", encode(id)))),
-        )
-        .await
+        self.call(self.http.post(self.url(&format!("/internal/session/{}/close", encode(id))))).await
     }
 
     /// The URL of the raw forward to `path` on session `id`'s device.
     pub fn forward_url(&self, id: &str, path: &str) -> String {
-        self.url(&format!(
-            "/internal/forward/{}/{}",
-            encode(id),
-            path.trim_start_matches('/')
-        ))
+        self.url(&format!("/internal/forward/{}/{}", encode(id), path.trim_start_matches('/')))
     }
 }
 
@@ -212,9 +193,6 @@ mod tests {
         let c = Client::new("http://127.0.0.1:3801/", SecretString::from("hunter2")).unwrap();
         assert_eq!(c.base_url(), "http://127.0.0.1:3801");
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert_eq!(
-            c.forward_url("s1", "/a/b?x=1"),
-            "http://127.0.0.1:3801/internal/forward/s1/a/b?x=1"
-        );
+        assert_eq!(c.forward_url("s1", "/a/b?x=1"), "http://127.0.0.1:3801/internal/forward/s1/a/b?x=1");
     }
 }

@@ -175,12 +175,7 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Builds the body for `code`; the caller supplies the time so this
     /// crate reads no clock.
-    pub fn new(
-        code: ErrorCode,
-        message: impl Into<String>,
-        path: impl Into<String>,
-        timestamp: String,
-    ) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>, path: impl Into<String>, timestamp: String) -> Self {
         ErrorBody {
             code: code.code(),
             error: code.name().to_owned(),

@@ -51,13 +51,7 @@ mod tests {
         ] {
             assert!(is_control_path(p), "{p}");
         }
-        for p in [
-            "/",
-            "/index.html",
-            "/a/.edgelink/x",
-            "/.edgelinkx/y",
-            "/edgelink",
-        ] {
+        for p in ["/", "/index.html", "/a/.edgelink/x", "/.edgelinkx/y", "/edgelink"] {
             assert!(!is_control_path(p), "{p}");
         }
     }

@@ -92,14 +92,10 @@ impl RelayConfig {
     pub fn validate(&self) -> Result<(), String> {
         match &self.internal_secret {
             None => {
-                return Err(
-                    "internal_secret is required (EDGELINK_RELAY__INTERNAL_SECRET or --internal-secret)".into(),
-                );
+                return Err("internal_secret is required (EDGELINK_RELAY__INTERNAL_SECRET or --internal-secret)".into());
             }
             Some(s) if s.expose_secret().len() < MIN_SECRET_LEN => {
-                return Err(format!(
-                    "internal_secret must be at least {MIN_SECRET_LEN} characters"
-                ));
+                return Err(format!("internal_secret must be at least {MIN_SECRET_LEN} characters"));
             }
             Some(_) => {}
         }
@@ -107,9 +103,7 @@ impl RelayConfig {
             return Err("tls_cert and tls_key must be set together".into());
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
-            return Err(
-                "idle_timeout must be longer than ping_interval (and ping_interval > 0)".into(),
-            );
+            return Err("idle_timeout must be longer than ping_interval (and ping_interval > 0)".into());
         }
         if self.forward_timeout.is_zero() || self.header_timeout.is_zero() {
             return Err("forward_timeout and header_timeout must be > 0".into());
@@ -137,9 +131,7 @@ impl RelayConfig {
 
     /// The advertised internal URL, given the address actually bound.
     pub fn internal_url(&self, bound: SocketAddr) -> String {
-        self.internal_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
+        self.internal_url.clone().unwrap_or_else(|| format!("http://{bound}"))
     }
 
     /// The tunnel settings these values imply.

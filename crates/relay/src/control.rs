@@ -25,13 +25,9 @@ const HEARTBEAT_STORE_EVERY_MS: i64 = 10_000;
 pub fn spawn_device_stream(relay: Relay, session_id: String, stream: TunnelStream) {
     let header_timeout = relay.header_timeout();
     tokio::spawn(async move {
-        let svc =
-            hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
+        let svc = hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_header_size(limits::MAX_HEADER_BYTES);
+        builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_header_size(limits::MAX_HEADER_BYTES);
         if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
             tracing::debug!(error = %e, "device control stream ended with an error");
         }
@@ -42,10 +38,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Byt
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -54,33 +47,18 @@ fn error(code: ErrorCode, message: &str, path: &str) -> Response<Full<Bytes>> {
     json(status, &ErrorBody::new(code, message, path, timestamp()))
 }
 
-async fn handle(
-    relay: Relay,
-    session_id: String,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if path != paths::HEARTBEAT {
         return Ok(error(ErrorCode::NotFound, "no such control path", &path));
     }
     if req.method() != hyper::Method::POST {
-        return Ok(error(
-            ErrorCode::MethodNotAllowed,
-            "heartbeats are POSTed",
-            &path,
-        ));
+        return Ok(error(ErrorCode::MethodNotAllowed, "heartbeats are POSTed", &path));
     }
-    let body = match Limited::new(req.into_body(), limits::MAX_CONTROL_BODY)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(req.into_body(), limits::MAX_CONTROL_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return Ok(error(
-                ErrorCode::PayloadTooLarge,
-                "heartbeat body too large",
-                &path,
-            ));
+            return Ok(error(ErrorCode::PayloadTooLarge, "heartbeat body too large", &path));
         }
     };
     let beat: Heartbeat = if body.is_empty() {
@@ -89,40 +67,23 @@ async fn handle(
         match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => {
-                return Ok(error(
-                    ErrorCode::BadRequest,
-                    &format!("bad heartbeat: {e}"),
-                    &path,
-                ));
+                return Ok(error(ErrorCode::BadRequest, &format!("bad heartbeat: {e}"), &path));
             }
         }
     };
     let Some(session) = relay.registry().get(&session_id) else {
-        return Ok(error(
-            ErrorCode::SessionNotFound,
-            "session is closing",
-            &path,
-        ));
+        return Ok(error(ErrorCode::SessionNotFound, "session is closing", &path));
     };
     let now = now_ms();
     session.last_heartbeat.store(now, Ordering::Relaxed);
     let stored = session.heartbeat_stored_at.load(Ordering::Relaxed);
     if now - stored >= HEARTBEAT_STORE_EVERY_MS
-        && session
-            .heartbeat_stored_at
-            .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        && session.heartbeat_stored_at.compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     {
         if let Err(e) = relay.store().session_heartbeat(&session_id, now).await {
             tracing::warn!(error = %e, "could not store heartbeat");
         }
     }
     tracing::debug!(cpu = ?beat.cpu_percent, "heartbeat");
-    Ok(json(
-        StatusCode::OK,
-        &HeartbeatAck {
-            session: session_id,
-            server_time: rfc3339_ms(now),
-        },
-    ))
+    Ok(json(StatusCode::OK, &HeartbeatAck { session: session_id, server_time: rfc3339_ms(now) }))
 }

@@ -30,10 +30,7 @@ pub enum RelayError {
 impl RelayError {
     /// A caller-side error.
     pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
-        RelayError::Client {
-            code,
-            message: message.into(),
-        }
+        RelayError::Client { code, message: message.into() }
     }
 
     /// The error code of this error.
@@ -60,8 +57,7 @@ impl RelayError {
             }
             other => other.to_string(),
         };
-        let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody::new(code, message, path, timestamp());
         (status, axum::Json(body)).into_response()
     }

@@ -50,13 +50,10 @@ fn split_target(uri: &axum::http::Uri) -> Option<(String, String)> {
 }
 
 async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, RelayError> {
-    let (id, target) = split_target(req.uri())
-        .ok_or_else(|| RelayError::client(ErrorCode::BadRequest, "missing session id"))?;
+    let (id, target) =
+        split_target(req.uri()).ok_or_else(|| RelayError::client(ErrorCode::BadRequest, "missing session id"))?;
     if paths::is_control_path(&target) {
-        return Err(RelayError::client(
-            ErrorCode::Forbidden,
-            "control paths are not forwarded",
-        ));
+        return Err(RelayError::client(ErrorCode::Forbidden, "control paths are not forwarded"));
     }
     let session = relay
         .registry()
@@ -66,11 +63,7 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     let upgrade = hop::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let stream = session
-        .handle
-        .open_stream()
-        .await
-        .map_err(|e| RelayError::Device(e.to_string()))?;
+    let stream = session.handle.open_stream().await.map_err(|e| RelayError::Device(e.to_string()))?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(stream))
         .await
@@ -82,9 +75,7 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     });
 
     let (mut parts, body) = req.into_parts();
-    parts.uri = target
-        .parse()
-        .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
+    parts.uri = target.parse().map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
     parts.version = Version::HTTP_11;
     hop::strip(&mut parts.headers, upgrade);
     // The caller's credentials for this API are never the device's business.
@@ -98,9 +89,7 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Err(RelayError::Device(
-                "device switched protocols without being asked".into(),
-            ));
+            return Err(RelayError::Device("device switched protocols without being asked".into()));
         };
         let device_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
@@ -108,16 +97,9 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
                 (Ok(c), Ok(d)) => {
                     let mut c = TokioIo::new(c);
                     let mut d = TokioIo::new(d);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut c, &mut d, SPLICE_BUF, SPLICE_BUF,
-                    )
-                    .await;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut d, SPLICE_BUF, SPLICE_BUF).await;
                 }
-                (c, d) => tracing::debug!(
-                    client_ok = c.is_ok(),
-                    device_ok = d.is_ok(),
-                    "upgrade did not complete"
-                ),
+                (c, d) => tracing::debug!(client_ok = c.is_ok(), device_ok = d.is_ok(), "upgrade did not complete"),
             }
         });
         let (parts, _) = resp.into_parts();
@@ -135,10 +117,7 @@ mod tests {
     #[test]
     fn target_keeps_encoding_and_query() {
         let uri: axum::http::Uri = "/internal/forward/s1/a%2Fb/c?x=1&y=%20".parse().unwrap();
-        assert_eq!(
-            split_target(&uri),
-            Some(("s1".into(), "/a%2Fb/c?x=1&y=%20".into()))
-        );
+        assert_eq!(split_target(&uri), Some(("s1".into(), "/a%2Fb/c?x=1&y=%20".into())));
         let uri: axum::http::Uri = "/internal/forward/s1".parse().unwrap();
         assert_eq!(split_target(&uri), Some(("s1".into(), "/".into())));
         let uri: axum::http::Uri = "/internal/forward/".parse().unwrap();

@@ -20,15 +20,9 @@ pub fn router(relay: Relay) -> Router {
         .route("/internal/session/{id}", get(show))
         .route("/internal/session/{id}/close", post(close))
         .route("/internal/forward/{id}", any(crate::forward::forward_root))
-        .route(
-            "/internal/forward/{id}/{*path}",
-            any(crate::forward::forward),
-        )
+        .route("/internal/forward/{id}/{*path}", any(crate::forward::forward))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            relay.clone(),
-            require_secret,
-        ))
+        .layer(axum::middleware::from_fn_with_state(relay.clone(), require_secret))
         .with_state(relay)
 }
 
@@ -37,11 +31,9 @@ pub fn router(relay: Relay) -> Router {
 async fn require_secret(State(relay): State<Relay>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     match crate::tunnel::bearer(req.headers()) {
-        None => RelayError::client(ErrorCode::TokenMissing, "internal secret required")
-            .into_response_at(&path),
+        None => RelayError::client(ErrorCode::TokenMissing, "internal secret required").into_response_at(&path),
         Some(given) if !relay.secret_matches(given) => {
-            RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match")
-                .into_response_at(&path)
+            RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match").into_response_at(&path)
         }
         Some(_) => next.run(req).await,
     }
@@ -53,40 +45,23 @@ async fn not_found(uri: axum::http::Uri) -> Response {
 
 async fn list(State(relay): State<Relay>) -> axum::Json<SessionList> {
     let sessions: Vec<_> = relay.registry().all().iter().map(|s| s.summary()).collect();
-    axum::Json(SessionList {
-        total: sessions.len(),
-        sessions,
-    })
+    axum::Json(SessionList { total: sessions.len(), sessions })
 }
 
-async fn show(
-    State(relay): State<Relay>,
-    Path(id): Path<String>,
-    uri: axum::http::Uri,
-) -> Response {
+async fn show(State(relay): State<Relay>, Path(id): Path<String>, uri: axum::http::Uri) -> Response {
     match relay.registry().get(&id) {
         Some(s) if !s.handle.is_closed() => axum::Json(s.summary()).into_response(),
-        _ => RelayError::client(ErrorCode::SessionNotFound, "no such live session")
-            .into_response_at(uri.path()),
+        _ => RelayError::client(ErrorCode::SessionNotFound, "no such live session").into_response_at(uri.path()),
     }
 }
 
-async fn close(
-    State(relay): State<Relay>,
-    Path(id): Path<String>,
-    uri: axum::http::Uri,
-) -> Response {
+async fn close(State(relay): State<Relay>, Path(id): Path<String>, uri: axum::http::Uri) -> Response {
     match relay.registry().get(&id) {
         Some(s) => {
             tracing::info!(session_id = %id, device_id = %s.device_id, "session closed through the internal API");
             s.close(CloseReason::ClosedByOperator);
-            axum::Json(CloseResult {
-                token: id,
-                closed: true,
-            })
-            .into_response()
+            axum::Json(CloseResult { token: id, closed: true }).into_response()
         }
-        None => RelayError::client(ErrorCode::SessionNotFound, "no such live session")
-            .into_response_at(uri.path()),
+        None => RelayError::client(ErrorCode::SessionNotFound, "no such live session").into_response_at(uri.path()),
     }
 }

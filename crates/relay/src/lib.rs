@@ -144,16 +144,10 @@ impl Relay {
 pub fn tunnel_router(relay: Relay) -> Router {
     Router::new()
         .route(edgelink_protocol::paths::TUNNEL, get(tunnel::accept))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|uri: axum::http::Uri| async move {
-            RelayError::client(
-                edgelink_protocol::error::ErrorCode::NotFound,
-                "no such route",
-            )
-            .into_response_at(uri.path())
+            RelayError::client(edgelink_protocol::error::ErrorCode::NotFound, "no such route")
+                .into_response_at(uri.path())
         })
         .with_state(relay)
 }
@@ -173,9 +167,7 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(listener::tls_acceptor(cert, key)?),
         _ => None,
     };
-    let internal_addr = internal_listener
-        .local_addr()
-        .map_err(|e| RelayError::Internal(e.to_string()))?;
+    let internal_addr = internal_listener.local_addr().map_err(|e| RelayError::Internal(e.to_string()))?;
     let relay = Relay::new(config, store, internal_addr);
     let grace = relay.inner.config.shutdown_grace;
     let header_timeout = relay.inner.config.header_timeout;
@@ -184,24 +176,13 @@ pub async fn run(
     // its sessions' end.
     let stale = relay
         .store()
-        .close_sessions_of_relay(
-            relay.instance_id(),
-            now_ms(),
-            CloseReason::RelayRestarted.as_str(),
-        )
+        .close_sessions_of_relay(relay.instance_id(), now_ms(), CloseReason::RelayRestarted.as_str())
         .await?;
     if stale > 0 {
-        tracing::info!(
-            sessions = stale,
-            "closed sessions left open by a previous run"
-        );
+        tracing::info!(sessions = stale, "closed sessions left open by a previous run");
     }
     relay.keys().refresh().await;
-    tracing::info!(
-        instance_id = relay.instance_id(),
-        internal_url = relay.internal_url(),
-        "remote-proxy ready"
-    );
+    tracing::info!(instance_id = relay.instance_id(), internal_url = relay.internal_url(), "remote-proxy ready");
 
     let stop_accepting = CancellationToken::new();
     let tunnel_task = tokio::spawn(listener::serve(
@@ -228,20 +209,10 @@ pub async fn run(
         s.close(CloseReason::Shutdown);
     }
     relay.tasks().close();
-    if tokio::time::timeout(grace, relay.tasks().wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, relay.tasks().wait()).await.is_err() {
         tracing::warn!("some tunnels did not close within the grace period");
     }
     let _ = tokio::join!(tunnel_task, internal_task);
-    relay
-        .store()
-        .close_sessions_of_relay(
-            relay.instance_id(),
-            now_ms(),
-            CloseReason::Shutdown.as_str(),
-        )
-        .await?;
+    relay.store().close_sessions_of_relay(relay.instance_id(), now_ms(), CloseReason::Shutdown.as_str()).await?;
     Ok(())
 }

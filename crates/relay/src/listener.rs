@@ -25,10 +25,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, RelayError> 
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| RelayError::Internal(format!("tls_cert {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(RelayError::Internal(format!(
-            "tls_cert {}: no certificate found",
-            cert.display()
-        )));
+        return Err(RelayError::Internal(format!("tls_cert {}: no certificate found", cert.display())));
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| RelayError::Internal(format!("tls_key {}: {e}", key.display())))?;
@@ -80,15 +77,11 @@ pub async fn serve(
             });
             match tls {
                 None => serve_connection(TokioIo::new(tcp), svc, header_timeout, token).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(TokioIo::new(stream), svc, header_timeout, token).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, %addr, "tls handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
-                    }
-                }
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), svc, header_timeout, token).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, %addr, "tls handshake failed"),
+                    Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
+                },
             }
         });
     }
@@ -97,12 +90,8 @@ pub async fn serve(
     let _ = tokio::time::timeout(grace, connections.wait()).await;
 }
 
-async fn serve_connection<I, S>(
-    io: I,
-    svc: S,
-    header_timeout: Duration,
-    shutdown: CancellationToken,
-) where
+async fn serve_connection<I, S>(io: I, svc: S, header_timeout: Duration, shutdown: CancellationToken)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = axum::body::Body> + Send,
     S::Future: Send,

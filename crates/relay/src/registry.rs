@@ -70,10 +70,8 @@ impl Registry {
     /// caller must close (one live session per device).
     pub fn insert(&self, session: Arc<LiveSession>) -> Option<Arc<LiveSession>> {
         let mut m = self.lock();
-        let previous = m
-            .by_device
-            .insert(session.device_id.clone(), session.id.clone())
-            .and_then(|old| m.by_id.remove(&old));
+        let previous =
+            m.by_device.insert(session.device_id.clone(), session.id.clone()).and_then(|old| m.by_id.remove(&old));
         m.by_id.insert(session.id.clone(), session);
         previous
     }
@@ -97,20 +95,13 @@ impl Registry {
     /// The live session of a device.
     pub fn by_device(&self, device_id: &str) -> Option<Arc<LiveSession>> {
         let m = self.lock();
-        m.by_device
-            .get(device_id)
-            .and_then(|id| m.by_id.get(id))
-            .cloned()
+        m.by_device.get(device_id).and_then(|id| m.by_id.get(id)).cloned()
     }
 
     /// Every live session, oldest first.
     pub fn all(&self) -> Vec<Arc<LiveSession>> {
         let mut v: Vec<_> = self.lock().by_id.values().cloned().collect();
-        v.sort_by(|a, b| {
-            a.connected_at
-                .cmp(&b.connected_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
         v
     }
 

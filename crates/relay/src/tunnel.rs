@@ -25,11 +25,7 @@ use crate::error::RelayError;
 use crate::registry::LiveSession;
 
 /// The `/tunnel` handler.
-pub async fn accept(
-    State(relay): State<Relay>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+pub async fn accept(State(relay): State<Relay>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     match authorize_and_upgrade(&relay, addr, req).await {
         Ok(resp) => resp,
@@ -48,10 +44,7 @@ fn metrics_refused(e: &RelayError) {
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn token_error(e: TokenError) -> RelayError {
@@ -73,35 +66,22 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|v| v.trim().eq_ignore_ascii_case(token))
 }
 
-async fn authorize_and_upgrade(
-    relay: &Relay,
-    addr: SocketAddr,
-    mut req: Request,
-) -> Result<Response, RelayError> {
+async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request) -> Result<Response, RelayError> {
     // Authenticate before anything else so an anonymous caller learns
     // nothing and costs nothing.
-    let token = bearer(req.headers())
-        .ok_or_else(|| RelayError::client(ErrorCode::TokenMissing, "bearer token required"))?;
+    let token =
+        bearer(req.headers()).ok_or_else(|| RelayError::client(ErrorCode::TokenMissing, "bearer token required"))?;
     let claims = relay.keys().verify(token).await.map_err(token_error)?;
     let creds = relay.store().device_credentials(&claims.sub).await?;
     match creds {
         None => {
-            return Err(RelayError::client(
-                ErrorCode::DeviceRevoked,
-                "device no longer exists",
-            ));
+            return Err(RelayError::client(ErrorCode::DeviceRevoked, "device no longer exists"));
         }
         Some(c) if c.revoked_at.is_some() => {
-            return Err(RelayError::client(
-                ErrorCode::DeviceRevoked,
-                "device is revoked",
-            ));
+            return Err(RelayError::client(ErrorCode::DeviceRevoked, "device is revoked"));
         }
         Some(c) if c.owner_id != claims.owner => {
-            return Err(RelayError::client(
-                ErrorCode::TokenInvalid,
-                "token owner does not match the device",
-            ));
+            return Err(RelayError::client(ErrorCode::TokenInvalid, "token owner does not match the device"));
         }
         Some(_) => {}
     }
@@ -110,18 +90,11 @@ async fn authorize_and_upgrade(
     let is_ws = req.method() == axum::http::Method::GET
         && header_has(headers, header::UPGRADE, "websocket")
         && header_has(headers, header::CONNECTION, "upgrade")
-        && headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
+        && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|_| is_ws)
-        .ok_or_else(|| {
-            RelayError::client(
-                ErrorCode::BadRequest,
-                "a WebSocket upgrade (version 13) is required",
-            )
-        })?;
+        .ok_or_else(|| RelayError::client(ErrorCode::BadRequest, "a WebSocket upgrade (version 13) is required"))?;
     let accept_key = derive_accept_key(key.as_bytes());
     let wants_subprotocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, paths::SUBPROTOCOL);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -133,9 +106,7 @@ async fn authorize_and_upgrade(
     relay.tasks().spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    run_session(relay2, upgraded, id2, claims.sub, claims.owner, addr).await
-                }
+                Ok(upgraded) => run_session(relay2, upgraded, id2, claims.sub, claims.owner, addr).await,
                 Err(e) => tracing::info!(error = %e, "tunnel upgrade failed"),
             }
         }
@@ -150,10 +121,7 @@ async fn authorize_and_upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     if wants_subprotocol {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(paths::SUBPROTOCOL),
-        );
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
     }
     if let Ok(v) = HeaderValue::from_str(&session_id) {
         h.insert(paths::SESSION_HEADER, v);
@@ -170,12 +138,8 @@ async fn run_session(
     addr: SocketAddr,
 ) {
     let cfg = relay.tunnel_config();
-    let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        WsRole::Server,
-        Some(cfg.websocket_config()),
-    )
-    .await;
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg.websocket_config())).await;
     let relay_in = relay.clone();
     let id_in = id.clone();
     let (handle, task) = edgelink_tunnel::session::spawn(ws, Role::Relay, &cfg, move |stream| {
@@ -215,17 +179,11 @@ async fn run_session(
     }
     tracing::info!(remote_addr = %addr, "tunnel up");
 
-    let end = task
-        .await
-        .unwrap_or_else(|e| SessionEnd::Broken(e.to_string()));
+    let end = task.await.unwrap_or_else(|e| SessionEnd::Broken(e.to_string()));
     relay.registry().remove(&id);
     let reason = close_reason(&end);
     tracing::info!(reason = reason.as_str(), ?end, "tunnel down");
-    if let Err(e) = relay
-        .store()
-        .close_session(&id, now_ms(), reason.as_str())
-        .await
-    {
+    if let Err(e) = relay.store().close_session(&id, now_ms(), reason.as_str()).await {
         tracing::warn!(error = %e, "could not record session close");
     }
 }
@@ -233,19 +191,13 @@ async fn run_session(
 /// Why a session ended, in registry terms.
 pub fn close_reason(end: &SessionEnd) -> CloseReason {
     match end {
-        SessionEnd::Local(Some((code, _))) => {
-            CloseReason::from_code(*code).unwrap_or(CloseReason::ClosedByOperator)
-        }
+        SessionEnd::Local(Some((code, _))) => CloseReason::from_code(*code).unwrap_or(CloseReason::ClosedByOperator),
         SessionEnd::Local(None) => CloseReason::Shutdown,
         SessionEnd::Remote(..) => CloseReason::Disconnected,
         SessionEnd::TimedOut => CloseReason::Timeout,
         SessionEnd::Broken(msg) => {
             let m = msg.to_ascii_lowercase();
-            if m.contains("decode")
-                || m.contains("invalid")
-                || m.contains("protocol")
-                || m.contains("text message")
-            {
+            if m.contains("decode") || m.contains("invalid") || m.contains("protocol") || m.contains("text message") {
                 CloseReason::ProtocolError
             } else {
                 CloseReason::Disconnected
@@ -262,15 +214,9 @@ mod tests {
     fn bearer_parsing() {
         let mut h = HeaderMap::new();
         assert_eq!(bearer(&h), None);
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer abc"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
         assert_eq!(bearer(&h), Some("abc"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer  xyz "),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  xyz "));
         assert_eq!(bearer(&h), Some("xyz"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);
@@ -281,18 +227,10 @@ mod tests {
     #[test]
     fn end_reasons_map_to_close_reasons() {
         assert_eq!(close_reason(&SessionEnd::TimedOut), CloseReason::Timeout);
+        assert_eq!(close_reason(&SessionEnd::Local(Some((4000, "replaced".into())))), CloseReason::Replaced);
+        assert_eq!(close_reason(&SessionEnd::Remote(1000, String::new())), CloseReason::Disconnected);
         assert_eq!(
-            close_reason(&SessionEnd::Local(Some((4000, "replaced".into())))),
-            CloseReason::Replaced
-        );
-        assert_eq!(
-            close_reason(&SessionEnd::Remote(1000, String::new())),
-            CloseReason::Disconnected
-        );
-        assert_eq!(
-            close_reason(&SessionEnd::Broken(
-                "text message on a binary tunnel".into()
-            )),
+            close_reason(&SessionEnd::Broken("text message on a binary tunnel".into())),
             CloseReason::ProtocolError
         );
     }

@@ -33,40 +33,22 @@ impl Store {
             .execute(pool)
             .await?;
         });
-        self.get_device(&new.owner_id, &id)
-            .await?
-            .ok_or(crate::Error::NotFound)
+        self.get_device(&new.owner_id, &id).await?.ok_or(crate::Error::NotFound)
     }
 
     /// The device `device_id` if `owner_id` owns it.
     pub async fn get_device(&self, owner_id: &str, device_id: &str) -> Result<Option<Device>> {
-        let sql = concat!(
-            "SELECT ",
-            device_columns!(),
-            " FROM devices WHERE owner_id = $1 AND id = $2"
-        );
+        let sql = concat!("SELECT ", device_columns!(), " FROM devices WHERE owner_id = $1 AND id = $2");
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Device>(sql)
-                .bind(owner_id)
-                .bind(device_id)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as::<_, Device>(sql).bind(owner_id).bind(device_id).fetch_optional(pool).await?)
         })
     }
 
     /// The devices `owner_id` owns, newest first.
     pub async fn list_devices(&self, owner_id: &str) -> Result<Vec<Device>> {
-        let sql = concat!(
-            "SELECT ",
-            device_columns!(),
-            " FROM devices WHERE owner_id = $1 ORDER BY created_at DESC, id"
-        );
-        with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, Device>(sql)
-                .bind(owner_id)
-                .fetch_all(pool)
-                .await?)
-        })
+        let sql =
+            concat!("SELECT ", device_columns!(), " FROM devices WHERE owner_id = $1 ORDER BY created_at DESC, id");
+        with_pool!(self, |pool| { Ok(sqlx::query_as::<_, Device>(sql).bind(owner_id).fetch_all(pool).await?) })
     }
 
     /// What device authentication needs, by device id alone. Only the
@@ -130,29 +112,11 @@ mod tests {
     #[tokio::test]
     async fn devices_are_scoped_to_their_owner() {
         for store in testdb::stores().await {
-            let alice = store
-                .upsert_user_by_email("alice@example.com", "Alice")
-                .await
-                .unwrap();
-            let bob = store
-                .upsert_user_by_email("bob@example.com", "Bob")
-                .await
-                .unwrap();
-            let dev = store
-                .create_device(&testdb::new_device(&alice.id))
-                .await
-                .unwrap();
-            assert!(
-                store
-                    .get_device(&alice.id, &dev.id)
-                    .await
-                    .unwrap()
-                    .is_some()
-            );
-            assert!(
-                store.get_device(&bob.id, &dev.id).await.unwrap().is_none(),
-                "{store:?}"
-            );
+            let alice = store.upsert_user_by_email("alice@example.com", "Alice").await.unwrap();
+            let bob = store.upsert_user_by_email("bob@example.com", "Bob").await.unwrap();
+            let dev = store.create_device(&testdb::new_device(&alice.id)).await.unwrap();
+            assert!(store.get_device(&alice.id, &dev.id).await.unwrap().is_some());
+            assert!(store.get_device(&bob.id, &dev.id).await.unwrap().is_none(), "{store:?}");
             assert!(store.list_devices(&bob.id).await.unwrap().is_empty());
             assert!(!store.revoke_device(&bob.id, &dev.id).await.unwrap());
             assert!(store.revoke_device(&alice.id, &dev.id).await.unwrap());
@@ -165,14 +129,8 @@ mod tests {
     #[tokio::test]
     async fn upsert_user_is_idempotent() {
         for store in testdb::stores().await {
-            let a = store
-                .upsert_user_by_email("carol@example.com", "Carol")
-                .await
-                .unwrap();
-            let b = store
-                .upsert_user_by_email("carol@example.com", "Carol")
-                .await
-                .unwrap();
+            let a = store.upsert_user_by_email("carol@example.com", "Carol").await.unwrap();
+            let b = store.upsert_user_by_email("carol@example.com", "Carol").await.unwrap();
             assert_eq!(a, b);
             assert_eq!(store.get_user(&a.id).await.unwrap(), Some(a));
         }

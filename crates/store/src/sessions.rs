@@ -73,12 +73,7 @@ impl Store {
 
     /// Marks every open session of `relay_id` closed: used when a relay
     /// starts (its previous life may have crashed) and when it stops.
-    pub async fn close_sessions_of_relay(
-        &self,
-        relay_id: &str,
-        at: i64,
-        reason: &str,
-    ) -> Result<u64> {
+    pub async fn close_sessions_of_relay(&self, relay_id: &str, at: i64, reason: &str) -> Result<u64> {
         with_pool!(self, |pool| {
             Ok(sqlx::query(
                 "UPDATE tunnel_sessions SET disconnected_at = $1, close_reason = $2 \
@@ -95,23 +90,12 @@ impl Store {
 
     /// A session by id, open or closed.
     pub async fn get_session(&self, id: &str) -> Result<Option<TunnelSession>> {
-        let sql = concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM tunnel_sessions WHERE id = $1"
-        );
-        with_pool!(self, |pool| Ok(sqlx::query_as::<_, TunnelSession>(sql)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?))
+        let sql = concat!("SELECT ", session_columns!(), " FROM tunnel_sessions WHERE id = $1");
+        with_pool!(self, |pool| Ok(sqlx::query_as::<_, TunnelSession>(sql).bind(id).fetch_optional(pool).await?))
     }
 
     /// The open session of `owner_id`'s device, if any.
-    pub async fn open_session_for_device(
-        &self,
-        owner_id: &str,
-        device_id: &str,
-    ) -> Result<Option<TunnelSession>> {
+    pub async fn open_session_for_device(&self, owner_id: &str, device_id: &str) -> Result<Option<TunnelSession>> {
         let sql = concat!(
             "SELECT ",
             session_columns!(),
@@ -119,11 +103,7 @@ impl Store {
              ORDER BY connected_at DESC LIMIT 1"
         );
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, TunnelSession>(sql)
-                .bind(owner_id)
-                .bind(device_id)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as::<_, TunnelSession>(sql).bind(owner_id).bind(device_id).fetch_optional(pool).await?)
         })
     }
 }
@@ -151,63 +131,20 @@ mod tests {
     #[tokio::test]
     async fn new_session_replaces_open_one_and_relay_restart_closes_all() {
         for store in testdb::stores().await {
-            let u = store
-                .upsert_user_by_email("a@example.com", "A")
-                .await
-                .unwrap();
-            let bob = store
-                .upsert_user_by_email("b@example.com", "B")
-                .await
-                .unwrap();
-            let d = store
-                .create_device(&testdb::new_device(&u.id))
-                .await
-                .unwrap();
-            store
-                .open_session(&session("s1", &d.id, &u.id))
-                .await
-                .unwrap();
-            store
-                .open_session(&session("s2", &d.id, &u.id))
-                .await
-                .unwrap();
+            let u = store.upsert_user_by_email("a@example.com", "A").await.unwrap();
+            let bob = store.upsert_user_by_email("b@example.com", "B").await.unwrap();
+            let d = store.create_device(&testdb::new_device(&u.id)).await.unwrap();
+            store.open_session(&session("s1", &d.id, &u.id)).await.unwrap();
+            store.open_session(&session("s2", &d.id, &u.id)).await.unwrap();
             let s1 = store.get_session("s1").await.unwrap().unwrap();
             assert_eq!(s1.close_reason.as_deref(), Some("replaced"));
-            let open = store
-                .open_session_for_device(&u.id, &d.id)
-                .await
-                .unwrap()
-                .unwrap();
+            let open = store.open_session_for_device(&u.id, &d.id).await.unwrap().unwrap();
             assert_eq!(open.id, "s2");
-            assert!(
-                store
-                    .open_session_for_device(&bob.id, &d.id)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            store
-                .session_heartbeat("s2", open.last_heartbeat + 5)
-                .await
-                .unwrap();
-            assert_eq!(
-                store
-                    .close_sessions_of_relay("relay-a", now_ms(), "relay_restarted")
-                    .await
-                    .unwrap(),
-                1
-            );
-            assert!(
-                store
-                    .open_session_for_device(&u.id, &d.id)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
-            store
-                .close_session("s2", now_ms(), "timeout")
-                .await
-                .unwrap();
+            assert!(store.open_session_for_device(&bob.id, &d.id).await.unwrap().is_none());
+            store.session_heartbeat("s2", open.last_heartbeat + 5).await.unwrap();
+            assert_eq!(store.close_sessions_of_relay("relay-a", now_ms(), "relay_restarted").await.unwrap(), 1);
+            assert!(store.open_session_for_device(&u.id, &d.id).await.unwrap().is_none());
+            store.close_session("s2", now_ms(), "timeout").await.unwrap();
             let s2 = store.get_session("s2").await.unwrap().unwrap();
             assert_eq!(s2.close_reason.as_deref(), Some("relay_restarted"));
         }

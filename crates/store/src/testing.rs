@@ -23,11 +23,7 @@ pub fn postgres_url() -> Option<String> {
 /// A store on a new PostgreSQL database, if a server is configured.
 pub async fn postgres() -> Option<Store> {
     let url = fresh_url(true).await?;
-    Some(
-        Store::connect(&url)
-            .await
-            .expect("connect to new test database"),
-    )
+    Some(Store::connect(&url).await.expect("connect to new test database"))
 }
 
 /// A URL for a fresh database of the kind asked for: SQLite file or, when
@@ -36,13 +32,8 @@ pub async fn fresh_url(postgres: bool) -> Option<String> {
     if postgres {
         let admin = postgres_url()?;
         let name = format!("{DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        let admin_store = Store::connect_raw_postgres(&admin)
-            .await
-            .expect("connect to test postgres");
-        admin_store
-            .create_database(&name)
-            .await
-            .expect("create test database");
+        let admin_store = Store::connect_raw_postgres(&admin).await.expect("connect to test postgres");
+        admin_store.create_database(&name).await.expect("create test database");
         admin_store.close().await;
         let base = admin.split_once('?').map(|(b, _)| b).unwrap_or(&admin);
         let cut = base.rfind('/').unwrap_or(base.len());
@@ -50,10 +41,7 @@ pub async fn fresh_url(postgres: bool) -> Option<String> {
     } else {
         let dir = std::env::temp_dir().join("edgelink-tests");
         let _ = std::fs::create_dir_all(&dir);
-        Some(format!(
-            "sqlite://{}",
-            dir.join(format!("{}.db", uuid::Uuid::new_v4())).display()
-        ))
+        Some(format!("sqlite://{}", dir.join(format!("{}.db", uuid::Uuid::new_v4())).display()))
     }
 }
 
@@ -82,21 +70,14 @@ pub fn new_device(owner_id: &str) -> NewDevice {
 
 impl Store {
     async fn connect_raw_postgres(url: &str) -> crate::Result<Store> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await?;
-        Ok(Store {
-            db: crate::Db::Postgres(pool),
-        })
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
+        Ok(Store { db: crate::Db::Postgres(pool) })
     }
 
     async fn create_database(&self, name: &str) -> crate::Result<()> {
         // `name` is generated above from a UUID: safe to splice.
         crate::with_pool!(self, |pool| {
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(pool)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(pool).await?;
         });
         Ok(())
     }

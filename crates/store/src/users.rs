@@ -18,12 +18,10 @@ impl Store {
             .bind(now)
             .execute(pool)
             .await?;
-            let user = sqlx::query_as::<_, User>(
-                "SELECT id, email, name, created_at FROM users WHERE email = $1",
-            )
-            .bind(email)
-            .fetch_one(pool)
-            .await?;
+            let user = sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_one(pool)
+                .await?;
             Ok(user)
         })
     }
@@ -31,12 +29,10 @@ impl Store {
     /// The user with `id`.
     pub async fn get_user(&self, id: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, User>(
-                "SELECT id, email, name, created_at FROM users WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?)
+            Ok(sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?)
         })
     }
 }

@@ -71,9 +71,7 @@ impl TunnelConfig {
         let mut cfg = yamux::Config::default();
         // The window must be set before the stream count can be lowered or
         // raised: each setter asserts window >= streams * 256 KiB.
-        let window = self
-            .max_connection_window
-            .max(self.max_streams * 256 * 1024);
+        let window = self.max_connection_window.max(self.max_streams * 256 * 1024);
         cfg.set_max_connection_receive_window(Some(window));
         cfg.set_max_num_streams(self.max_streams);
         cfg.set_split_send_size(edgelink_protocol::limits::SPLIT_SEND_SIZE);

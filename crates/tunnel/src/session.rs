@@ -74,10 +74,7 @@ impl Handle {
     /// unacknowledged streams.
     pub async fn open_stream(&self) -> Result<TunnelStream, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Open(tx))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.tx.send(Command::Open(tx)).await.map_err(|_| Error::Closed)?;
         let stream = rx.await.map_err(|_| Error::Closed)??;
         Ok(stream.compat())
     }
@@ -86,9 +83,7 @@ impl Handle {
     /// WebSocket Close frame. Returns at once; the join handle tells when it
     /// is done.
     pub fn close(&self, code: u16, reason: &str) {
-        let _ = self
-            .tx
-            .try_send(Command::Close(Some((code, reason.to_owned()))));
+        let _ = self.tx.try_send(Command::Close(Some((code, reason.to_owned()))));
     }
 
     /// True once the session task has ended.
@@ -123,9 +118,7 @@ where
     let conn = yamux::Connection::new(socket, config.yamux_config(), mode);
     let (tx, rx) = mpsc::channel(64);
     let mut on_inbound = on_inbound;
-    let task = tokio::spawn(drive(conn, rx, info, move |s: yamux::Stream| {
-        on_inbound(s.compat())
-    }));
+    let task = tokio::spawn(drive(conn, rx, info, move |s: yamux::Stream| on_inbound(s.compat())));
     (Handle { tx }, task)
 }
 
@@ -252,19 +245,10 @@ mod tests {
 
     async fn connected(
         config: &TunnelConfig,
-    ) -> (
-        Handle,
-        tokio::task::JoinHandle<SessionEnd>,
-        Handle,
-        tokio::task::JoinHandle<SessionEnd>,
-    ) {
+    ) -> (Handle, tokio::task::JoinHandle<SessionEnd>, Handle, tokio::task::JoinHandle<SessionEnd>) {
         let (a, b) = tokio::io::duplex(1024 * 1024);
-        let relay_ws =
-            WebSocketStream::from_raw_socket(a, WsRole::Client, Some(config.websocket_config()))
-                .await;
-        let device_ws =
-            WebSocketStream::from_raw_socket(b, WsRole::Server, Some(config.websocket_config()))
-                .await;
+        let relay_ws = WebSocketStream::from_raw_socket(a, WsRole::Client, Some(config.websocket_config())).await;
+        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, Some(config.websocket_config())).await;
         let (relay, relay_task) = spawn(relay_ws, Role::Relay, config, |s| {
             tokio::spawn(echo(s));
         });
@@ -314,14 +298,8 @@ mod tests {
         let config = TunnelConfig::default();
         let (relay, relay_task, _device, device_task) = connected(&config).await;
         relay.close(4001, "closed_by_operator");
-        assert_eq!(
-            relay_task.await.unwrap(),
-            SessionEnd::Local(Some((4001, "closed_by_operator".into())))
-        );
-        assert_eq!(
-            device_task.await.unwrap(),
-            SessionEnd::Remote(4001, "closed_by_operator".into())
-        );
+        assert_eq!(relay_task.await.unwrap(), SessionEnd::Local(Some((4001, "closed_by_operator".into()))));
+        assert_eq!(device_task.await.unwrap(), SessionEnd::Remote(4001, "closed_by_operator".into()));
         assert!(matches!(relay.open_stream().await, Err(Error::Closed)));
     }
 
@@ -333,15 +311,12 @@ mod tests {
         let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
         let (_h, task) = spawn(device_ws, Role::Device, &config, |_| {});
         use futures::SinkExt;
-        raw.send(tokio_tungstenite::tungstenite::Message::Binary(
-            bytes::Bytes::from_static(b"\xff\xff\xff\xff not a yamux header at all"),
-        ))
+        raw.send(tokio_tungstenite::tungstenite::Message::Binary(bytes::Bytes::from_static(
+            b"\xff\xff\xff\xff not a yamux header at all",
+        )))
         .await
         .unwrap();
-        let end = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
         assert!(matches!(end, SessionEnd::Broken(_)), "{end:?}");
     }
 }

@@ -122,13 +122,7 @@ where
         let keepalive = keepalive.map(|(every, idle_timeout)| {
             let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            Keepalive {
-                ticker,
-                idle_timeout,
-                last_rx: Instant::now(),
-                ping_due: false,
-                flush_due: false,
-            }
+            Keepalive { ticker, idle_timeout, last_rx: Instant::now(), ping_due: false, flush_due: false }
         });
         WsByteStream {
             ws,
@@ -154,19 +148,14 @@ where
         while ka.ticker.poll_tick(cx).is_ready() {
             if ka.last_rx.elapsed() > ka.idle_timeout {
                 self.close.set_timed_out();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "peer silent past idle timeout",
-                ));
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "peer silent past idle timeout"));
             }
             ka.ping_due = true;
         }
         if ka.ping_due {
             match Pin::new(&mut self.ws).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    Pin::new(&mut self.ws)
-                        .start_send(Message::Ping(Bytes::new()))
-                        .map_err(ws_err)?;
+                    Pin::new(&mut self.ws).start_send(Message::Ping(Bytes::new())).map_err(ws_err)?;
                     ka.ping_due = false;
                     ka.flush_due = true;
                 }
@@ -195,10 +184,10 @@ where
     fn poll_send_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.close_sent {
             if ready!(Pin::new(&mut self.ws).poll_ready(cx)).is_ok() {
-                let frame = self.close.take_local().map(|(code, reason)| CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                });
+                let frame = self
+                    .close
+                    .take_local()
+                    .map(|(code, reason)| CloseFrame { code: CloseCode::from(code), reason: reason.into() });
                 let _ = Pin::new(&mut self.ws).start_send(Message::Close(frame));
             }
             self.close_sent = true;
@@ -222,11 +211,7 @@ impl<S> AsyncRead for WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if !this.eof && this.close.close_requested() {
             ready!(this.poll_send_close(cx))?;
@@ -272,8 +257,7 @@ where
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 Message::Close(frame) => {
                     if let Some(f) = frame {
-                        this.close
-                            .set_remote(u16::from(f.code), f.reason.to_string());
+                        this.close.set_remote(u16::from(f.code), f.reason.to_string());
                     }
                     // tungstenite queued the Close reply; push it out now so
                     // the peer's closing handshake completes.
@@ -295,27 +279,19 @@ impl<S> AsyncWrite for WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(ws_err)?;
         let n = buf.len().min(edgelink_protocol::limits::MAX_WRITE_CHUNK);
-        Pin::new(&mut this.ws)
-            .start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
-            .map_err(ws_err)?;
+        Pin::new(&mut this.ws).start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).map_err(ws_err)?;
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().ws)
-            .poll_flush(cx)
-            .map_err(ws_err)
+        Pin::new(&mut self.get_mut().ws).poll_flush(cx).map_err(ws_err)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -323,9 +299,7 @@ where
         ready!(this.poll_send_close(cx))?;
         match ready!(Pin::new(&mut this.ws).poll_close(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                Poll::Ready(Ok(()))
-            }
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(ws_err(e))),
         }
     }
@@ -337,10 +311,7 @@ mod tests {
     use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    async fn pair() -> (
-        WebSocketStream<tokio::io::DuplexStream>,
-        WebSocketStream<tokio::io::DuplexStream>,
-    ) {
+    async fn pair() -> (WebSocketStream<tokio::io::DuplexStream>, WebSocketStream<tokio::io::DuplexStream>) {
         let (a, b) = tokio::io::duplex(256 * 1024);
         let a = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
         let b = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
@@ -351,13 +322,9 @@ mod tests {
     async fn binary_messages_become_one_byte_stream_and_pings_are_skipped() {
         let (mut raw, server) = pair().await;
         let mut bytes = WsByteStream::new(server, None);
-        raw.send(Message::Binary(Bytes::from_static(b"hel")))
-            .await
-            .unwrap();
+        raw.send(Message::Binary(Bytes::from_static(b"hel"))).await.unwrap();
         raw.send(Message::Ping(Bytes::new())).await.unwrap();
-        raw.send(Message::Binary(Bytes::from_static(b"lo")))
-            .await
-            .unwrap();
+        raw.send(Message::Binary(Bytes::from_static(b"lo"))).await.unwrap();
         raw.send(Message::Close(None)).await.unwrap();
         let mut out = Vec::new();
         bytes.read_to_end(&mut out).await.unwrap();
@@ -389,10 +356,7 @@ mod tests {
         let mut out = Vec::new();
         a.read_to_end(&mut out).await.unwrap();
         assert_eq!(closer.await.unwrap().unwrap(), 0);
-        assert_eq!(
-            info_a.remote(),
-            Some((4001, "closed_by_operator".to_owned()))
-        );
+        assert_eq!(info_a.remote(), Some((4001, "closed_by_operator".to_owned())));
     }
 
     #[tokio::test]
@@ -410,21 +374,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silent_peer_times_out_within_the_bound() {
         let (_raw, server) = pair().await;
-        let mut bytes = WsByteStream::new(
-            server,
-            Some((Duration::from_secs(1), Duration::from_secs(3))),
-        );
+        let mut bytes = WsByteStream::new(server, Some((Duration::from_secs(1), Duration::from_secs(3))));
         let info = bytes.close_info();
         let started = Instant::now();
         let mut buf = [0u8; 8];
         let err = bytes.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(info.timed_out());
-        assert!(
-            started.elapsed() <= Duration::from_secs(4),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() <= Duration::from_secs(4), "{:?}", started.elapsed());
     }
 
     #[tokio::test(start_paused = true)]
@@ -435,10 +392,7 @@ mod tests {
             let mut c = client;
             while let Some(Ok(_)) = c.next().await {}
         });
-        let mut bytes = WsByteStream::new(
-            server,
-            Some((Duration::from_secs(1), Duration::from_secs(3))),
-        );
+        let mut bytes = WsByteStream::new(server, Some((Duration::from_secs(1), Duration::from_secs(3))));
         let mut buf = [0u8; 8];
         let res = tokio::time::timeout(Duration::from_secs(20), bytes.read(&mut buf)).await;
         assert!(res.is_err(), "read should still be pending, got {res:?}");

@@ -9,23 +9,13 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn post(stack: &Stack, path: &str, body: Value) -> (u16, Value) {
-    let resp = http()
-        .post(format!("{}{}", stack.api_url, path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = http().post(format!("{}{}", stack.api_url, path)).json(&body).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn challenge(stack: &Stack, device_id: &str) -> String {
-    let (status, body) = post(
-        stack,
-        "/api/v1/auth/challenge",
-        json!({ "device_id": device_id }),
-    )
-    .await;
+    let (status, body) = post(stack, "/api/v1/auth/challenge", json!({ "device_id": device_id })).await;
     assert_eq!(status, 200, "{body}");
     body["challenge"].as_str().unwrap().to_owned()
 }
@@ -33,14 +23,8 @@ async fn challenge(stack: &Stack, device_id: &str) -> String {
 fn assert_error(status: u16, body: &Value, want_status: u16, want_error: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"], want_error, "{body}");
-    assert_eq!(
-        body["code"].as_u64().unwrap() / 1000,
-        want_status as u64,
-        "{body}"
-    );
-    assert!(
-        body["message"].is_string() && body["timestamp"].is_string() && body["path"].is_string()
-    );
+    assert_eq!(body["code"].as_u64().unwrap() / 1000, want_status as u64, "{body}");
+    assert!(body["message"].is_string() && body["timestamp"].is_string() && body["path"].is_string());
 }
 
 #[tokio::test]
@@ -49,12 +33,7 @@ async fn verify_refuses_wrong_signature_reused_and_expired_challenges_and_unknow
     let device = stack.add_device("alice@example.com").await;
     let key = device.key();
 
-    let (s, b) = post(
-        &stack,
-        "/api/v1/auth/challenge",
-        json!({ "device_id": "no-such-device" }),
-    )
-    .await;
+    let (s, b) = post(&stack, "/api/v1/auth/challenge", json!({ "device_id": "no-such-device" })).await;
     assert_error(s, &b, 404, "device_not_found");
     let (s, b) = post(&stack, "/api/v1/auth/challenge", json!({ "nope": 1 })).await;
     assert_error(s, &b, 400, "bad_request");
@@ -94,11 +73,7 @@ async fn verify_refuses_wrong_signature_reused_and_expired_challenges_and_unknow
     // Expired: stored with an expiry in the past.
     let now = edgelink_store::now_ms();
     let stale = edgelink_protocol::challenge::build(&device.id, "stale-nonce");
-    stack
-        .store
-        .insert_challenge(&device.id, &stale, now - 120_000, now - 60_000)
-        .await
-        .unwrap();
+    stack.store.insert_challenge(&device.id, &stale, now - 120_000, now - 60_000).await.unwrap();
     let (s, b) = post(
         &stack,
         "/api/v1/auth/verify",
@@ -108,19 +83,8 @@ async fn verify_refuses_wrong_signature_reused_and_expired_challenges_and_unknow
     assert_error(s, &b, 401, "challenge_invalid");
 
     // Revoked.
-    assert!(
-        stack
-            .store
-            .revoke_device(&device.owner_id, &device.id)
-            .await
-            .unwrap()
-    );
-    let (s, b) = post(
-        &stack,
-        "/api/v1/auth/challenge",
-        json!({ "device_id": device.id }),
-    )
-    .await;
+    assert!(stack.store.revoke_device(&device.owner_id, &device.id).await.unwrap());
+    let (s, b) = post(&stack, "/api/v1/auth/challenge", json!({ "device_id": device.id })).await;
     assert_error(s, &b, 403, "device_revoked");
 }
 
@@ -132,65 +96,31 @@ async fn reused_refresh_token_revokes_the_family() {
     let first = auth.authenticate(&device.key()).await.unwrap();
     let first_refresh = secrecy::ExposeSecret::expose_secret(&first.refresh).to_owned();
 
-    let (s, second) = post(
-        &stack,
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": first_refresh }),
-    )
-    .await;
+    let (s, second) = post(&stack, "/api/v1/auth/refresh", json!({ "refresh_token": first_refresh })).await;
     assert_eq!(s, 200, "{second}");
     let second_refresh = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second_refresh, first_refresh);
 
-    let (s, b) = post(
-        &stack,
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": first_refresh }),
-    )
-    .await;
+    let (s, b) = post(&stack, "/api/v1/auth/refresh", json!({ "refresh_token": first_refresh })).await;
     assert_error(s, &b, 401, "refresh_token_reused");
     // The whole family is gone: the token issued by the rotation too.
-    let (s, b) = post(
-        &stack,
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": second_refresh }),
-    )
-    .await;
+    let (s, b) = post(&stack, "/api/v1/auth/refresh", json!({ "refresh_token": second_refresh })).await;
     assert_error(s, &b, 401, "refresh_token_invalid");
-    let (s, b) = post(
-        &stack,
-        "/api/v1/auth/refresh",
-        json!({ "refresh_token": "elr_unknown" }),
-    )
-    .await;
+    let (s, b) = post(&stack, "/api/v1/auth/refresh", json!({ "refresh_token": "elr_unknown" })).await;
     assert_error(s, &b, 401, "refresh_token_invalid");
 }
 
 #[tokio::test]
 async fn jwks_and_health_are_public() {
     let stack = Stack::start().await;
-    let jwks: Value = http()
-        .get(format!("{}/.well-known/jwks.json", stack.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value =
+        http().get(format!("{}/.well-known/jwks.json", stack.api_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
     assert!(jwks["keys"][0].get("d").is_none(), "private part published");
-    let resp = http()
-        .get(format!("{}/healthz", stack.api_url))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(format!("{}/healthz", stack.api_url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = http()
-        .get(format!("{}/readyz", stack.api_url))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(format!("{}/readyz", stack.api_url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -199,17 +129,12 @@ async fn jwks_and_health_are_public() {
 async fn dial_refused(stack: &Stack, auth: Option<String>) -> (u16, Value) {
     let mut req = stack.tunnel_url().into_client_request().unwrap();
     if let Some(a) = auth {
-        req.headers_mut()
-            .insert("authorization", a.parse().unwrap());
+        req.headers_mut().insert("authorization", a.parse().unwrap());
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok(_) => panic!("upgrade should have been refused"),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).unwrap())
-                .unwrap_or(Value::Null);
+            let body = resp.body().as_ref().map(|b| serde_json::from_slice(b).unwrap()).unwrap_or(Value::Null);
             (resp.status().as_u16(), body)
         }
         Err(e) => panic!("unexpected error {e}"),
@@ -232,66 +157,42 @@ async fn tunnel_refuses_bad_expired_foreign_and_revoked_tokens_before_the_upgrad
     let (s, b) = dial_refused(&stack, Some("Bearer not-a-jwt".into())).await;
     assert_error(s, &b, 401, "token_invalid");
 
-    let (expired, _) = issuer
-        .issue(&device.id, &device.owner_id, now_secs() - 3600)
-        .unwrap();
+    let (expired, _) = issuer.issue(&device.id, &device.owner_id, now_secs() - 3600).unwrap();
     let (s, b) = dial_refused(&stack, Some(format!("Bearer {expired}"))).await;
     assert_error(s, &b, 401, "token_expired");
 
     let foreign_key = SigningKey::ephemeral().unwrap();
-    let (foreign, _) =
-        TokenIssuer::new(&foreign_key, edgelink_protocol::claims::DEFAULT_ISSUER, 300)
-            .issue(&device.id, &device.owner_id, now_secs())
-            .unwrap();
+    let (foreign, _) = TokenIssuer::new(&foreign_key, edgelink_protocol::claims::DEFAULT_ISSUER, 300)
+        .issue(&device.id, &device.owner_id, now_secs())
+        .unwrap();
     let (s, b) = dial_refused(&stack, Some(format!("Bearer {foreign}"))).await;
     assert_error(s, &b, 401, "signature_invalid");
 
-    let (wrong_owner, _) = issuer
-        .issue(&device.id, "someone-else", now_secs())
-        .unwrap();
+    let (wrong_owner, _) = issuer.issue(&device.id, "someone-else", now_secs()).unwrap();
     let (s, b) = dial_refused(&stack, Some(format!("Bearer {wrong_owner}"))).await;
     assert_error(s, &b, 401, "token_invalid");
 
-    let (unknown, _) = issuer
-        .issue("no-such-device", &device.owner_id, now_secs())
-        .unwrap();
+    let (unknown, _) = issuer.issue("no-such-device", &device.owner_id, now_secs()).unwrap();
     let (s, b) = dial_refused(&stack, Some(format!("Bearer {unknown}"))).await;
     assert_error(s, &b, 403, "device_revoked");
 
-    let (good, _) = issuer
-        .issue(&device.id, &device.owner_id, now_secs())
-        .unwrap();
-    stack
-        .store
-        .revoke_device(&device.owner_id, &device.id)
-        .await
-        .unwrap();
+    let (good, _) = issuer.issue(&device.id, &device.owner_id, now_secs()).unwrap();
+    stack.store.revoke_device(&device.owner_id, &device.id).await.unwrap();
     let (s, b) = dial_refused(&stack, Some(format!("Bearer {good}"))).await;
     assert_error(s, &b, 403, "device_revoked");
 
     // Nothing was registered by any of these.
     assert_eq!(stack.internal().list_sessions().await.unwrap().total, 0);
-    assert!(
-        stack
-            .store
-            .open_session_for_device(&device.owner_id, &device.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(stack.store.open_session_for_device(&device.owner_id, &device.id).await.unwrap().is_none());
 }
 
 /// A device written against the original spec: an RSA key, and Python's
 /// `cryptography` signing with PSS.MAX_LENGTH.
 #[tokio::test]
 async fn rsa_pss_max_salt_signature_from_python_cryptography_verifies() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .output();
+    let probe = std::process::Command::new("python3").args(["-c", "import cryptography"]).output();
     if !matches!(probe, Ok(ref o) if o.status.success()) {
-        eprintln!(
-            "SKIPPED rsa_pss_max_salt…: python3 with the 'cryptography' package is not installed"
-        );
+        eprintln!("SKIPPED rsa_pss_max_salt…: python3 with the 'cryptography' package is not installed");
         return;
     }
     let stack = Stack::start().await;
@@ -312,17 +213,8 @@ else:
     sys.stdout.write(sig.hex())
 "#;
     let py = |args: &[&str]| {
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = std::process::Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     let dir_s = dir.to_str().unwrap();
@@ -333,21 +225,15 @@ else:
         device_type: "gateway".into(),
         public_key_pem: public_pem,
     };
-    let d = edgelink_api::provision::add_device(&stack.store, &spec)
-        .await
-        .unwrap();
+    let d = edgelink_api::provision::add_device(&stack.store, &spec).await.unwrap();
     assert_eq!(d.key_algorithm, "rsa-pss-sha256");
     // The old client calls the field node_id.
     let (s, b) = post(&stack, "/api/v1/auth/challenge", json!({ "node_id": d.id })).await;
     assert_eq!(s, 200, "{b}");
     let c = b["challenge"].as_str().unwrap().to_owned();
     let sig_hex = py(&[dir_s, "sign", &c]);
-    let (s, b) = post(
-        &stack,
-        "/api/v1/auth/verify",
-        json!({ "node_id": d.id, "challenge": c, "signature": sig_hex }),
-    )
-    .await;
+    let (s, b) =
+        post(&stack, "/api/v1/auth/verify", json!({ "node_id": d.id, "challenge": c, "signature": sig_hex })).await;
     assert_eq!(s, 200, "{b}");
     assert!(b["access_token"].is_string());
     let _ = std::fs::remove_dir_all(&dir);

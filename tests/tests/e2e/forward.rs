@@ -16,12 +16,7 @@ async fn get_and_post_reach_the_local_service() {
     let session = stack.wait_session(&device.id, None).await;
     let client = http();
 
-    let resp = client
-        .get(stack.forward_url(&session.token, "/hello"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(stack.forward_url(&session.token, "/hello")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), origin::HELLO);
 
@@ -56,10 +51,7 @@ async fn caller_credentials_and_hop_by_hop_headers_do_not_reach_the_device() {
     assert_eq!(resp.status(), 200);
     let h: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(h["x-custom"], "kept");
-    assert!(
-        h.get("authorization").is_none(),
-        "internal secret leaked to the device: {h}"
-    );
+    assert!(h.get("authorization").is_none(), "internal secret leaked to the device: {h}");
     assert!(h.get("x-drop-me").is_none(), "{h}");
     agent.stop().await;
 }
@@ -103,8 +95,7 @@ async fn sixty_four_mib_streams_both_ways_without_buffering_the_body() {
 
     // Upload: stream 64 MiB in 1 MiB chunks; the origin counts them.
     let chunk = bytes::Bytes::from(vec![7u8; 1024 * 1024]);
-    let stream =
-        futures::stream::iter((0..MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream = futures::stream::iter((0..MIB).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let resp = client
         .post(stack.forward_url(&session.token, "/count"))
         .bearer_auth(SECRET)
@@ -118,10 +109,7 @@ async fn sixty_four_mib_streams_both_ways_without_buffering_the_body() {
     // Client, relay, agent and origin all live in this process: had any hop
     // buffered a whole body, the peak would have grown by 64 MiB or more.
     let grown_mib = (vm_hwm_kib().saturating_sub(before)) / 1024;
-    assert!(
-        grown_mib < 40,
-        "peak RSS grew by {grown_mib} MiB while streaming {MIB} MiB"
-    );
+    assert!(grown_mib < 40, "peak RSS grew by {grown_mib} MiB while streaming {MIB} MiB");
     agent.stop().await;
 }
 
@@ -132,35 +120,19 @@ async fn websocket_echo_passes_through_the_upgrade() {
     let mut agent = stack.spawn_agent(&device);
     agent.connected().await;
     let session = stack.wait_session(&device.id, None).await;
-    let url = stack
-        .forward_url(&session.token, "/ws")
-        .replace("http://", "ws://");
+    let url = stack.forward_url(&session.token, "/ws").replace("http://", "ws://");
     let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
+    req.headers_mut().insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..3 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(reply, Message::text(format!("hello {i}")));
     }
-    ws.send(Message::Binary(bytes::Bytes::from_static(&[1, 2, 3])))
-        .await
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        reply,
-        Message::Binary(bytes::Bytes::from_static(&[1, 2, 3]))
-    );
+    ws.send(Message::Binary(bytes::Bytes::from_static(&[1, 2, 3]))).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply, Message::Binary(bytes::Bytes::from_static(&[1, 2, 3])));
     let _ = ws.close(None).await;
     agent.stop().await;
 }
@@ -174,36 +146,20 @@ async fn control_paths_unknown_sessions_and_slow_devices_get_error_bodies() {
     let session = stack.wait_session(&device.id, None).await;
     let client = http();
 
-    let resp = client
-        .get(stack.forward_url(&session.token, "/.edgelink/v1/info"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        client.get(stack.forward_url(&session.token, "/.edgelink/v1/info")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "forbidden");
 
-    let resp = client
-        .get(stack.forward_url("no-such-session", "/hello"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(stack.forward_url("no-such-session", "/hello")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], 404003);
-    assert!(
-        body["timestamp"].is_string() && body["path"].is_string() && body["message"].is_string()
-    );
+    assert!(body["timestamp"].is_string() && body["path"].is_string() && body["message"].is_string());
 
     // forward_timeout is 5 s in the harness; /slow answers after 30 s.
-    let resp = client
-        .get(stack.forward_url(&session.token, "/slow"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(stack.forward_url(&session.token, "/slow")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(resp.status(), 504);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "device_timeout");

@@ -13,12 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn get_hello(stack: &Stack, session: &str) -> (u16, String) {
-    let resp = http()
-        .get(stack.forward_url(session, "/hello"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(stack.forward_url(session, "/hello")).bearer_auth(SECRET).send().await.unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
@@ -58,11 +53,7 @@ async fn freezable_proxy(target: std::net::SocketAddr) -> (std::net::SocketAddr,
     (addr, frozen)
 }
 
-fn pump(
-    mut r: tokio::net::tcp::OwnedReadHalf,
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-) {
+fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, frozen: Arc<AtomicBool>) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -97,13 +88,8 @@ async fn silent_agent_is_declared_dead_within_the_configured_bound() {
     let session = stack.wait_session(&device.id, None).await;
     frozen.store(true, Ordering::SeqCst);
     let bound = stack.relay_config.idle_timeout + stack.relay_config.ping_interval;
-    let took = stack
-        .wait_no_session(&device.id, bound + Duration::from_millis(700))
-        .await;
-    assert!(
-        took >= stack.relay_config.idle_timeout / 2,
-        "declared dead suspiciously early: {took:?}"
-    );
+    let took = stack.wait_no_session(&device.id, bound + Duration::from_millis(700)).await;
+    assert!(took >= stack.relay_config.idle_timeout / 2, "declared dead suspiciously early: {took:?}");
     let stored = stack.wait_closed_in_store(&session.token).await;
     assert_eq!(stored.close_reason.as_deref(), Some("timeout"));
     agent.stop().await;
@@ -116,10 +102,7 @@ async fn agent_reconnects_by_itself_after_a_relay_restart() {
     let mut agent = stack.spawn_agent(&device);
     agent.connected().await;
     let before = stack.wait_session(&device.id, None).await;
-    assert_eq!(
-        get_hello(&stack, &before.token).await,
-        (200, origin::HELLO.to_owned())
-    );
+    assert_eq!(get_hello(&stack, &before.token).await, (200, origin::HELLO.to_owned()));
 
     let addrs = stack.stop_relay().await;
     let stored = stack.wait_closed_in_store(&before.token).await;
@@ -127,10 +110,7 @@ async fn agent_reconnects_by_itself_after_a_relay_restart() {
     stack.start_relay(Some(addrs)).await;
 
     let after = stack.wait_session(&device.id, Some(&before.token)).await;
-    assert_eq!(
-        get_hello(&stack, &after.token).await,
-        (200, origin::HELLO.to_owned())
-    );
+    assert_eq!(get_hello(&stack, &after.token).await, (200, origin::HELLO.to_owned()));
     agent.stop().await;
 }
 
@@ -147,37 +127,16 @@ async fn second_connection_of_a_device_replaces_the_first() {
     let old = stack.wait_session(&device.id, None).await;
 
     // The second connection: same device, its own token.
-    let tokens = AuthClient::new(http(), &stack.api_url, &device.id)
-        .authenticate(&device.key())
-        .await
-        .unwrap();
+    let tokens = AuthClient::new(http(), &stack.api_url, &device.id).authenticate(&device.key()).await.unwrap();
     let mut req = stack.tunnel_url().into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", tokens.access.expose_secret())
-            .parse()
-            .unwrap(),
-    );
+    req.headers_mut().insert("authorization", format!("Bearer {}", tokens.access.expose_secret()).parse().unwrap());
     let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let new_id = resp
-        .headers()
-        .get("x-edgelink-session")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let new_id = resp.headers().get("x-edgelink-session").unwrap().to_str().unwrap().to_owned();
 
     let new = stack.wait_session(&device.id, Some(&old.token)).await;
     assert_eq!(new.token, new_id);
     let list = stack.internal().list_sessions().await.unwrap();
-    assert_eq!(
-        list.sessions
-            .iter()
-            .filter(|s| s.device_id == device.id)
-            .count(),
-        1,
-        "{list:?}"
-    );
+    assert_eq!(list.sessions.iter().filter(|s| s.device_id == device.id).count(), 1, "{list:?}");
     let stored = stack.wait_closed_in_store(&old.token).await;
     assert_eq!(stored.close_reason.as_deref(), Some("replaced"));
     wait_for(&mut first.status, |s| matches!(s, Status::Backoff(_))).await;
@@ -199,64 +158,32 @@ async fn closed_session_comes_back_only_while_the_device_is_allowed() {
     let stored = stack.wait_closed_in_store(&first.token).await;
     assert_eq!(stored.close_reason.as_deref(), Some("closed_by_operator"));
     assert_eq!(get_hello(&stack, &second.token).await.0, 200);
-    assert!(matches!(
-        stack.internal().get_session(&first.token).await,
-        Err(edgelink_internal_api::Error::NotFound)
-    ));
-    assert!(matches!(
-        stack.internal().close_session(&first.token).await,
-        Err(edgelink_internal_api::Error::NotFound)
-    ));
+    assert!(matches!(stack.internal().get_session(&first.token).await, Err(edgelink_internal_api::Error::NotFound)));
+    assert!(matches!(stack.internal().close_session(&first.token).await, Err(edgelink_internal_api::Error::NotFound)));
 
     // Revoke, then close: the agent's next attempt is refused and it stops.
-    stack
-        .store
-        .revoke_device(&device.owner_id, &device.id)
-        .await
-        .unwrap();
+    stack.store.revoke_device(&device.owner_id, &device.id).await.unwrap();
     stack.internal().close_session(&second.token).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), agent.task)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(result, Err(edgelink_agent::AgentError::Refused(_))),
-        "{result:?}"
-    );
-    stack
-        .wait_no_session(&device.id, Duration::from_secs(2))
-        .await;
+    let result = tokio::time::timeout(Duration::from_secs(10), agent.task).await.unwrap().unwrap();
+    assert!(matches!(result, Err(edgelink_agent::AgentError::Refused(_))), "{result:?}");
+    stack.wait_no_session(&device.id, Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
 async fn internal_api_refuses_missing_and_wrong_secrets() {
     let stack = Stack::start().await;
     let client = http();
-    for path in [
-        "/internal/sessions",
-        "/internal/session/x",
-        "/internal/forward/x/y",
-        "/nope",
-    ] {
+    for path in ["/internal/sessions", "/internal/session/x", "/internal/forward/x/y", "/nope"] {
         let url = format!("{}{}", stack.internal_url(), path);
         let resp = client.get(&url).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path}");
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "token_missing");
-        let resp = client
-            .get(&url)
-            .bearer_auth("test-internal-secret-0123456780")
-            .send()
-            .await
-            .unwrap();
+        let resp = client.get(&url).bearer_auth("test-internal-secret-0123456780").send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path}");
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "token_invalid");
     }
-    let resp = client
-        .post(format!("{}/internal/session/x/close", stack.internal_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.post(format!("{}/internal/session/x/close", stack.internal_url())).send().await.unwrap();
     assert_eq!(resp.status(), 401);
 }

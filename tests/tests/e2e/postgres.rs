@@ -5,37 +5,18 @@ use edgelink_e2e::{Db, Options, SECRET, Stack, http, origin};
 
 #[tokio::test]
 async fn forwarding_and_registry_work_on_postgres() {
-    let Some(stack) = Stack::start_with(Options {
-        db: Db::Postgres,
-        ..Options::default()
-    })
-    .await
-    else {
-        eprintln!(
-            "SKIPPED forwarding_and_registry_work_on_postgres: EDGELINK_TEST_POSTGRES_URL is not set"
-        );
+    let Some(stack) = Stack::start_with(Options { db: Db::Postgres, ..Options::default() }).await else {
+        eprintln!("SKIPPED forwarding_and_registry_work_on_postgres: EDGELINK_TEST_POSTGRES_URL is not set");
         return;
     };
     let device = stack.add_device("alice@example.com").await;
     let mut agent = stack.spawn_agent(&device);
     agent.connected().await;
     let session = stack.wait_session(&device.id, None).await;
-    let stored = stack
-        .store
-        .open_session_for_device(&device.owner_id, &device.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = stack.store.open_session_for_device(&device.owner_id, &device.id).await.unwrap().unwrap();
     assert_eq!(stored.id, session.token);
-    let resp = http()
-        .get(stack.forward_url(&session.token, "/hello"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(stack.forward_url(&session.token, "/hello")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), origin::HELLO);
     agent.stop().await;
-    stack
-        .wait_no_session(&device.id, std::time::Duration::from_secs(3))
-        .await;
+    stack.wait_no_session(&device.id, std::time::Duration::from_secs(3)).await;
 }

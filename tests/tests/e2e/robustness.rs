@@ -22,21 +22,13 @@ async fn healthy(stack: &Stack) -> (edgelink_e2e::AgentRun, String) {
 }
 
 async fn assert_still_serving(stack: &Stack, session: &str) {
-    let resp = http()
-        .get(stack.forward_url(session, "/hello"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(stack.forward_url(session, "/hello")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), origin::HELLO);
 }
 
 async fn token(stack: &Stack, device: &Device) -> String {
-    let t = AuthClient::new(http(), &stack.api_url, &device.id)
-        .authenticate(&device.key())
-        .await
-        .unwrap();
+    let t = AuthClient::new(http(), &stack.api_url, &device.id).authenticate(&device.key()).await.unwrap();
     t.access.expose_secret().to_owned()
 }
 
@@ -68,11 +60,7 @@ async fn raw_upgrade(stack: &Stack, token: &str) -> TcpStream {
         s.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
 
@@ -85,9 +73,7 @@ async fn malformed_websocket_frames_close_only_that_session() {
     let _ = stack.wait_session(&bad.id, None).await;
     // An unmasked frame with a reserved opcode and RSV bits set: invalid
     // from a client in every way.
-    s.write_all(&[0x7f, 0x05, b'h', b'e', b'l', b'l', b'o'])
-        .await
-        .unwrap();
+    s.write_all(&[0x7f, 0x05, b'h', b'e', b'l', b'l', b'o']).await.unwrap();
     read_until_closed(&mut s).await;
     stack.wait_no_session(&bad.id, Duration::from_secs(3)).await;
     assert_still_serving(&stack, &good).await;
@@ -100,35 +86,18 @@ async fn garbage_yamux_bytes_and_text_messages_close_only_that_session() {
     let (agent, good) = healthy(&stack).await;
     let bad = stack.add_device("mallory@example.com").await;
     for msg in [
-        Message::Binary(bytes::Bytes::from_static(
-            b"\x09\x09\x09 this is not a yamux frame header",
-        )),
+        Message::Binary(bytes::Bytes::from_static(b"\x09\x09\x09 this is not a yamux frame header")),
         Message::text("yamux does not speak text"),
     ] {
         let mut req = stack.tunnel_url().into_client_request().unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", token(&stack, &bad).await)
-                .parse()
-                .unwrap(),
-        );
+        req.headers_mut().insert("authorization", format!("Bearer {}", token(&stack, &bad).await).parse().unwrap());
         let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let id = resp
-            .headers()
-            .get("x-edgelink-session")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let id = resp.headers().get("x-edgelink-session").unwrap().to_str().unwrap().to_owned();
         let _ = stack.wait_session(&bad.id, None).await;
         ws.send(msg).await.unwrap();
         stack.wait_no_session(&bad.id, Duration::from_secs(3)).await;
         let stored = stack.wait_closed_in_store(&id).await;
-        assert_eq!(
-            stored.close_reason.as_deref(),
-            Some("protocol_error"),
-            "{stored:?}"
-        );
+        assert_eq!(stored.close_reason.as_deref(), Some("protocol_error"), "{stored:?}");
         assert_still_serving(&stack, &good).await;
     }
     agent.stop().await;
@@ -140,12 +109,7 @@ async fn a_device_stream_that_never_sends_a_request_is_closed() {
     let (agent, good) = healthy(&stack).await;
     let dev = stack.add_device("slowloris@example.com").await;
     let mut req = stack.tunnel_url().into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", token(&stack, &dev).await)
-            .parse()
-            .unwrap(),
-    );
+    req.headers_mut().insert("authorization", format!("Bearer {}", token(&stack, &dev).await).parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let (handle, _task) = edgelink_tunnel::session::spawn(
         ws,
@@ -158,33 +122,22 @@ async fn a_device_stream_that_never_sends_a_request_is_closed() {
     let mut one_byte = handle.open_stream().await.unwrap();
     one_byte.write_all(b"P").await.unwrap();
     let mut partial = handle.open_stream().await.unwrap();
-    partial
-        .write_all(b"POST /.edgelink/v1/heartbeat HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    partial.write_all(b"POST /.edgelink/v1/heartbeat HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     // The relay's header_timeout is 2 s in the harness.
     let started = std::time::Instant::now();
     let mut buf = [0u8; 256];
     for s in [&mut one_byte, &mut partial] {
-        let n = tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf))
-            .await
-            .expect("stream not closed");
+        let n = tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf)).await.expect("stream not closed");
         // Either a clean EOF or a reset; a 408 answer is also a close.
         if let Ok(n) = n {
             if n > 0 {
-                assert!(
-                    String::from_utf8_lossy(&buf[..n]).contains("408"),
-                    "{}",
-                    String::from_utf8_lossy(&buf[..n])
-                );
+                assert!(String::from_utf8_lossy(&buf[..n]).contains("408"), "{}", String::from_utf8_lossy(&buf[..n]));
             }
         }
     }
     assert!(started.elapsed() < Duration::from_secs(6));
     // The session itself survives: a well-formed heartbeat still works.
-    edgelink_agent::run::send_heartbeat(&handle, 1)
-        .await
-        .unwrap();
+    edgelink_agent::run::send_heartbeat(&handle, 1).await.unwrap();
     assert_still_serving(&stack, &good).await;
     agent.stop().await;
 }
@@ -194,10 +147,7 @@ async fn oversized_headers_are_refused_on_both_ports() {
     let stack = Stack::start().await;
     let (agent, good) = healthy(&stack).await;
     let huge = "a".repeat(100 * 1024);
-    for addr in [
-        stack.relay.as_ref().unwrap().tunnel_addr,
-        stack.relay.as_ref().unwrap().internal_addr,
-    ] {
+    for addr in [stack.relay.as_ref().unwrap().tunnel_addr, stack.relay.as_ref().unwrap().internal_addr] {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let req = format!("GET /tunnel HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n");
         // The relay may close while we are still writing; that is a refusal too.
@@ -205,10 +155,7 @@ async fn oversized_headers_are_refused_on_both_ports() {
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
         let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.is_empty() || text.starts_with("HTTP/1.1 431"),
-            "{text}"
-        );
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
     }
     assert_still_serving(&stack, &good).await;
     agent.stop().await;
