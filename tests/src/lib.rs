@@ -310,12 +310,11 @@ impl Stack {
         let client = self.internal();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(list) = client.list_sessions().await {
-                if let Some(s) =
+            if let Ok(list) = client.list_sessions().await
+                && let Some(s) =
                     list.sessions.into_iter().find(|s| s.device_id == device_id && Some(s.token.as_str()) != not)
-                {
-                    return s;
-                }
+            {
+                return s;
             }
             assert!(tokio::time::Instant::now() < deadline, "no session for device {device_id}");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -341,10 +340,10 @@ impl Stack {
     pub async fn wait_closed_in_store(&self, id: &str) -> edgelink_store::TunnelSession {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(s) = self.store.get_session(id).await.expect("store") {
-                if s.disconnected_at.is_some() {
-                    return s;
-                }
+            if let Some(s) = self.store.get_session(id).await.expect("store")
+                && s.disconnected_at.is_some()
+            {
+                return s;
             }
             assert!(tokio::time::Instant::now() < deadline, "session {id} never recorded as closed");
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,4 +1,5 @@
-//! The origin web service devices forward to in tests: small answers,
+//! The origin web service devices forward to in tests (and the demo
+//! device's local service in `make run`): a home page, small answers,
 //! streaming echo and count, a large streamed download, a WebSocket echo,
 //! a header mirror and a slow endpoint.
 
@@ -16,9 +17,23 @@ use futures::StreamExt;
 /// Body of `GET /hello`.
 pub const HELLO: &str = "hello from origin";
 
+/// The page `GET /` serves (the demo device's home page in `make run`).
+pub const INDEX_HTML: &str = "<!doctype html><html lang=en><meta charset=utf-8><title>edgelink demo device</title>\
+<body style='font-family:sans-serif;max-width:40em;margin:3em auto'><h1>Hello from the demo device</h1>\
+<p>This page is served by a web service on the device, reached through its edgelink tunnel.</p></body></html>";
+
 /// Starts the origin on 127.0.0.1:0.
 pub async fn spawn() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener));
+    addr
+}
+
+/// Serves the origin on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener) {
     let app = Router::new()
+        .route("/", get(|| async { axum::response::Html(INDEX_HTML) }))
         .route("/hello", get(|| async { HELLO }))
         .route("/echo", post(|req: Request| async move { Body::from_stream(req.into_body().into_data_stream()) }))
         .route("/count", post(count))
@@ -32,12 +47,7 @@ pub async fn spawn() -> SocketAddr {
             }),
         )
         .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    let _ = axum::serve(listener, app).await;
 }
 
 async fn count(req: Request) -> String {

@@ -79,10 +79,9 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
     let stored = session.heartbeat_stored_at.load(Ordering::Relaxed);
     if now - stored >= HEARTBEAT_STORE_EVERY_MS
         && session.heartbeat_stored_at.compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        && let Err(e) = relay.store().session_heartbeat(&session_id, now).await
     {
-        if let Err(e) = relay.store().session_heartbeat(&session_id, now).await {
-            tracing::warn!(error = %e, "could not store heartbeat");
-        }
+        tracing::warn!(error = %e, "could not store heartbeat");
     }
     tracing::debug!(cpu = ?beat.cpu_percent, "heartbeat");
     Ok(json(StatusCode::OK, &HeartbeatAck { session: session_id, server_time: rfc3339_ms(now) }))

@@ -8,7 +8,7 @@
 //! tokens; it only verifies them with api-server's published keys.
 //!
 //! # Layout
-//! * [`config`]: [`RelayConfig`].
+//! * [`config`]: the relay's configuration, [`RelayConfig`].
 //! * [`tunnel`]: `/tunnel`, authentication and each session's lifecycle.
 //! * [`control`]: streams the device opens (heartbeats).
 //! * [`registry`]: live sessions in memory.

@@ -109,7 +109,8 @@ impl Store {
             .bind(old_hash)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(RefreshRow { device_id, family_id, expires_at, used_at, revoked_at, owner_id, device_revoked }) = row
+            let Some(RefreshRow { device_id, family_id, expires_at, used_at, revoked_at, owner_id, device_revoked }) =
+                row
             else {
                 return Ok(RefreshOutcome::Unknown);
             };

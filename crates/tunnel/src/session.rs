@@ -138,10 +138,10 @@ where
     let mut close_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let end = poll_fn(|cx| {
         loop {
-            if let Some(deadline) = close_deadline.as_mut() {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(SessionEnd::Local(closing.clone().flatten()));
-                }
+            if let Some(deadline) = close_deadline.as_mut()
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(SessionEnd::Local(closing.clone().flatten()));
             }
             if closing.is_none() {
                 let request = match rx.poll_recv(cx) {

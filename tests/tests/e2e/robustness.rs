@@ -129,10 +129,10 @@ async fn a_device_stream_that_never_sends_a_request_is_closed() {
     for s in [&mut one_byte, &mut partial] {
         let n = tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf)).await.expect("stream not closed");
         // Either a clean EOF or a reset; a 408 answer is also a close.
-        if let Ok(n) = n {
-            if n > 0 {
-                assert!(String::from_utf8_lossy(&buf[..n]).contains("408"), "{}", String::from_utf8_lossy(&buf[..n]));
-            }
+        if let Ok(n) = n
+            && n > 0
+        {
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("408"), "{}", String::from_utf8_lossy(&buf[..n]));
         }
     }
     assert!(started.elapsed() < Duration::from_secs(6));

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test test-unit lint fmt bench clean-test-dbs
+
+## run: build and start api-server, remote-proxy, a demo service and a demo agent
+run:
+	@deploy/dev/run.sh
+
+## test: every test (PostgreSQL ones when EDGELINK_TEST_POSTGRES_URL is set)
+test: clean-test-dbs
+	@if [ -z "$$EDGELINK_TEST_POSTGRES_URL" ]; then \
+	  echo "!!! EDGELINK_TEST_POSTGRES_URL is not set: PostgreSQL tests are SKIPPED (SQLite only)." >&2; \
+	  echo "!!! Set it, e.g. EDGELINK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test make test" >&2; \
+	else echo "PostgreSQL tests run against $$EDGELINK_TEST_POSTGRES_URL" >&2; fi
+	$(CARGO) test --workspace --all-targets
+
+## lint: formatting and clippy as CI runs them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: edgelink's relay path next to direct, rathole and bore (docs/benchmarks.md)
+bench:
+	@bench/run.sh
+
+# Drops per-test PostgreSQL databases left behind by earlier runs.
+clean-test-dbs:
+	@if [ -n "$$EDGELINK_TEST_POSTGRES_URL" ] && command -v psql >/dev/null; then \
+	  for db in $$(psql "$$EDGELINK_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'edgelink\_t\_%'" 2>/dev/null); do \
+	    psql "$$EDGELINK_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $$db" >/dev/null 2>&1 || true; \
+	  done; \
+	fi

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack on this machine with the embedded defaults —
+# SQLite, api-server, remote-proxy, a demo web service and an edge-agent
+# for a demo device — then prints a request that goes through the tunnel.
+# State lives in .run/ (delete it to start over). Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RUN_DIR=${RUN_DIR:-.run}
+API_PORT=${API_PORT:-3721}
+TUNNEL_PORT=${TUNNEL_PORT:-3800}
+INTERNAL_PORT=${INTERNAL_PORT:-3801}
+DEMO_PORT=${DEMO_PORT:-8080}
+PROFILE=${PROFILE:-dev}
+
+echo "building (cargo build --profile $PROFILE)..." >&2
+cargo build --profile "$PROFILE" --bins --example demo-origin -p api-server -p remote-proxy -p edge-agent -p edgelink-e2e >&2
+TARGET=${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+
+mkdir -p "$RUN_DIR"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+[ -s "$RUN_DIR/internal-secret" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RUN_DIR/internal-secret")
+
+export EDGELINK_API__LISTEN=127.0.0.1:$API_PORT
+export EDGELINK_API__DATABASE_URL=sqlite://$RUN_DIR/edgelink.db
+export EDGELINK_API__SIGNING_KEY_FILE=$RUN_DIR/signing-key.pem
+export EDGELINK_RELAY__TUNNEL_LISTEN=127.0.0.1:$TUNNEL_PORT
+export EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
+export EDGELINK_RELAY__DATABASE_URL=sqlite://$RUN_DIR/edgelink.db
+export EDGELINK_RELAY__JWKS_URL=http://127.0.0.1:$API_PORT/.well-known/jwks.json
+EDGELINK_RELAY__INTERNAL_SECRET=$(cat "$RUN_DIR/internal-secret")
+export EDGELINK_RELAY__INTERNAL_SECRET
+export EDGELINK_AGENT__API_URL=http://127.0.0.1:$API_PORT
+export EDGELINK_AGENT__TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
+export EDGELINK_AGENT__LOCAL_SERVICE=http://127.0.0.1:$DEMO_PORT
+export EDGELINK_AGENT__KEY_FILE=$RUN_DIR/demo-device.key
+
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+wait_http() { # url seconds
+  for _ in $(seq $(($2 * 10))); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "error: $1 did not answer; see $RUN_DIR/*.log" >&2; exit 1
+}
+
+"$TARGET/examples/demo-origin" "127.0.0.1:$DEMO_PORT" >"$RUN_DIR/demo-origin.log" 2>&1 & PIDS+=($!)
+"$TARGET/api-server" serve >"$RUN_DIR/api-server.log" 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$API_PORT/healthz" 30
+"$TARGET/remote-proxy" serve >"$RUN_DIR/remote-proxy.log" 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$TUNNEL_PORT/healthz" 30
+
+# The demo device: a key pair made on the "device", registered by the operator.
+[ -s "$EDGELINK_AGENT__KEY_FILE" ] || "$TARGET/edge-agent" keygen >&2
+if [ ! -s "$RUN_DIR/demo-device.id" ]; then
+  "$TARGET/api-server" device add --owner alice@example.com --name "demo device" \
+    --public-key "$EDGELINK_AGENT__KEY_FILE.pub" >"$RUN_DIR/demo-device.id"
+fi
+EDGELINK_AGENT__DEVICE_ID=$(cat "$RUN_DIR/demo-device.id")
+export EDGELINK_AGENT__DEVICE_ID
+"$TARGET/edge-agent" run >"$RUN_DIR/edge-agent.log" 2>&1 & PIDS+=($!)
+
+SESSION=""
+for _ in $(seq 100); do
+  SESSION=$("$TARGET/remote-proxy" sessions --internal-url "http://127.0.0.1:$INTERNAL_PORT" --json list 2>/dev/null |
+    sed -n 's/.*"token": "\([^"]*\)".*/\1/p' | head -1)
+  [ -n "$SESSION" ] && break; sleep 0.1
+done
+[ -n "$SESSION" ] || { echo "error: the demo agent did not connect; see $RUN_DIR/edge-agent.log" >&2; exit 1; }
+
+cat <<MSG
+
+edgelink is running (logs and state in $RUN_DIR):
+  api-server      http://127.0.0.1:$API_PORT
+  remote-proxy    tunnel ws://127.0.0.1:$TUNNEL_PORT/tunnel, internal http://127.0.0.1:$INTERNAL_PORT
+  demo device     $EDGELINK_AGENT__DEVICE_ID (session $SESSION)
+
+Open http://127.0.0.1:$API_PORT/healthz in a browser (the web UI arrives with sign-in).
+Reach the demo device's web service through the tunnel:
+
+  curl -H "Authorization: Bearer \$(cat $RUN_DIR/internal-secret)" \\
+       http://127.0.0.1:$INTERNAL_PORT/internal/forward/$SESSION/
+
+List sessions:
+
+  EDGELINK_RELAY__INTERNAL_SECRET=\$(cat $RUN_DIR/internal-secret) $TARGET/remote-proxy sessions list
+
+Press Ctrl-C to stop.
+MSG
+wait
