@@ -16,12 +16,7 @@ use crate::error::RelayError;
 const SPLICE_BUF: usize = 64 * 1024;
 const PREFIX: &str = "/internal/forward/";
 
-/// Handler for `/internal/forward/{id}` (the device's root path).
-pub async fn forward_root(state: State<Relay>, req: Request) -> Response {
-    forward(state, req).await
-}
-
-/// Handler for `/internal/forward/{id}/{*path}`.
+/// Handler for `/internal/forward/{id}[/{*path}]`.
 pub async fn forward(State(relay): State<Relay>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     match forward_inner(&relay, req).await {
