@@ -9,7 +9,8 @@
 //! * `GET /internal/session/{id}` → [`SessionSummary`] (404 when unknown
 //!   or disconnected)
 //! * `POST /internal/session/{id}/close` → [`CloseResult`] (404 when unknown)
-//! * `ANY /internal/forward/{id}/{*path}` → the device's answer
+//! * `ANY /internal/forward/{id}/{*path}` → the device's answer (`id` is a
+//!   session id or, for a URL that survives reconnects, a device id)
 
 use std::time::Duration;
 

@@ -50,9 +50,11 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     if paths::is_control_path(&target) {
         return Err(RelayError::client(ErrorCode::Forbidden, "control paths are not forwarded"));
     }
+    // A session id, or a device id for a URL that outlives reconnects.
     let session = relay
         .registry()
         .get(&id)
+        .or_else(|| relay.registry().by_device(&id))
         .filter(|s| !s.handle.is_closed())
         .ok_or_else(|| RelayError::client(ErrorCode::SessionNotFound, "no such live session"))?;
     let upgrade = hop::is_upgrade(req.headers());

@@ -20,6 +20,10 @@ async fn get_and_post_reach_the_local_service() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), origin::HELLO);
 
+    // By device id instead of session id.
+    let resp = client.get(stack.forward_url(&device.id, "/hello")).bearer_auth(SECRET).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), origin::HELLO);
+
     // The device's root, with and without the trailing slash.
     for url in
         [stack.forward_url(&session.token, "/"), stack.forward_url(&session.token, "").trim_end_matches('/').to_owned()]
