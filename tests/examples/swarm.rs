@@ -63,7 +63,11 @@ async fn main() -> anyhow::Result<()> {
     for token in tokens {
         let (up, gate, url, drop_tx) = (up.clone(), gate.clone(), url.clone(), drop_tx.clone());
         tokio::spawn(async move {
-            let cfg = TunnelConfig { ping_interval: Duration::from_secs(15), idle_timeout: Duration::from_secs(45), ..TunnelConfig::default() };
+            let cfg = TunnelConfig {
+                ping_interval: Duration::from_secs(15),
+                idle_timeout: Duration::from_secs(45),
+                ..TunnelConfig::default()
+            };
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
                 let permit = gate.acquire().await;
@@ -74,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
                 if let Ok(v) = format!("Bearer {token}").parse() {
                     req.headers_mut().insert("authorization", v);
                 }
-                let dialed = tokio_tungstenite::connect_async_with_config(req, Some(cfg.websocket_config()), true).await;
+                let dialed =
+                    tokio_tungstenite::connect_async_with_config(req, Some(cfg.websocket_config()), true).await;
                 drop(permit);
                 let ws = match dialed {
                     Ok((ws, _)) => ws,

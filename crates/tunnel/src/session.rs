@@ -10,7 +10,6 @@ use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::task::Poll;
 
-use futures::io::BufWriter;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -108,9 +107,10 @@ where
 {
     let bytes = WsByteStream::new(ws, Some((config.ping_interval, config.idle_timeout)));
     let info = bytes.close_info();
-    // yamux writes a frame's header and body separately; the buffer joins
-    // them so one frame becomes one WebSocket message.
-    let socket = BufWriter::with_capacity(edgelink_protocol::limits::MAX_WRITE_CHUNK, bytes);
+    // yamux writes a frame's header and body separately and flushes after
+    // each frame; the adapter coalesces until the flush, so one frame
+    // becomes one WebSocket message.
+    let socket = bytes;
     let mode = match role {
         Role::Relay => yamux::Mode::Client,
         Role::Device => yamux::Mode::Server,

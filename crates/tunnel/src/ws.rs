@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+use edgelink_protocol::limits::MAX_WRITE_CHUNK;
 use futures::{AsyncRead, AsyncWrite, Sink, Stream};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -106,6 +107,11 @@ pub struct WsByteStream<S> {
     ws: WebSocketStream<S>,
     /// Bytes of the current Binary message not yet handed to the reader.
     pending: Bytes,
+    /// Written bytes not yet sent: they become one Binary message at the
+    /// next flush (yamux flushes after each frame, so one frame is one
+    /// message). Allocated on demand and handed over on send, so an idle
+    /// tunnel holds no write buffer.
+    outgoing: BytesMut,
     keepalive: Option<Keepalive>,
     close: Arc<CloseInfo>,
     close_sent: bool,
@@ -127,6 +133,7 @@ where
         WsByteStream {
             ws,
             pending: Bytes::new(),
+            outgoing: BytesMut::new(),
             keepalive,
             close: Arc::new(CloseInfo::default()),
             close_sent: false,
@@ -178,6 +185,17 @@ impl<S> WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    /// Hands the coalesced bytes to tungstenite as one Binary message.
+    fn poll_send_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.outgoing.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_err)?;
+        let message = Message::Binary(self.outgoing.split().freeze());
+        Pin::new(&mut self.ws).start_send(message).map_err(ws_err)?;
+        Poll::Ready(Ok(()))
+    }
+
     /// Sends our Close frame once (with the local reason if one was set)
     /// and flushes it. Errors mean the peer is already gone, which is what
     /// closing wants anyway, so they are not reported.
@@ -284,18 +302,28 @@ where
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(ws_err)?;
-        let n = buf.len().min(edgelink_protocol::limits::MAX_WRITE_CHUNK);
-        Pin::new(&mut this.ws).start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).map_err(ws_err)?;
+        if this.outgoing.len() >= MAX_WRITE_CHUNK {
+            ready!(this.poll_send_outgoing(cx))?;
+        }
+        let n = buf.len().min(MAX_WRITE_CHUNK - this.outgoing.len());
+        if this.outgoing.capacity() == 0 {
+            this.outgoing.reserve(n.max(4096));
+        }
+        this.outgoing.extend_from_slice(&buf[..n]);
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().ws).poll_flush(cx).map_err(ws_err)
+        let this = self.get_mut();
+        ready!(this.poll_send_outgoing(cx))?;
+        Pin::new(&mut this.ws).poll_flush(cx).map_err(ws_err)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Data written before the close still goes out; a peer that is
+        // already gone makes this fail, which closing does not care about.
+        let _ = ready!(this.poll_send_outgoing(cx));
         ready!(this.poll_send_close(cx))?;
         match ready!(Pin::new(&mut this.ws).poll_close(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
@@ -369,6 +397,27 @@ mod tests {
             Message::Binary(b) => assert_eq!(&b[..], b"abc"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn writes_until_a_flush_become_one_message() {
+        let (mut raw, server) = pair().await;
+        let mut bytes = WsByteStream::new(server, None);
+        bytes.write_all(b"header").await.unwrap();
+        bytes.write_all(b"+body").await.unwrap();
+        bytes.flush().await.unwrap();
+        bytes.write_all(&vec![1u8; MAX_WRITE_CHUNK + 10]).await.unwrap();
+        bytes.flush().await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            match raw.next().await.unwrap().unwrap() {
+                Message::Binary(b) => got.push(b),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(&got[0][..], b"header+body");
+        assert_eq!(got[1].len(), MAX_WRITE_CHUNK);
+        assert_eq!(got[2].len(), 10);
     }
 
     #[tokio::test(start_paused = true)]
