@@ -60,29 +60,21 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     let upgrade = hop::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let stream = session.handle.open_stream().await.map_err(|e| RelayError::Device(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(|e| RelayError::Device(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "forward stream ended with an error");
-        }
-    });
-
     let (mut parts, body) = req.into_parts();
-    parts.uri = target.parse().map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
+    // The pool keys connections by authority: the session id.
+    parts.uri = format!("http://{}{}", crate::pool::authority(&session.id), target)
+        .parse()
+        .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
     parts.version = Version::HTTP_11;
     hop::strip(&mut parts.headers, upgrade);
     // The caller's credentials for this API are never the device's business.
     parts.headers.remove(header::AUTHORIZATION);
     let out = Request::from_parts(parts, body);
 
-    let mut resp = tokio::time::timeout(relay.forward_timeout(), sender.send_request(out))
+    let mut resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(out))
         .await
         .map_err(|_| RelayError::DeviceTimeout)?
-        .map_err(|e| RelayError::Device(e.to_string()))?;
+        .map_err(|e| RelayError::Device(error_chain(&e)))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -105,6 +97,19 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     let (mut parts, body) = resp.into_parts();
     hop::strip(&mut parts.headers, false);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// An error and its causes on one line (hyper-util's top-level message
+/// alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! * [`tunnel`]: `/tunnel`, authentication and each session's lifecycle.
 //! * [`control`]: streams the device opens (heartbeats).
 //! * [`registry`]: live sessions in memory.
-//! * [`internal`], [`forward`]: the internal API.
+//! * [`internal`], [`forward`]: the internal API; [`pool`]: keep-alive
+//!   HTTP connections over tunnel streams.
 //! * [`keys`]: device-token keys from api-server's JWKS.
 //! * [`listener`]: accept loops (TLS optional) and graceful shutdown.
 //!
@@ -26,6 +27,7 @@ pub mod forward;
 pub mod internal;
 pub mod keys;
 pub mod listener;
+pub mod pool;
 pub mod registry;
 pub mod tunnel;
 
@@ -70,6 +72,8 @@ struct Inner {
     tunnel: edgelink_tunnel::TunnelConfig,
     /// Session tasks, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Keep-alive HTTP connections over tunnel streams, per session.
+    streams: pool::StreamClient,
 }
 
 impl Relay {
@@ -78,16 +82,19 @@ impl Relay {
         let instance_id = config.instance_id();
         let internal_url = config.internal_url(internal_addr);
         let tunnel = config.tunnel_config();
+        let registry = Registry::default();
+        let streams = pool::client(registry.clone());
         Relay {
             inner: Arc::new(Inner {
                 config,
                 store,
                 keys,
-                registry: Registry::default(),
+                registry,
                 instance_id,
                 internal_url,
                 tunnel,
                 tasks: TaskTracker::new(),
+                streams,
             }),
         }
     }
@@ -122,6 +129,10 @@ impl Relay {
 
     fn tunnel_config(&self) -> edgelink_tunnel::TunnelConfig {
         self.inner.tunnel.clone()
+    }
+
+    fn stream_client(&self) -> &pool::StreamClient {
+        &self.inner.streams
     }
 
     fn forward_timeout(&self) -> Duration {

@@ -105,11 +105,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: FnMut(TunnelStream) + Send + 'static,
 {
-    let bytes = WsByteStream::new(ws, Some((config.ping_interval, config.idle_timeout)));
+    let bytes = WsByteStream::new(ws, Some((config.ping_interval, config.idle_timeout))).defer_flush_to_reads();
     let info = bytes.close_info();
     // yamux writes a frame's header and body separately and flushes after
     // each frame; the adapter coalesces until the flush, so one frame
-    // becomes one WebSocket message.
+    // becomes one WebSocket message, and it writes to the socket once the
+    // session has nothing more to read, so a burst of frames is one write.
     let socket = bytes;
     let mode = match role {
         Role::Relay => yamux::Mode::Client,

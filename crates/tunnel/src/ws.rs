@@ -116,6 +116,14 @@ pub struct WsByteStream<S> {
     close: Arc<CloseInfo>,
     close_sent: bool,
     eof: bool,
+    /// Whether `poll_flush` may leave the socket flush to the read side
+    /// (true when a yamux session, which always polls reads, drives this).
+    defer_flush: bool,
+    /// Messages were handed to tungstenite but not yet flushed to the
+    /// socket. yamux flushes after every frame; the real flush waits until
+    /// the read side has nothing more (the session is about to go idle),
+    /// so all frames of one busy moment leave in one socket write.
+    unflushed: bool,
 }
 
 impl<S> WsByteStream<S>
@@ -138,7 +146,17 @@ where
             close: Arc::new(CloseInfo::default()),
             close_sent: false,
             eof: false,
+            defer_flush: false,
+            unflushed: false,
         }
+    }
+
+    /// Lets `poll_flush` leave the socket flush to the next `poll_read`
+    /// that finds nothing to read. Only for a driver that keeps polling
+    /// reads for as long as it writes — a yamux session does.
+    pub fn defer_flush_to_reads(mut self) -> Self {
+        self.defer_flush = true;
+        self
     }
 
     /// The shared close information of this connection.
@@ -185,6 +203,13 @@ impl<S> WsByteStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    /// Writes everything tungstenite holds to the socket.
+    fn poll_flush_socket(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(ws_err)?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
+    }
+
     /// Hands the coalesced bytes to tungstenite as one Binary message.
     fn poll_send_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.outgoing.is_empty() {
@@ -193,6 +218,7 @@ where
         ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_err)?;
         let message = Message::Binary(self.outgoing.split().freeze());
         Pin::new(&mut self.ws).start_send(message).map_err(ws_err)?;
+        self.unflushed = true;
         Poll::Ready(Ok(()))
     }
 
@@ -257,7 +283,18 @@ where
             if this.eof {
                 return Poll::Ready(Ok(0));
             }
-            let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+            let next = match Pin::new(&mut this.ws).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    // Nothing more to read: the writer side is done for
+                    // this round too, so push out what it queued.
+                    if this.unflushed {
+                        ready!(this.poll_flush_socket(cx))?;
+                    }
+                    return Poll::Pending;
+                }
+            };
+            let msg = match next {
                 None => {
                     this.eof = true;
                     return Poll::Ready(Ok(0));
@@ -316,7 +353,11 @@ where
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send_outgoing(cx))?;
-        Pin::new(&mut this.ws).poll_flush(cx).map_err(ws_err)
+        if this.defer_flush {
+            // The read side flushes when it runs dry (see `unflushed`).
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_flush_socket(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

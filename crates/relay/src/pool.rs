@@ -1,0 +1,98 @@
+//! Keep-alive HTTP connections over tunnel streams.
+//!
+//! Opening a yamux stream per forwarded request costs frames (SYN, ACK,
+//! FIN both ways), a new HTTP/1.1 handshake and a task on both ends. The
+//! agent's stream server speaks keep-alive, so the relay keeps finished
+//! streams in a pool per session and sends the next request on one of them:
+//! hyper-util's pooling client over a connector whose "host" is a session id.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::registry::Registry;
+
+/// The pooling client the forwarder uses.
+pub type StreamClient = Client<TunnelConnector, Body>;
+
+/// How long an idle pooled stream is kept. Shorter than the agent's
+/// 30 s header timeout, which closes idle streams from its side.
+const POOL_IDLE: Duration = Duration::from_secs(20);
+
+/// Builds the client.
+pub fn client(registry: Registry) -> StreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(64)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(TunnelConnector { registry })
+}
+
+/// The URI authority that names session `id` to the pool.
+pub fn authority(session_id: &str) -> String {
+    session_id.to_owned()
+}
+
+/// Opens a tunnel stream to the session named by the URI's host.
+#[derive(Clone)]
+pub struct TunnelConnector {
+    registry: Registry,
+}
+
+impl tower::Service<Uri> for TunnelConnector {
+    type Response = TunnelIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<TunnelIo, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let id = uri.host().ok_or("no session in uri")?;
+            let session = registry.get(id).ok_or("tunnel session is gone")?;
+            let stream = session.handle.open_stream().await?;
+            Ok(TunnelIo(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// A tunnel stream as a hyper connection.
+pub struct TunnelIo(TokioIo<edgelink_tunnel::TunnelStream>);
+
+impl Connection for TunnelIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl Read for TunnelIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl Write for TunnelIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
