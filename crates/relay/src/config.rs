@@ -79,7 +79,7 @@ impl Default for RelayConfig {
             forward_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
-            ws_read_buffer: 16 * 1024,
+            ws_read_buffer: 4 * 1024,
         }
     }
 }

@@ -13,6 +13,7 @@ use edgelink_protocol::close::CloseReason;
 use edgelink_protocol::error::ErrorCode;
 use edgelink_protocol::paths;
 use edgelink_store::{TunnelSession, now_ms};
+use edgelink_tunnel::read_ahead::ReadAhead;
 use edgelink_tunnel::{Role, SessionEnd};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;

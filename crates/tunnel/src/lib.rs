@@ -10,6 +10,8 @@
 //! * [`ws`]: [`ws::WsByteStream`], WebSocket messages as a byte stream, with
 //!   keepalive pings and an idle bound.
 //! * [`session`]: the task that owns a yamux connection; [`session::spawn`].
+//! * [`read_ahead`]: [`read_ahead::ReadAhead`], big socket reads while busy,
+//!   no buffer while idle (idle tunnels cost little memory).
 //! * [`TunnelConfig`]: timing and buffer settings shared by both ends.
 //!
 //! # Invariants
@@ -17,6 +19,7 @@
 //!   it through [`session::Handle`].
 //! * A silent peer is declared dead within `idle_timeout + ping_interval`.
 
+pub mod read_ahead;
 pub mod session;
 pub mod ws;
 
@@ -34,7 +37,8 @@ pub struct TunnelConfig {
     /// for this long. Checked at each ping tick.
     pub idle_timeout: Duration,
     /// Bytes tungstenite allocates per connection for reading. It dominates
-    /// the memory of an idle tunnel; bulk transfers want it larger.
+    /// the memory of an idle tunnel; put a [`read_ahead::ReadAhead`] under
+    /// the WebSocket so bulk transfers still read the socket in big chunks.
     pub read_buffer_size: usize,
     /// Streams one session may hold at once.
     pub max_streams: usize,
@@ -42,12 +46,15 @@ pub struct TunnelConfig {
     pub max_connection_window: usize,
 }
 
+/// Socket read size of [`read_ahead::ReadAhead`] while a tunnel is busy.
+pub const READ_AHEAD: usize = 64 * 1024;
+
 impl Default for TunnelConfig {
     fn default() -> Self {
         TunnelConfig {
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
-            read_buffer_size: 16 * 1024,
+            read_buffer_size: 4 * 1024,
             max_streams: edgelink_protocol::limits::MAX_STREAMS_PER_SESSION,
             max_connection_window: 256 * 1024 * 1024,
         }
