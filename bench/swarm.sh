@@ -30,7 +30,8 @@ wait_port() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sl
 
 "$BIN/api-server" serve & PIDS+=($!)
 wait_port "http://127.0.0.1:$API_PORT/healthz"
-start_relay() { "$BIN/remote-proxy" serve & RELAY=$!; PIDS+=($RELAY); wait_port "http://127.0.0.1:$TUNNEL_PORT/healthz"; }
+RELAY_BIN=${RELAY_BIN:-$BIN/remote-proxy}
+start_relay() { "$RELAY_BIN" serve & RELAY=$!; PIDS+=($RELAY); wait_port "http://127.0.0.1:$TUNNEL_PORT/healthz"; }
 start_relay
 sleep 0.5
 BASE=$(rss_kib "$RELAY")
@@ -44,6 +45,7 @@ FULL=$(rss_kib "$RELAY")
 PER=$(( (FULL - BASE) * 1024 / COUNT ))
 echo "| relay RSS idle | $((BASE / 1024)) MiB |"
 echo "| relay RSS with $COUNT idle tunnels | $((FULL / 1024)) MiB |"
+[ -n "${HOLD:-}" ] && { echo "relay pid $RELAY; holding ${HOLD}s" >&2; sleep "$HOLD"; }
 echo "| relay RSS per idle tunnel | $PER bytes ($(awk -v b="$PER" 'BEGIN{printf "%.1f", b/1024}') KiB) |"
 echo "| initial connect of $COUNT tunnels | $(awk '/^READY/{print $3}' "$OUT") ms |"
 

@@ -3,11 +3,6 @@
 #[path = "../../startup.rs"]
 mod startup;
 
-/// mimalloc: less CPU per request than glibc malloc on the forwarding
-/// path, and less fragmentation with many idle tunnels (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

@@ -5,11 +5,6 @@
 #[path = "../../startup.rs"]
 mod startup;
 
-/// mimalloc: less CPU per request than glibc malloc on the forwarding
-/// path, and less fragmentation with many idle tunnels (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -216,7 +216,9 @@ where
             return Poll::Ready(Ok(()));
         }
         ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_err)?;
-        let message = Message::Binary(self.outgoing.split().freeze());
+        // Hand over the whole buffer, spare capacity included: keeping the
+        // spare part here would pin the allocation for an idle tunnel.
+        let message = Message::Binary(std::mem::take(&mut self.outgoing).freeze());
         Pin::new(&mut self.ws).start_send(message).map_err(ws_err)?;
         self.unflushed = true;
         Poll::Ready(Ok(()))
