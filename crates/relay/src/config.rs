@@ -108,8 +108,8 @@ impl RelayConfig {
         if self.forward_timeout.is_zero() || self.header_timeout.is_zero() {
             return Err("forward_timeout and header_timeout must be > 0".into());
         }
-        if !(4096..=1024 * 1024).contains(&self.ws_read_buffer) {
-            return Err("ws_read_buffer must be between 4096 and 1048576".into());
+        if !(1024..=1024 * 1024).contains(&self.ws_read_buffer) {
+            return Err("ws_read_buffer must be between 1024 and 1048576".into());
         }
         if !(self.jwks_url.starts_with("http://") || self.jwks_url.starts_with("https://")) {
             return Err("jwks_url must be an http(s) URL".into());
