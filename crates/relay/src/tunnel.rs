@@ -139,8 +139,11 @@ async fn run_session(
     addr: SocketAddr,
 ) {
     let cfg = relay.tunnel_config();
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg.websocket_config())).await;
+    // Socket reads go through a read-ahead buffer that exists only while
+    // data flows: tungstenite's own buffer can then be small (idle memory)
+    // without making bulk transfers read the socket in small pieces.
+    let io = ReadAhead::new(TokioIo::new(upgraded), edgelink_tunnel::READ_AHEAD);
+    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(cfg.websocket_config())).await;
     let relay_in = relay.clone();
     let id_in = id.clone();
     let (handle, task) = edgelink_tunnel::session::spawn(ws, Role::Relay, &cfg, move |stream| {

@@ -6,3 +6,4 @@ mod forward;
 mod lifecycle;
 mod postgres;
 mod robustness;
+mod tls;
