@@ -122,6 +122,8 @@ pub struct Options {
     pub db: Db,
     /// Relay config on top of the harness defaults.
     pub relay: RelayConfig,
+    /// Lifetime of device access tokens.
+    pub access_token_ttl: Duration,
 }
 
 impl Default for Options {
@@ -136,6 +138,7 @@ impl Default for Options {
                 shutdown_grace: Duration::from_secs(3),
                 ..RelayConfig::default()
             },
+            access_token_ttl: ApiConfig::default().access_token_ttl,
         }
     }
 }
@@ -189,7 +192,11 @@ impl Stack {
 
         let api_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let api_url = format!("http://{}", api_listener.local_addr().expect("addr"));
-        let api_config = ApiConfig { database_url: database_url.clone(), ..ApiConfig::default() };
+        let api_config = ApiConfig {
+            database_url: database_url.clone(),
+            access_token_ttl: options.access_token_ttl,
+            ..ApiConfig::default()
+        };
         let state = AppState::new(store.clone(), key, api_config);
         let api_shutdown = CancellationToken::new();
         let token = api_shutdown.clone();

@@ -16,6 +16,9 @@ pub enum AuthError {
     /// Retrying will not help.
     #[error("refused: {0}")]
     Permanent(String),
+    /// The refresh token is spent, expired or revoked: authenticate anew.
+    #[error("stale refresh token: {0}")]
+    Stale(String),
     /// The server or network failed; try again later.
     #[error("temporary failure: {0}")]
     Transient(String),
@@ -100,6 +103,7 @@ impl AuthClient {
                 | ErrorCode::SignatureInvalid
                 | ErrorCode::BadRequest,
             ) => AuthError::Permanent(message),
+            Some(ErrorCode::RefreshTokenInvalid | ErrorCode::RefreshTokenReused) => AuthError::Stale(message),
             _ => AuthError::Transient(message),
         })
     }
@@ -133,9 +137,10 @@ impl AuthClient {
             Some(t) if t.fresh() => Ok(t),
             Some(t) => match self.refresh(&t).await {
                 Ok(new) => Ok(new),
-                Err(AuthError::Transient(e)) if e.contains("refresh_token") => self.authenticate(key).await,
-                Err(AuthError::Transient(e)) => Err(AuthError::Transient(e)),
-                Err(AuthError::Permanent(_)) => self.authenticate(key).await,
+                // A refused refresh token is not the device being refused:
+                // the challenge says whether the device is still welcome.
+                Err(AuthError::Stale(_) | AuthError::Permanent(_)) => self.authenticate(key).await,
+                Err(e @ AuthError::Transient(_)) => Err(e),
             },
             None => self.authenticate(key).await,
         }

@@ -61,7 +61,7 @@ pub async fn run(
             let t = match auth.ensure(&key, tokens.take()).await {
                 Ok(t) => t,
                 Err(AuthError::Permanent(e)) => return Err(Some(AgentError::Refused(e))),
-                Err(AuthError::Transient(e)) => {
+                Err(e @ (AuthError::Transient(_) | AuthError::Stale(_))) => {
                     tracing::warn!(error = %e, "could not get a token");
                     return Err(None);
                 }

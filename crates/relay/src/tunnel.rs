@@ -31,13 +31,13 @@ pub async fn accept(State(relay): State<Relay>, ConnectInfo(addr): ConnectInfo<S
     match authorize_and_upgrade(&relay, addr, req).await {
         Ok(resp) => resp,
         Err(e) => {
-            metrics_refused(&e);
+            log_refusal(&e);
             e.into_response_at(&path)
         }
     }
 }
 
-fn metrics_refused(e: &RelayError) {
+fn log_refusal(e: &RelayError) {
     tracing::info!(error = e.code().name(), "tunnel refused");
 }
 

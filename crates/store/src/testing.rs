@@ -69,6 +69,17 @@ pub fn new_device(owner_id: &str) -> NewDevice {
 }
 
 impl Store {
+    /// How many refresh tokens a device has had (tests observe rotation).
+    pub async fn refresh_token_count(&self, device_id: &str) -> crate::Result<i64> {
+        crate::with_pool!(self, |pool| {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM refresh_tokens WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_one(pool)
+                .await?;
+            Ok(n)
+        })
+    }
+
     async fn connect_raw_postgres(url: &str) -> crate::Result<Store> {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
         Ok(Store { db: crate::Db::Postgres(pool) })

@@ -187,3 +187,26 @@ async fn internal_api_refuses_missing_and_wrong_secrets() {
     let resp = client.post(format!("{}/internal/session/x/close", stack.internal_url())).send().await.unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test]
+async fn agent_refreshes_its_token_before_it_expires() {
+    let options = edgelink_e2e::Options { access_token_ttl: Duration::from_secs(3), ..Default::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let first = stack.wait_session(&device.id, None).await;
+    // The agent refreshes with a fifth of the lifetime left (capped at
+    // half): a rotation adds a refresh token to the family.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while stack.store.refresh_token_count(&device.id).await.unwrap() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The tunnel stayed up meanwhile, and a reconnect uses fresh credentials.
+    assert_eq!(stack.wait_session(&device.id, None).await.token, first.token);
+    stack.internal().close_session(&first.token).await.unwrap();
+    let second = stack.wait_session(&device.id, Some(&first.token)).await;
+    assert_eq!(get_hello(&stack, &second.token).await.0, 200);
+    agent.stop().await;
+}
