@@ -281,6 +281,16 @@ impl Stack {
         Device { id: d.id, owner_id: d.owner_id, key_pem: key.private_key_pem() }
     }
 
+    /// A new device of `owner_email` with a running, connected agent and
+    /// its live session: the start of most tests.
+    pub async fn connected_device(&self, owner_email: &str) -> (Device, AgentRun, SessionSummary) {
+        let device = self.add_device(owner_email).await;
+        let mut agent = self.spawn_agent(&device);
+        agent.connected().await;
+        let session = self.wait_session(&device.id, None).await;
+        (device, agent, session)
+    }
+
     /// Agent config for `device` against this stack, fast timings.
     pub fn agent_config(&self, device: &Device) -> AgentConfig {
         AgentConfig {

@@ -25,10 +25,7 @@ fn cli(stack: &Stack, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_lists_shows_and_closes_a_session() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (device, mut agent, session) = stack.connected_device("alice@example.com").await;
 
     let (code, out, err) = tokio::task::block_in_place(|| cli(&stack, &["list"]));
     assert_eq!(code, 0, "{err}");

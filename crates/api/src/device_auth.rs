@@ -9,7 +9,7 @@ use edgelink_auth::device_key::DevicePublicKey;
 use edgelink_auth::secret;
 use edgelink_protocol::challenge;
 use edgelink_protocol::error::ErrorCode;
-use edgelink_store::{RefreshOutcome, now_ms};
+use edgelink_store::{DeviceCredentials, RefreshOutcome, now_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -85,6 +85,19 @@ fn check_len(field: &str, value: &str, max: usize, path: &str) -> Result<(), Api
     Ok(())
 }
 
+/// The credentials of a device that exists and is not revoked.
+async fn active_device(state: &AppState, device_id: &str, path: &str) -> Result<DeviceCredentials, ApiError> {
+    let creds = state
+        .store()
+        .device_credentials(device_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, "unknown device").at(path))?;
+    if creds.revoked_at.is_some() {
+        return Err(ApiError::new(ErrorCode::DeviceRevoked, "device is revoked").at(path));
+    }
+    Ok(creds)
+}
+
 /// Issues a single-use challenge to a known, unrevoked device.
 pub async fn challenge(
     State(state): State<AppState>,
@@ -93,14 +106,7 @@ pub async fn challenge(
 ) -> Result<NoStore<ChallengeResponse>, ApiError> {
     let path = uri.path();
     check_len("device_id", &req.device_id, MAX_ID_LEN, path)?;
-    let creds = state
-        .store()
-        .device_credentials(&req.device_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, "unknown device").at(path))?;
-    if creds.revoked_at.is_some() {
-        return Err(ApiError::new(ErrorCode::DeviceRevoked, "device is revoked").at(path));
-    }
+    let creds = active_device(&state, &req.device_id, path).await?;
     let text = challenge::build(&creds.id, &secret::random_b64(32));
     let ttl = state.config().challenge_ttl;
     let now = now_ms();
@@ -120,14 +126,7 @@ pub async fn verify(
     check_len("device_id", &req.device_id, MAX_ID_LEN, path)?;
     check_len("challenge", &req.challenge, MAX_CHALLENGE_LEN, path)?;
     check_len("signature", &req.signature, MAX_SIGNATURE_LEN, path)?;
-    let creds = state
-        .store()
-        .device_credentials(&req.device_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, "unknown device").at(path))?;
-    if creds.revoked_at.is_some() {
-        return Err(ApiError::new(ErrorCode::DeviceRevoked, "device is revoked").at(path));
-    }
+    let creds = active_device(&state, &req.device_id, path).await?;
     if !challenge::is_for_device(&req.challenge, &creds.id) {
         return Err(ApiError::new(ErrorCode::ChallengeInvalid, "challenge was not issued to this device").at(path));
     }

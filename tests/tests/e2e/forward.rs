@@ -10,10 +10,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 #[tokio::test]
 async fn get_and_post_reach_the_local_service() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (device, agent, session) = stack.connected_device("alice@example.com").await;
     let client = http();
 
     let resp = client.get(stack.forward_url(&session.token, "/hello")).bearer_auth(SECRET).send().await.unwrap();
@@ -48,10 +45,7 @@ async fn get_and_post_reach_the_local_service() {
 #[tokio::test]
 async fn caller_credentials_and_hop_by_hop_headers_do_not_reach_the_device() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (_device, agent, session) = stack.connected_device("alice@example.com").await;
     let resp = http()
         .get(stack.forward_url(&session.token, "/headers"))
         .bearer_auth(SECRET)
@@ -83,10 +77,7 @@ fn vm_hwm_kib() -> u64 {
 #[tokio::test]
 async fn sixty_four_mib_streams_both_ways_without_buffering_the_body() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (_device, agent, session) = stack.connected_device("alice@example.com").await;
     let client = http();
     let before = vm_hwm_kib();
     const MIB: usize = 64;
@@ -129,10 +120,7 @@ async fn sixty_four_mib_streams_both_ways_without_buffering_the_body() {
 #[tokio::test]
 async fn websocket_echo_passes_through_the_upgrade() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (_device, agent, session) = stack.connected_device("alice@example.com").await;
     let url = stack.forward_url(&session.token, "/ws").replace("http://", "ws://");
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
@@ -153,10 +141,7 @@ async fn websocket_echo_passes_through_the_upgrade() {
 #[tokio::test]
 async fn control_paths_unknown_sessions_and_slow_devices_get_error_bodies() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (_device, agent, session) = stack.connected_device("alice@example.com").await;
     let client = http();
 
     let resp =

@@ -20,10 +20,7 @@ async fn get_hello(stack: &Stack, session: &str) -> (u16, String) {
 #[tokio::test]
 async fn abruptly_killed_agent_disappears_from_the_registry() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (device, agent, session) = stack.connected_device("alice@example.com").await;
     // Dropping the agent's task drops its socket without a Close frame.
     agent.task.abort();
     let bound = stack.relay_config.idle_timeout + stack.relay_config.ping_interval;
@@ -98,10 +95,7 @@ async fn silent_agent_is_declared_dead_within_the_configured_bound() {
 #[tokio::test]
 async fn agent_reconnects_by_itself_after_a_relay_restart() {
     let mut stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let before = stack.wait_session(&device.id, None).await;
+    let (device, agent, before) = stack.connected_device("alice@example.com").await;
     assert_eq!(get_hello(&stack, &before.token).await, (200, origin::HELLO.to_owned()));
 
     let addrs = stack.stop_relay().await;
@@ -146,10 +140,7 @@ async fn second_connection_of_a_device_replaces_the_first() {
 #[tokio::test]
 async fn closed_session_comes_back_only_while_the_device_is_allowed() {
     let stack = Stack::start().await;
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let first = stack.wait_session(&device.id, None).await;
+    let (device, mut agent, first) = stack.connected_device("alice@example.com").await;
 
     let closed = stack.internal().close_session(&first.token).await.unwrap();
     assert!(closed.closed);
@@ -192,10 +183,7 @@ async fn internal_api_refuses_missing_and_wrong_secrets() {
 async fn agent_refreshes_its_token_before_it_expires() {
     let options = edgelink_e2e::Options { access_token_ttl: Duration::from_secs(3), ..Default::default() };
     let stack = Stack::start_with(options).await.unwrap();
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let first = stack.wait_session(&device.id, None).await;
+    let (device, agent, first) = stack.connected_device("alice@example.com").await;
     // The agent refreshes with a fifth of the lifetime left (capped at
     // half): a rotation adds a refresh token to the family.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);

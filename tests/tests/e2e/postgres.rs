@@ -9,10 +9,7 @@ async fn forwarding_and_registry_work_on_postgres() {
         eprintln!("SKIPPED forwarding_and_registry_work_on_postgres: EDGELINK_TEST_POSTGRES_URL is not set");
         return;
     };
-    let device = stack.add_device("alice@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (device, agent, session) = stack.connected_device("alice@example.com").await;
     let stored = stack.store.open_session_for_device(&device.owner_id, &device.id).await.unwrap().unwrap();
     assert_eq!(stored.id, session.token);
     let resp = http().get(stack.forward_url(&session.token, "/hello")).bearer_auth(SECRET).send().await.unwrap();

@@ -14,10 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A healthy device whose forward must keep working throughout.
 async fn healthy(stack: &Stack) -> (edgelink_e2e::AgentRun, String) {
-    let device = stack.add_device("healthy@example.com").await;
-    let mut agent = stack.spawn_agent(&device);
-    agent.connected().await;
-    let session = stack.wait_session(&device.id, None).await;
+    let (_device, agent, session) = stack.connected_device("healthy@example.com").await;
     (agent, session.token)
 }
 
