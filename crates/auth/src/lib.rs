@@ -10,12 +10,14 @@
 //! * [`device_key`]: a device's public key (Ed25519 or RSA) and signature
 //!   checks, including RSA-PSS with any salt length.
 //! * [`agent_key`]: generating and using a device's Ed25519 key pair.
+//! * [`cookie`]: browser session cookies (HMAC-SHA256, key rotation).
 //! * [`signing`]: api-server's token signing key, the JWKS it publishes.
 //! * [`token`]: issuing and verifying device access tokens.
 //! * [`secret`]: random opaque secrets, their hashes, constant-time compare.
 //! * [`pem`]: the small PEM codec the key types share.
 
 pub mod agent_key;
+pub mod cookie;
 pub mod device_key;
 pub mod pem;
 pub mod secret;
