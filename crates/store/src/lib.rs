@@ -8,7 +8,8 @@
 //! # Layout
 //! * [`Store`]: connecting, migrating, and the backend switch.
 //! * [`users`], [`devices`], [`credentials`] (challenges, refresh tokens),
-//!   [`sessions`] (the tunnel session registry): the repository methods,
+//!   [`sessions`] (the tunnel session registry), [`user_sessions`] (browser
+//!   sessions): the repository methods,
 //!   one `impl Store` block per noun.
 //! * [`model`]: the rows those methods return.
 
@@ -16,6 +17,7 @@ pub mod credentials;
 pub mod devices;
 pub mod model;
 pub mod sessions;
+pub mod user_sessions;
 pub mod users;
 
 use std::str::FromStr;

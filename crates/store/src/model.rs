@@ -126,3 +126,24 @@ pub enum RefreshOutcome {
     /// The token (or its device) was revoked.
     Revoked,
 }
+
+/// A browser session, stored by the hash of its cookie id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct UserSession {
+    /// SHA-256 of the session id, hex (the id itself is never stored).
+    pub id_hash: String,
+    /// The signed-in user.
+    pub user_id: String,
+    /// ms.
+    pub created_at: i64,
+    /// ms.
+    pub last_seen_at: i64,
+    /// The session ends at this time unless used before (ms).
+    pub idle_expires_at: i64,
+    /// The session ends at this time whatever happens (ms).
+    pub absolute_expires_at: i64,
+    /// The browser's User-Agent at sign-in (truncated by the caller).
+    pub user_agent: String,
+    /// The client address at sign-in.
+    pub ip: String,
+}
