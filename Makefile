@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test test-unit lint fmt bench clean-test-dbs
+.PHONY: run test lint fmt bench clean-test-dbs dev-idp
 
 ## run: build and start api-server, remote-proxy, a demo service and a demo agent
 run:
 	@deploy/dev/run.sh
 
 ## test: every test (PostgreSQL ones when EDGELINK_TEST_POSTGRES_URL is set)
-test: clean-test-dbs
+test: clean-test-dbs dev-idp
 	@if [ -z "$$EDGELINK_TEST_POSTGRES_URL" ]; then \
 	  echo "!!! EDGELINK_TEST_POSTGRES_URL is not set: PostgreSQL tests are SKIPPED (SQLite only)." >&2; \
 	  echo "!!! Set it, e.g. EDGELINK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test make test" >&2; \
@@ -27,6 +27,12 @@ fmt:
 ## bench: edgelink's relay path next to direct, rathole and bore (docs/benchmarks.md)
 bench:
 	@bench/run.sh
+
+## dev-idp: install the development OpenID provider's npm packages (pinned by its lockfile)
+DEV_IDP_STAMP := deploy/dev-idp/node_modules/.package-lock.json
+dev-idp: $(DEV_IDP_STAMP)
+$(DEV_IDP_STAMP): deploy/dev-idp/package.json deploy/dev-idp/package-lock.json
+	cd deploy/dev-idp && npm ci --no-audit --no-fund
 
 # Drops per-test PostgreSQL databases left behind by earlier runs.
 clean-test-dbs:

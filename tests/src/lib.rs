@@ -5,6 +5,7 @@
 //!
 //! Logs go to stderr only when `TEST_LOG` is set.
 
+pub mod dev_idp;
 pub mod origin;
 
 use std::net::SocketAddr;

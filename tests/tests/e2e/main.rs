@@ -2,6 +2,7 @@
 //! Every test starts its own stack on port 0 against a fresh database.
 
 mod auth;
+mod dev_idp;
 mod forward;
 mod lifecycle;
 mod postgres;
