@@ -13,7 +13,7 @@ pub const MAX_WRITE_CHUNK: usize = 64 * 1024;
 pub const SPLIT_SEND_SIZE: usize = 48 * 1024;
 
 /// Streams one session may have open at once (both directions).
-pub const MAX_STREAMS_PER_SESSION: usize = 512;
+pub const MAX_STREAMS_PER_SESSION: usize = 256;
 
 /// Largest request head (request line + headers) accepted on a tunnel
 /// stream or on the tunnel upgrade request.
