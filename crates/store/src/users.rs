@@ -26,6 +26,82 @@ impl Store {
         })
     }
 
+    /// The user for an OpenID identity: found by (issuer, subject) and
+    /// refreshed with the latest email and name; or, the first time, a user
+    /// created by an operator with the same email (no identity yet) claims
+    /// it, but only when the provider verified the email; or a new user.
+    /// An email already used by another identity is [`crate::Error::Conflict`].
+    pub async fn upsert_user_by_subject(
+        &self,
+        issuer: &str,
+        subject: &str,
+        email: &str,
+        name: &str,
+        email_verified: bool,
+    ) -> Result<User> {
+        let now = now_ms();
+        let new_id = new_id();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE issuer = $1 AND subject = $2")
+                .bind(issuer)
+                .bind(subject)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let id = match found {
+                Some((id,)) => {
+                    sqlx::query("UPDATE users SET email = $1, name = $2 WHERE id = $3")
+                        .bind(email)
+                        .bind(name)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    id
+                }
+                None => {
+                    let claimed = if email_verified {
+                        sqlx::query_as::<_, (String,)>(
+                            "UPDATE users SET issuer = $1, subject = $2, name = $3 \
+                             WHERE email = $4 AND issuer IS NULL RETURNING id",
+                        )
+                        .bind(issuer)
+                        .bind(subject)
+                        .bind(name)
+                        .bind(email)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    } else {
+                        None
+                    };
+                    match claimed {
+                        Some((id,)) => id,
+                        None => {
+                            sqlx::query(
+                                "INSERT INTO users (id, email, name, issuer, subject, created_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6)",
+                            )
+                            .bind(&new_id)
+                            .bind(email)
+                            .bind(name)
+                            .bind(issuer)
+                            .bind(subject)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            new_id
+                        }
+                    }
+                }
+            };
+            let user = sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(user)
+        })
+    }
+
     /// The user with `id`.
     pub async fn get_user(&self, id: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
@@ -34,5 +110,36 @@ impl Store {
                 .fetch_optional(pool)
                 .await?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, testdb};
+
+    #[tokio::test]
+    async fn openid_identities_map_to_users() {
+        for store in testdb::stores().await {
+            let iss = "https://idp.example.com";
+            // A new identity creates a user; signing in again finds it and
+            // refreshes its email and name.
+            let a = store.upsert_user_by_subject(iss, "alice", "alice@example.com", "Alice", true).await.unwrap();
+            let again = store.upsert_user_by_subject(iss, "alice", "alice@new.example", "Alice N", true).await.unwrap();
+            assert_eq!(again.id, a.id);
+            assert_eq!(again.email, "alice@new.example");
+
+            // An operator-created user is claimed by a verified email only.
+            let provisioned = store.upsert_user_by_email("carol@example.com", "carol").await.unwrap();
+            let unverified = store.upsert_user_by_subject(iss, "carol-x", "carol@example.com", "Carol", false).await;
+            assert!(matches!(unverified, Err(Error::Conflict)), "{unverified:?}");
+            let carol = store.upsert_user_by_subject(iss, "carol", "carol@example.com", "Carol", true).await.unwrap();
+            assert_eq!(carol.id, provisioned.id);
+
+            // Another identity cannot take an email that already has one.
+            let thief = store.upsert_user_by_subject(iss, "mallory", "carol@example.com", "M", true).await;
+            assert!(matches!(thief, Err(Error::Conflict)), "{thief:?}");
+            let other_issuer = store.upsert_user_by_subject("https://other", "alice", "x@example.com", "X", true).await;
+            assert_ne!(other_issuer.unwrap().id, a.id, "subjects are per issuer");
+        }
     }
 }
