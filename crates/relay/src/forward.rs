@@ -61,8 +61,8 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    // The pool keys connections by authority: the session id.
-    parts.uri = format!("http://{}{}", crate::pool::authority(&session.id), target)
+    // The pool keys connections by authority: the session id is the host.
+    parts.uri = format!("http://{}{}", session.id, target)
         .parse()
         .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
     parts.version = Version::HTTP_11;

@@ -37,11 +37,6 @@ pub fn client(registry: Registry) -> StreamClient {
         .build(TunnelConnector { registry })
 }
 
-/// The URI authority that names session `id` to the pool.
-pub fn authority(session_id: &str) -> String {
-    session_id.to_owned()
-}
-
 /// Opens a tunnel stream to the session named by the URI's host.
 #[derive(Clone)]
 pub struct TunnelConnector {
