@@ -5,8 +5,11 @@
 //!
 //! Logs go to stderr only when `TEST_LOG` is set.
 
+pub mod api;
 pub mod dev_idp;
+pub mod fake_idp;
 pub mod origin;
+pub mod signin;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +17,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use edgelink_agent::{AgentConfig, Status};
-use edgelink_api::{ApiConfig, AppState};
+use edgelink_api::ApiConfig;
 use edgelink_auth::agent_key::AgentKey;
+use edgelink_auth::cookie::CookieKeys;
 use edgelink_auth::signing::SigningKey;
 use edgelink_internal_api::{Client, SessionSummary};
 use edgelink_relay::RelayConfig;
@@ -160,13 +164,12 @@ pub struct Stack {
     pub origin: SocketAddr,
     /// Path of the token signing key file (load it to mint test tokens).
     pub signing_key_file: PathBuf,
-    api_shutdown: CancellationToken,
+    _api: api::Api,
     dir: PathBuf,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.api_shutdown.cancel();
         if let Some(r) = &self.relay {
             r.shutdown.cancel();
         }
@@ -191,17 +194,20 @@ impl Stack {
         let signing_key_file = dir.join("signing.pem");
         let (key, _) = SigningKey::load_or_generate(&signing_key_file).expect("signing key");
 
-        let api_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let api_url = format!("http://{}", api_listener.local_addr().expect("addr"));
-        let api_config = ApiConfig {
-            database_url: database_url.clone(),
-            access_token_ttl: options.access_token_ttl,
-            ..ApiConfig::default()
-        };
-        let state = AppState::new(store.clone(), key, api_config);
-        let api_shutdown = CancellationToken::new();
-        let token = api_shutdown.clone();
-        tokio::spawn(edgelink_api::serve(api_listener, state, async move { token.cancelled().await }));
+        let access_token_ttl = options.access_token_ttl;
+        let db_url = database_url.clone();
+        let api_run = api::spawn(
+            store.clone(),
+            key,
+            CookieKeys::new(vec![uuid::Uuid::new_v4().as_bytes().repeat(2)]).expect("keys"),
+            |c, _| {
+                c.database_url = db_url;
+                c.access_token_ttl = access_token_ttl;
+            },
+        )
+        .await
+        .expect("api-server");
+        let api_url = api_run.url.clone();
 
         let origin = origin::spawn().await;
         let relay_config = RelayConfig {
@@ -219,7 +225,7 @@ impl Stack {
             relay_config,
             origin,
             signing_key_file,
-            api_shutdown,
+            _api: api_run,
             dir,
         };
         stack.start_relay(None).await;

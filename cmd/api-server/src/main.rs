@@ -10,11 +10,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgelink_api::{ApiConfig, AppState};
+use edgelink_auth::cookie::CookieKeys;
 use edgelink_auth::signing::{KeyOrigin, SigningKey};
 use edgelink_store::Store;
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
-#[command(name = "api-server", version, about = "edgelink public API: device auth, tokens, and (soon) users")]
+#[command(name = "api-server", version, about = "edgelink public API: device auth and tokens, browser sign-in")]
 struct Cli {
     /// TOML config file (fields as in `ApiConfig`; env EDGELINK_API__* and flags override it).
     #[arg(long, global = true, env = "EDGELINK_API_CONFIG")]
@@ -111,10 +113,27 @@ async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
     if origin == KeyOrigin::Generated {
         tracing::info!(path = %config.signing_key_file.display(), kid = key.kid(), "generated a new token signing key");
     }
+    let cookie_keys = if config.session.keys.is_empty() {
+        let path = &config.session.key_file;
+        let (keys, created) = CookieKeys::load_or_generate(path).context("loading the session cookie key")?;
+        if created {
+            tracing::info!(path = %path.display(), "generated a new session cookie key");
+        }
+        keys
+    } else {
+        let encoded: Vec<&str> = config.session.keys.iter().map(|k| k.expose_secret()).collect();
+        CookieKeys::from_base64(&encoded).context("session.keys")?
+    };
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "api-server listening");
-    let state = AppState::new(store, key, config);
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        backend = ?store.backend(),
+        public_url = %config.public_url,
+        browser_sign_in = config.oidc.as_ref().map(|o| o.issuer.as_str()).unwrap_or("off"),
+        "api-server listening"
+    );
+    let state = AppState::new(store, key, cookie_keys, config).map_err(anyhow::Error::msg)?;
     edgelink_api::serve(listener, state, startup::shutdown_signal()).await?;
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use edgelink_oidc::ClientAuth;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of api-server.
@@ -29,6 +31,107 @@ pub struct ApiConfig {
     /// Lifetime of a device challenge (at most 60 s).
     #[serde(with = "humantime_serde")]
     pub challenge_ttl: Duration,
+    /// The origin browsers use to reach api-server, `scheme://host[:port]`
+    /// (no path). Builds the OIDC redirect URL and is the only `Origin`
+    /// accepted on cookie-authenticated unsafe requests.
+    pub public_url: String,
+    /// Browser sign-in; absent = browser sign-in off (login answers 503).
+    pub oidc: Option<OidcSettings>,
+    /// Browser session cookies.
+    pub session: SessionSettings,
+}
+
+/// The OpenID Connect provider browsers sign in with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// Issuer URL exactly as the provider publishes it (discovery is
+    /// `{issuer}/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// This application's client id.
+    pub client_id: String,
+    /// Confidential clients only; public PKCE clients leave it out.
+    #[serde(default, serialize_with = "redact_opt")]
+    pub client_secret: Option<SecretString>,
+    /// `basic` (client_secret_basic, default) or `post` (client_secret_post).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Defaults to `{public_url}/api/auth/callback`.
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// Scopes; `openid` is always sent.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Timeout of each request to the provider.
+    #[serde(default = "default_oidc_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// Shortest time between JWKS refetches caused by an unknown key id.
+    #[serde(default = "default_jwks_interval", with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
+    /// Where the provider sends the browser after RP-initiated logout;
+    /// defaults to `{public_url}/`.
+    #[serde(default)]
+    pub post_logout_redirect_url: Option<String>,
+}
+
+/// Secrets never leave the process through a config dump.
+fn redact_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+fn redact_all<S: serde::Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|_| "[redacted]"))
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_oidc_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_jwks_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Browser session cookies and their lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// Cookie signing keys, newest first, each ≥ 32 bytes (base64 or raw
+    /// text). The first signs; all verify, so rotation is: put a new key
+    /// first, keep the old one until its sessions have expired. When empty,
+    /// `key_file` is used.
+    #[serde(serialize_with = "redact_all")]
+    pub keys: Vec<SecretString>,
+    /// File with one key (generated, mode 0600, on first start when
+    /// missing); used only when `keys` is empty.
+    pub key_file: PathBuf,
+    /// Drop `Secure` and the `__Host-` prefix from cookies. Only for plain
+    /// http development on loopback; refused with an https `public_url`.
+    pub insecure_cookies: bool,
+    /// A session unused for this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in whatever happens.
+    #[serde(with = "humantime_serde")]
+    pub absolute_lifetime: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            keys: Vec::new(),
+            key_file: PathBuf::from("edgelink-session.key"),
+            insecure_cookies: false,
+            idle_timeout: Duration::from_secs(8 * 3600),
+            absolute_lifetime: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -41,6 +144,9 @@ impl Default for ApiConfig {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             challenge_ttl: Duration::from_secs(60),
+            public_url: "https://127.0.0.1:3721".into(),
+            oidc: None,
+            session: SessionSettings::default(),
         }
     }
 }
@@ -64,7 +170,60 @@ impl ApiConfig {
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
             return Err("database_url must start with sqlite:// or postgres://".into());
         }
+        let origin = self.public_origin()?;
+        if origin.starts_with("http://") && !self.session.insecure_cookies {
+            return Err(format!(
+                "public_url {origin} is plain http, where browsers drop Secure cookies: serve https, \
+                 or set session.insecure_cookies = true for local development"
+            ));
+        }
+        if origin.starts_with("https://") && self.session.insecure_cookies {
+            return Err("session.insecure_cookies is only for a plain-http public_url".into());
+        }
+        if self.session.idle_timeout < Duration::from_secs(60) {
+            return Err("session.idle_timeout must be at least 1m".into());
+        }
+        if self.session.absolute_lifetime < self.session.idle_timeout {
+            return Err("session.absolute_lifetime must be at least session.idle_timeout".into());
+        }
+        if let Some(cfg) = self.oidc_config() {
+            edgelink_oidc::Provider::new(cfg).map_err(|e| e.to_string())?;
+        }
         Ok(())
+    }
+
+    /// `public_url` as a bare origin (`scheme://host[:port]`, no trailing
+    /// slash), or why it is not one.
+    pub fn public_origin(&self) -> Result<String, String> {
+        let u = self.public_url.trim_end_matches('/');
+        let rest = u
+            .strip_prefix("https://")
+            .or_else(|| u.strip_prefix("http://"))
+            .ok_or_else(|| format!("public_url {u:?} must start with https:// or http://"))?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(format!("public_url {u:?} must be an origin: scheme://host[:port], no path"));
+        }
+        Ok(u.to_ascii_lowercase())
+    }
+
+    /// The relying-party settings, when browser sign-in is configured.
+    pub fn oidc_config(&self) -> Option<edgelink_oidc::OidcConfig> {
+        let o = self.oidc.as_ref()?;
+        let origin = self.public_origin().unwrap_or_default();
+        let redirect = o.redirect_url.clone().unwrap_or_else(|| format!("{origin}/api/auth/callback"));
+        let mut cfg = edgelink_oidc::OidcConfig::new(o.issuer.clone(), o.client_id.clone(), redirect);
+        cfg.client_secret = o.client_secret.clone();
+        cfg.client_auth = o.client_auth;
+        cfg.scopes = o.scopes.clone();
+        cfg.http_timeout = o.http_timeout;
+        cfg.jwks_min_refresh_interval = o.jwks_min_refresh_interval;
+        Some(cfg)
+    }
+
+    /// Where the provider should send the browser after logout.
+    pub fn post_logout_redirect(&self) -> String {
+        let origin = self.public_origin().unwrap_or_default();
+        self.oidc.as_ref().and_then(|o| o.post_logout_redirect_url.clone()).unwrap_or_else(|| format!("{origin}/"))
     }
 }
 
@@ -79,5 +238,39 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("challenge_ttl"));
         let c = ApiConfig { database_url: "mysql://x".into(), ..ApiConfig::default() };
         assert!(c.validate().unwrap_err().contains("database_url"));
+    }
+
+    #[test]
+    fn plain_http_needs_explicit_insecure_cookies_and_origins_have_no_path() {
+        let c = ApiConfig { public_url: "http://127.0.0.1:3721".into(), ..ApiConfig::default() };
+        assert!(c.validate().unwrap_err().contains("insecure_cookies"));
+        let mut c = c;
+        c.session.insecure_cookies = true;
+        c.validate().unwrap();
+        assert_eq!(c.public_origin().unwrap(), "http://127.0.0.1:3721");
+        let c = ApiConfig { public_url: "https://edge.example/app".into(), ..ApiConfig::default() };
+        assert!(c.validate().unwrap_err().contains("origin"));
+        let c = ApiConfig { public_url: "https://Edge.Example/".into(), ..ApiConfig::default() };
+        assert_eq!(c.public_origin().unwrap(), "https://edge.example");
+    }
+
+    #[test]
+    fn oidc_settings_are_checked_at_start() {
+        let mut c = ApiConfig { oidc: None, ..ApiConfig::default() };
+        c.oidc = Some(OidcSettings {
+            issuer: "http://idp.example".into(),
+            client_id: "edgelink".into(),
+            client_secret: None,
+            client_auth: ClientAuth::Basic,
+            redirect_url: None,
+            scopes: default_scopes(),
+            http_timeout: default_oidc_timeout(),
+            jwks_min_refresh_interval: default_jwks_interval(),
+            post_logout_redirect_url: None,
+        });
+        assert!(c.validate().unwrap_err().contains("https"));
+        c.oidc.as_mut().unwrap().issuer = "https://idp.example".into();
+        c.validate().unwrap();
+        assert_eq!(c.oidc_config().unwrap().redirect_url, "https://127.0.0.1:3721/api/auth/callback");
     }
 }

@@ -224,7 +224,7 @@ fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Deletes expired challenges once a minute.
+/// Deletes expired challenges and browser sessions once a minute.
 pub async fn purge_loop(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -233,6 +233,11 @@ pub async fn purge_loop(state: AppState) {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired challenges removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "challenge purge failed"),
+        }
+        match state.store().purge_user_sessions(now_ms()).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired browser sessions removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "browser session purge failed"),
         }
     }
 }

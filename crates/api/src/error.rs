@@ -68,6 +68,11 @@ pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A time in Unix milliseconds as RFC 3339 with seconds.
+pub fn timestamp_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Fallback for unknown routes.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route").at(uri.path())

@@ -1,29 +1,39 @@
-//! api-server: the public REST API. Today it authenticates devices
-//! (challenge/response, access and refresh tokens) and publishes the key
-//! that signs device tokens; later issues add browser sign-in, pairing and
-//! device access.
+//! api-server: the public REST API. It authenticates devices
+//! (challenge/response, access and refresh tokens), publishes the key that
+//! signs device tokens, and signs browser users in through their OpenID
+//! provider as a backend-for-frontend (the browser only ever holds an HMAC
+//! session cookie); later issues add pairing and device access.
 //!
 //! It never holds tunnels and never opens one: remote-proxy does. It owns
 //! the mapping of every error to the JSON error body ([`error::ApiError`]).
 //!
 //! # Entry points
-//! * [`AppState::new`] and [`router`]: the axum app, for `oneshot` tests.
+//! * [`AppState::new`] and [`router`]: the axum app, for `oneshot` tests;
+//!   [`routes::routes`] is the table it is built from, with each route's
+//!   [`principal::Access`].
 //! * [`serve`]: run it on a listener until shutdown.
 //! * [`provision::add_device`]: the operator's `device add` command.
 
+pub mod browser;
 pub mod config;
+pub mod cookies;
 pub mod device_auth;
 pub mod error;
+pub mod principal;
 pub mod provision;
+pub mod routes;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use edgelink_auth::cookie::CookieKeys;
 use edgelink_auth::signing::SigningKey;
-use edgelink_auth::token::TokenIssuer;
+use edgelink_auth::token::{TokenIssuer, TokenVerifier};
+use edgelink_oidc::Provider;
 use edgelink_store::Store;
+
+use crate::cookies::CookiePolicy;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
@@ -44,15 +54,36 @@ struct Inner {
     signing_key: SigningKey,
     /// Signs device access tokens.
     issuer: TokenIssuer,
+    /// Verifies device access tokens presented as bearer tokens.
+    verifier: TokenVerifier,
+    /// Signs and verifies browser cookies.
+    cookie_keys: CookieKeys,
+    /// The browser sign-in provider, when configured.
+    oidc: Option<Provider>,
+    /// `public_url` as an origin.
+    public_origin: String,
     /// Validated configuration.
     config: ApiConfig,
 }
 
 impl AppState {
-    /// Builds the state from a store, the signing key and the config.
-    pub fn new(store: Store, signing_key: SigningKey, config: ApiConfig) -> Self {
+    /// Builds the state from a store, the token signing key, the cookie
+    /// keys and the config. The binary runs [`ApiConfig::validate`] first;
+    /// this only refuses what it cannot build (public_url, OIDC settings),
+    /// so tests may use values outside the operator limits (short TTLs).
+    pub fn new(
+        store: Store,
+        signing_key: SigningKey,
+        cookie_keys: CookieKeys,
+        config: ApiConfig,
+    ) -> Result<Self, String> {
         let issuer = TokenIssuer::new(&signing_key, &config.token_issuer, config.access_token_ttl.as_secs() as i64);
-        AppState { inner: Arc::new(Inner { store, signing_key, issuer, config }) }
+        let verifier = TokenVerifier::new(&config.token_issuer).with_signing_key(&signing_key);
+        let oidc = config.oidc_config().map(Provider::new).transpose().map_err(|e| e.to_string())?;
+        let public_origin = config.public_origin()?;
+        Ok(AppState {
+            inner: Arc::new(Inner { store, signing_key, issuer, verifier, cookie_keys, oidc, public_origin, config }),
+        })
     }
 
     /// The store.
@@ -67,17 +98,38 @@ impl AppState {
     fn config(&self) -> &ApiConfig {
         &self.inner.config
     }
+
+    fn token_verifier(&self) -> &TokenVerifier {
+        &self.inner.verifier
+    }
+
+    fn cookie_keys(&self) -> &CookieKeys {
+        &self.inner.cookie_keys
+    }
+
+    fn cookie_policy(&self) -> CookiePolicy {
+        CookiePolicy { secure: !self.inner.config.session.insecure_cookies }
+    }
+
+    fn public_origin(&self) -> &str {
+        &self.inner.public_origin
+    }
+
+    /// The browser sign-in provider, when configured.
+    pub fn oidc(&self) -> Option<&Provider> {
+        self.inner.oidc.as_ref()
+    }
 }
 
-/// The route table: every route api-server serves, with its handler.
+/// The axum app: exactly the routes of [`routes::routes`], each behind its
+/// access gate.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/readyz", get(ready))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/api/v1/auth/challenge", post(device_auth::challenge))
-        .route("/api/v1/auth/verify", post(device_auth::verify))
-        .route("/api/v1/auth/refresh", post(device_auth::refresh))
+    let mut router = Router::new();
+    for route in routes::routes() {
+        let path = route.path;
+        router = router.route(path, route.into_method_router(&state));
+    }
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -106,6 +158,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Discover the provider in the background: a provider that is down
+    // or slow must not delay start (login answers 503 until it is up).
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Some(p) = warm.oidc() {
+            p.warm_up().await;
+        }
+    });
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;

@@ -21,6 +21,9 @@ pub const SESSION_ID_BYTES: usize = 32;
 /// Shortest signing key accepted.
 pub const MIN_KEY_BYTES: usize = 32;
 const PURPOSE: &[u8] = b"edgelink-session-cookie:v1:";
+const PAYLOAD_PURPOSE: &[u8] = b"edgelink-signed-cookie:v1:";
+/// Largest payload [`CookieKeys::sign_payload`] signs (a cookie is ≤ 4 KiB).
+pub const MAX_PAYLOAD_BYTES: usize = 2048;
 
 /// Errors from building a key ring.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +31,20 @@ pub enum KeyError {
     /// No key was configured.
     #[error("at least one cookie key is required")]
     Empty,
+    /// A key is not base64.
+    #[error("cookie key {index} is not base64 (make one with `openssl rand -base64 32`)")]
+    Encoding {
+        /// Position in the configured list.
+        index: usize,
+    },
+    /// The key file could not be read or created.
+    #[error("cookie key file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// A key is too short.
     #[error("cookie key {index} has {len} bytes; at least {MIN_KEY_BYTES} are required")]
     TooShort {
@@ -86,13 +103,47 @@ impl CookieKeys {
         Ok(CookieKeys { keys })
     }
 
+    /// A key ring from base64 strings (standard or URL-safe alphabet,
+    /// padded or not), newest first.
+    pub fn from_base64<S: AsRef<str>>(keys: &[S]) -> Result<Self, KeyError> {
+        let decoded = keys
+            .iter()
+            .enumerate()
+            .map(|(index, k)| decode_key(k.as_ref()).ok_or(KeyError::Encoding { index }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(decoded)
+    }
+
+    /// The single key in `path` (base64 text), creating the file with a new
+    /// random key, readable only by its owner, when it does not exist.
+    /// Returns whether it was created.
+    pub fn load_or_generate(path: &std::path::Path) -> Result<(Self, bool), KeyError> {
+        let file_err =
+            |e: &dyn std::fmt::Display| KeyError::File { path: path.display().to_string(), reason: e.to_string() };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Self::from_base64(&[text.trim()])?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                let text = format!("{}\n", base64::engine::general_purpose::STANDARD.encode(key));
+                crate::signing::write_private(path, text.as_bytes()).map_err(|e| file_err(&e))?;
+                Ok((Self::new(vec![key.to_vec()])?, true))
+            }
+            Err(e) => Err(file_err(&e)),
+        }
+    }
+
     fn tag(key: &[u8], cookie_name: &str, id: &[u8]) -> Vec<u8> {
+        Self::tag_for(PURPOSE, key, cookie_name, id)
+    }
+
+    fn tag_for(purpose: &[u8], key: &[u8], cookie_name: &str, id: &[u8]) -> Vec<u8> {
         // HMAC accepts keys of any length; `new_from_slice` cannot fail.
         let mut mac = match HmacSha256::new_from_slice(key) {
             Ok(m) => m,
             Err(_) => return Vec::new(),
         };
-        mac.update(PURPOSE);
+        mac.update(purpose);
         mac.update(cookie_name.as_bytes());
         mac.update(b":");
         mac.update(id);
@@ -121,6 +172,39 @@ impl CookieKeys {
         }
         ok.then_some(SessionId(id))
     }
+
+    /// A cookie value carrying `payload` (readable by the client, not
+    /// forgeable), signed with the newest key and bound to `cookie_name`.
+    /// `None` when the payload exceeds [`MAX_PAYLOAD_BYTES`].
+    pub fn sign_payload(&self, cookie_name: &str, payload: &[u8]) -> Option<String> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return None;
+        }
+        let tag = Self::tag_for(PAYLOAD_PURPOSE, &self.keys[0], cookie_name, payload);
+        Some(format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag)))
+    }
+
+    /// The payload of a value made by [`CookieKeys::sign_payload`] under
+    /// `cookie_name` with any configured key.
+    pub fn verify_payload(&self, cookie_name: &str, value: &str) -> Option<Vec<u8>> {
+        if value.len() > MAX_PAYLOAD_BYTES * 4 / 3 + 64 {
+            return None;
+        }
+        let (payload_b64, tag_b64) = value.split_once('.')?;
+        let payload = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag_b64).ok()?;
+        let mut ok = false;
+        for key in &self.keys {
+            ok |= crate::secret::ct_eq(&Self::tag_for(PAYLOAD_PURPOSE, key, cookie_name, &payload), &tag);
+        }
+        ok.then_some(payload)
+    }
+}
+
+fn decode_key(k: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+    let k = k.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(k).ok())
 }
 
 #[cfg(test)]
@@ -161,6 +245,42 @@ mod tests {
         assert_eq!(old.verify("s", &new_cookie), None, "signed with the new key");
         let unknown = CookieKeys::new(vec![key(3)]).unwrap();
         assert_eq!(unknown.verify("s", &old_cookie), None);
+    }
+
+    #[test]
+    fn signed_payloads_round_trip_and_cannot_pass_as_session_ids() {
+        let keys = CookieKeys::new(vec![key(1)]).unwrap();
+        let v = keys.sign_payload("login", b"{\"state\":\"x\"}").unwrap();
+        assert_eq!(keys.verify_payload("login", &v).unwrap(), b"{\"state\":\"x\"}");
+        assert_eq!(keys.verify_payload("other", &v), None);
+        assert_eq!(keys.verify("login", &v), None, "a payload tag is not a session tag");
+        let forged = format!("{}.{}", URL_SAFE_NO_PAD.encode(b"{}"), v.split_once('.').unwrap().1);
+        assert_eq!(keys.verify_payload("login", &forged), None);
+        assert!(keys.sign_payload("login", &[0; MAX_PAYLOAD_BYTES + 1]).is_none());
+        let id = SessionId::generate();
+        assert_eq!(keys.verify_payload("login", &keys.sign("login", &id)), None);
+    }
+
+    #[test]
+    fn keys_come_from_base64_or_a_generated_private_file() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let keys = CookieKeys::from_base64(&[b64.as_str(), &URL_SAFE_NO_PAD.encode([9u8; 40])]).unwrap();
+        assert_eq!(keys.keys.len(), 2);
+        assert!(matches!(CookieKeys::from_base64(&["not base64!"]), Err(KeyError::Encoding { index: 0 })));
+        assert!(matches!(CookieKeys::from_base64(&["c2hvcnQ="]), Err(KeyError::TooShort { .. })));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.key");
+        let (a, created) = CookieKeys::load_or_generate(&path).unwrap();
+        assert!(created);
+        let (b, created) = CookieKeys::load_or_generate(&path).unwrap();
+        assert!(!created);
+        let id = SessionId::generate();
+        assert_eq!(b.verify("s", &a.sign("s", &id)), Some(id));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -28,12 +28,18 @@ pub enum ErrorCode {
     RefreshTokenInvalid,
     /// The refresh token was already used; its family is now revoked.
     RefreshTokenReused,
+    /// Neither a valid session cookie nor a valid token was presented.
+    Unauthenticated,
+    /// Browser sign-in failed (provider refusal, bad state, ID token rejected).
+    SignInFailed,
     /// Authenticated, but not allowed.
     Forbidden,
     /// The token lacks a scope the endpoint needs.
     InsufficientScope,
     /// The device is revoked (or deleted) and may not connect.
     DeviceRevoked,
+    /// A cookie-authenticated unsafe request came from another origin.
+    CsrfRejected,
     /// No such route or resource.
     NotFound,
     /// No such device (or not yours).
@@ -62,7 +68,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::TokenMissing,
         ErrorCode::TokenInvalid,
@@ -71,9 +77,12 @@ impl ErrorCode {
         ErrorCode::ChallengeInvalid,
         ErrorCode::RefreshTokenInvalid,
         ErrorCode::RefreshTokenReused,
+        ErrorCode::Unauthenticated,
+        ErrorCode::SignInFailed,
         ErrorCode::Forbidden,
         ErrorCode::InsufficientScope,
         ErrorCode::DeviceRevoked,
+        ErrorCode::CsrfRejected,
         ErrorCode::NotFound,
         ErrorCode::DeviceNotFound,
         ErrorCode::SessionNotFound,
@@ -99,9 +108,12 @@ impl ErrorCode {
             ErrorCode::ChallengeInvalid => 401005,
             ErrorCode::RefreshTokenInvalid => 401006,
             ErrorCode::RefreshTokenReused => 401007,
+            ErrorCode::Unauthenticated => 401008,
+            ErrorCode::SignInFailed => 401009,
             ErrorCode::Forbidden => 403001,
             ErrorCode::InsufficientScope => 403002,
             ErrorCode::DeviceRevoked => 403003,
+            ErrorCode::CsrfRejected => 403004,
             ErrorCode::NotFound => 404001,
             ErrorCode::DeviceNotFound => 404002,
             ErrorCode::SessionNotFound => 404003,
@@ -133,9 +145,12 @@ impl ErrorCode {
             ErrorCode::ChallengeInvalid => "challenge_invalid",
             ErrorCode::RefreshTokenInvalid => "refresh_token_invalid",
             ErrorCode::RefreshTokenReused => "refresh_token_reused",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::SignInFailed => "sign_in_failed",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::CsrfRejected => "csrf_rejected",
             ErrorCode::NotFound => "not_found",
             ErrorCode::DeviceNotFound => "device_not_found",
             ErrorCode::SessionNotFound => "session_not_found",

@@ -132,6 +132,8 @@ pub enum RefreshOutcome {
 pub struct UserSession {
     /// SHA-256 of the session id, hex (the id itself is never stored).
     pub id_hash: String,
+    /// Random handle the user sees in the session list (not a secret).
+    pub public_id: String,
     /// The signed-in user.
     pub user_id: String,
     /// ms.

@@ -80,6 +80,15 @@ impl Store {
         })
     }
 
+    /// How many browser sessions exist, live or not (tests check that a
+    /// refused sign-in created none).
+    pub async fn user_session_count(&self) -> crate::Result<i64> {
+        crate::with_pool!(self, |pool| {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM user_sessions").fetch_one(pool).await?;
+            Ok(n)
+        })
+    }
+
     async fn connect_raw_postgres(url: &str) -> crate::Result<Store> {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
         Ok(Store { db: crate::Db::Postgres(pool) })

@@ -6,7 +6,7 @@ use crate::{Result, Store, UserSession, with_pool};
 /// The columns of [`UserSession`], in its field order.
 macro_rules! user_session_columns {
     () => {
-        "id_hash, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, user_agent, ip"
+        "id_hash, public_id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, user_agent, ip"
     };
 }
 
@@ -17,9 +17,10 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO user_sessions (",
                 user_session_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(&s.id_hash)
+            .bind(&s.public_id)
             .bind(&s.user_id)
             .bind(s.created_at)
             .bind(s.last_seen_at)
@@ -89,6 +90,20 @@ impl Store {
         })
     }
 
+    /// Deletes the session of `user_id` with this public id; false when
+    /// there is none (or it is someone else's).
+    pub async fn delete_user_session_by_public_id(&self, user_id: &str, public_id: &str) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let n = sqlx::query("DELETE FROM user_sessions WHERE user_id = $1 AND public_id = $2")
+                .bind(user_id)
+                .bind(public_id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok(n >= 1)
+        })
+    }
+
     /// Deletes all of `user_id`'s sessions; returns how many.
     pub async fn delete_all_user_sessions(&self, user_id: &str) -> Result<u64> {
         with_pool!(self, |pool| {
@@ -120,6 +135,7 @@ mod tests {
     fn session(hash: &str, user: &str, now: i64, idle: i64, absolute: i64) -> UserSession {
         UserSession {
             id_hash: hash.into(),
+            public_id: format!("pub-{hash}"),
             user_id: user.into(),
             created_at: now,
             last_seen_at: now,
@@ -150,6 +166,11 @@ mod tests {
             assert_eq!(s.idle_expires_at, s.absolute_expires_at);
 
             assert!(!store.delete_user_session(&bob.id, "live").await.unwrap(), "bob cannot end alice's session");
+            assert!(!store.delete_user_session_by_public_id(&bob.id, "pub-live").await.unwrap());
+            assert!(store.get_user_session("live", now + 1).await.unwrap().is_some());
+            assert!(store.delete_user_session_by_public_id(&alice.id, "pub-live").await.unwrap());
+            assert!(store.get_user_session("live", now + 1).await.unwrap().is_none());
+            store.create_user_session(&session("live", &alice.id, now, 60_000, 600_000)).await.unwrap();
             assert!(store.delete_user_session(&alice.id, "live").await.unwrap());
             assert_eq!(store.purge_user_sessions(now).await.unwrap(), 2);
             store.create_user_session(&session("a", &alice.id, now, 60_000, 600_000)).await.unwrap();

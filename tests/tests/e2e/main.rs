@@ -1,7 +1,9 @@
 //! End-to-end tests: one binary, a module per feature (faster to link).
 //! Every test starts its own stack on port 0 against a fresh database.
 
+mod all_endpoints;
 mod auth;
+mod browser_auth;
 mod dev_idp;
 mod forward;
 mod lifecycle;

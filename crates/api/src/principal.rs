@@ -1,0 +1,209 @@
+//! Who is calling, decided once per request.
+//!
+//! Every route in [`crate::routes`] declares an [`Access`]; the router wraps
+//! each handler in [`gate`], which resolves the caller from the session
+//! cookie or a bearer token into one [`Principal`], refuses the request when
+//! the route's access level is not met, checks the origin of
+//! cookie-authenticated unsafe requests (CSRF), and hands the principal to
+//! the handler as a request extension. Handlers never read cookies or
+//! `Authorization` for identity themselves; they take [`UserPrincipal`] (or
+//! [`Principal`]) as an extractor.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use edgelink_auth::cookie::SessionId;
+use edgelink_auth::token::TokenError;
+use edgelink_protocol::error::ErrorCode;
+use edgelink_store::{User, now_ms};
+
+use crate::error::ApiError;
+use crate::{AppState, cookies};
+
+/// Session activity is written back at most this often (ms), so a busy
+/// browser does not turn every request into a database write.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Who a route admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone. Only the routes in the spec's short list (sign-in, health,
+    /// JWKS, device challenge/verify/refresh) may use it; the all-endpoints
+    /// test enforces that.
+    Public,
+    /// A signed-in user (browser session cookie).
+    User,
+    /// A device with a valid device access token.
+    Device,
+}
+
+/// A signed-in browser user.
+#[derive(Debug, Clone)]
+pub struct UserPrincipal {
+    /// The user.
+    pub user: User,
+    /// Storage hash of the session id that authenticated this request.
+    pub session_hash: String,
+    /// Public handle of that session.
+    pub session_public_id: String,
+}
+
+/// A device authenticated by its access token.
+#[derive(Debug, Clone)]
+pub struct DevicePrincipal {
+    /// The device id (`sub`).
+    pub device_id: String,
+    /// Its owner (`owner`).
+    pub owner_id: String,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A browser user by session cookie.
+    User(UserPrincipal),
+    /// A device by bearer token.
+    Device(DevicePrincipal),
+}
+
+/// Why no principal could be established from presented credentials.
+enum Refusal {
+    /// Nothing was presented.
+    Missing,
+    /// Something was presented and is not valid.
+    Invalid(ApiError),
+}
+
+async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, "expected `Authorization: Bearer <token>`"))
+            })?;
+        return match state.token_verifier().verify(token) {
+            Ok(claims) => Ok(Principal::Device(DevicePrincipal { device_id: claims.sub, owner_id: claims.owner })),
+            Err(TokenError::Expired) => Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenExpired, "token expired"))),
+            Err(e) => Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, e.to_string()))),
+        };
+    }
+    let policy = state.cookie_policy();
+    let Some(value) = cookies::get(headers, policy.session_name()) else {
+        return Err(Refusal::Missing);
+    };
+    let session_expired =
+        || Refusal::Invalid(ApiError::new(ErrorCode::Unauthenticated, "session expired or signed out; sign in again"));
+    let id: SessionId = state.cookie_keys().verify(policy.session_name(), value).ok_or_else(session_expired)?;
+    let hash = id.storage_hash();
+    let now = now_ms();
+    let session = state
+        .store()
+        .get_user_session(&hash, now)
+        .await
+        .map_err(|e| Refusal::Invalid(e.into()))?
+        .ok_or_else(session_expired)?;
+    let user = state
+        .store()
+        .get_user(&session.user_id)
+        .await
+        .map_err(|e| Refusal::Invalid(e.into()))?
+        .ok_or_else(session_expired)?;
+    if now - session.last_seen_at >= TOUCH_EVERY_MS {
+        let idle = now + state.config().session.idle_timeout.as_millis() as i64;
+        if let Err(e) = state.store().touch_user_session(&hash, now, idle).await {
+            tracing::warn!(error = %e, "recording session activity failed");
+        }
+    }
+    Ok(Principal::User(UserPrincipal { user, session_hash: hash, session_public_id: session.public_id }))
+}
+
+/// Cross-site request check for cookie-authenticated unsafe methods: the
+/// `Origin` must be our public origin; without `Origin`, `Sec-Fetch-Site`
+/// must say same-origin. A request with neither is refused: every browser
+/// that could be tricked into sending the cookie sends one of them.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(state.public_origin()));
+    }
+    headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin")
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Middleware state: the app and the route's declared access.
+#[derive(Clone)]
+pub struct Gate {
+    pub(crate) state: AppState,
+    pub(crate) access: Access,
+}
+
+/// Resolves the principal and enforces the route's [`Access`].
+pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let resolved = resolve(&gate.state, req.headers()).await;
+    let principal = match (gate.access, resolved) {
+        // Public routes get a principal when one is presented and valid,
+        // and are never refused for a bad one.
+        (Access::Public, Ok(p)) => Some(p),
+        (Access::Public, Err(_)) => None,
+        (_, Err(Refusal::Missing)) => {
+            let (code, msg) = match gate.access {
+                Access::Device => (ErrorCode::TokenMissing, "device bearer token required"),
+                _ => (ErrorCode::Unauthenticated, "sign in first: no session cookie or bearer token"),
+            };
+            return ApiError::new(code, msg).at(&path).into_response();
+        }
+        (_, Err(Refusal::Invalid(e))) => return e.at(&path).into_response(),
+        (Access::User, Ok(p @ Principal::User(_))) => Some(p),
+        (Access::Device, Ok(p @ Principal::Device(_))) => Some(p),
+        (Access::User, Ok(Principal::Device(_))) => {
+            return ApiError::new(ErrorCode::Forbidden, "device tokens cannot use this endpoint")
+                .at(&path)
+                .into_response();
+        }
+        (Access::Device, Ok(Principal::User(_))) => {
+            return ApiError::new(ErrorCode::Forbidden, "only devices can use this endpoint").at(&path).into_response();
+        }
+    };
+    if matches!(principal, Some(Principal::User(_)))
+        && gate.access != Access::Public
+        && !is_safe(req.method())
+        && !same_origin(&gate.state, req.headers())
+    {
+        return ApiError::new(ErrorCode::CsrfRejected, "cross-site request refused: Origin must be this site")
+            .at(&path)
+            .into_response();
+    }
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
+    next.run(req).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::User(u)) => Ok(u.clone()),
+            // Only reachable if a handler asks for a user on a route that
+            // does not declare `Access::User`: refuse rather than guess.
+            _ => Err(ApiError::new(ErrorCode::Unauthenticated, "sign in first").at(parts.uri.path())),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}

@@ -1,0 +1,62 @@
+//! The route table: every route api-server serves, with the access it
+//! requires. [`crate::router`] is built from [`routes`] and nothing else,
+//! and wraps every handler in [`principal::gate`] with the declared
+//! [`Access`], so a route cannot exist without an access decision, and the
+//! all-endpoints test (`tests/tests/e2e/browser_auth.rs`) walks this same
+//! list.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use crate::principal::{self, Access, Gate};
+use crate::{AppState, browser, device_auth};
+
+/// One route.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// axum path pattern (`{id}` for parameters).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    fn new<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        Route { method, path, access, handler: on(filter, handler) }
+    }
+
+    /// The handler wrapped in the access gate.
+    pub(crate) fn into_method_router(self, state: &AppState) -> MethodRouter<AppState> {
+        let gate = Gate { state: state.clone(), access: self.access };
+        self.handler.route_layer(axum::middleware::from_fn_with_state(gate, principal::gate))
+    }
+}
+
+/// Every route, in the order the docs list them.
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    vec![
+        Route::new(Method::GET, "/healthz", Public, crate::health),
+        Route::new(Method::GET, "/readyz", Public, crate::ready),
+        Route::new(Method::GET, "/.well-known/jwks.json", Public, crate::jwks),
+        // Device authentication (the device proves its key; no session yet).
+        Route::new(Method::POST, "/api/v1/auth/challenge", Public, device_auth::challenge),
+        Route::new(Method::POST, "/api/v1/auth/verify", Public, device_auth::verify),
+        Route::new(Method::POST, "/api/v1/auth/refresh", Public, device_auth::refresh),
+        // Browser sign-in.
+        Route::new(Method::GET, "/api/auth/login", Public, browser::login),
+        Route::new(Method::GET, "/api/auth/callback", Public, browser::callback),
+        Route::new(Method::GET, "/api/auth/me", User, browser::me),
+        Route::new(Method::POST, "/api/auth/logout", User, browser::logout),
+        Route::new(Method::GET, "/api/v1/sessions/browser", User, browser::list_sessions),
+        Route::new(Method::DELETE, "/api/v1/sessions/browser/{id}", User, browser::delete_session),
+    ]
+}

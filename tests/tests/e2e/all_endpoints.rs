@@ -1,0 +1,96 @@
+//! Every api-server route refuses anonymous callers with 401 and the error
+//! body, except a short explicit allowlist.
+//!
+//! Why a route added without authentication fails this test:
+//! * [`edgelink_api::router`] is built from [`edgelink_api::routes::routes`]
+//!   and nothing else; each entry must declare an `Access`, and the gate
+//!   enforcing it wraps every handler. There is no other way to register a
+//!   route.
+//! * This test walks that same list (not a copy): a new `Access::Public`
+//!   entry that is not in [`ALLOWLIST`] fails
+//!   [`only_allowlisted_routes_are_public`]; every other entry is called
+//!   without credentials (and with a forged cookie) over HTTP and must
+//!   answer 401 with the error body.
+//! * [`the_check_catches_an_added_public_route`] feeds the check a table with
+//!   one extra public route and shows it fails.
+
+use edgelink_api::principal::Access;
+use edgelink_api::routes::routes;
+use edgelink_e2e::Stack;
+use edgelink_protocol::error::ErrorBody;
+use reqwest::Method;
+
+/// The routes anyone may call (SPEC §6: login, callback, health, JWKS,
+/// device challenge/verify/refresh). Keep it short.
+const ALLOWLIST: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/.well-known/jwks.json"),
+    ("POST", "/api/v1/auth/challenge"),
+    ("POST", "/api/v1/auth/verify"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/api/auth/login"),
+    ("GET", "/api/auth/callback"),
+];
+
+/// Public routes of `table` that the allowlist does not name.
+fn unlisted_public_routes(table: &[(String, String, Access)]) -> Vec<String> {
+    table
+        .iter()
+        .filter(|(_, _, access)| *access == Access::Public)
+        .filter(|(m, p, _)| !ALLOWLIST.iter().any(|(am, ap)| am == m && ap == p))
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect()
+}
+
+fn table() -> Vec<(String, String, Access)> {
+    routes().into_iter().map(|r| (r.method.to_string(), r.path.to_owned(), r.access)).collect()
+}
+
+/// `{name}` and `{*name}` segments replaced by a value.
+fn concrete(path: &str) -> String {
+    path.split('/').map(|seg| if seg.starts_with('{') { "x0" } else { seg }).collect::<Vec<_>>().join("/")
+}
+
+#[test]
+fn only_allowlisted_routes_are_public() {
+    let table = table();
+    assert_eq!(unlisted_public_routes(&table), Vec::<String>::new(), "routes without authentication");
+    for (m, p) in ALLOWLIST {
+        assert!(table.iter().any(|(tm, tp, _)| tm == m && tp == p), "allowlisted {m} {p} is not a route any more");
+    }
+}
+
+#[test]
+fn the_check_catches_an_added_public_route() {
+    let mut table = table();
+    table.push(("POST".into(), "/api/v1/devices/{id}/oops".into(), Access::Public));
+    assert_eq!(unlisted_public_routes(&table), vec!["POST /api/v1/devices/{id}/oops".to_owned()]);
+}
+
+#[tokio::test]
+async fn every_other_route_answers_401_with_the_error_body_without_credentials() {
+    let stack = Stack::start().await;
+    let client = reqwest::Client::new();
+    let mut checked = 0;
+    for (method, path, access) in table() {
+        if access == Access::Public {
+            continue;
+        }
+        let url = format!("{}{}", stack.api_url, concrete(&path));
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        for cookie in [None, Some("edgelink_session=forged.cookie")] {
+            let mut req = client.request(method.clone(), &url).header("origin", &stack.api_url);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path} with cookie {cookie:?}");
+            let body: ErrorBody = resp.json().await.unwrap_or_else(|e| panic!("{method} {path}: no error body: {e}"));
+            assert_eq!(body.code / 1000, 401, "{method} {path}");
+            assert_eq!(body.path, concrete(&path));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "the table has authenticated routes to check");
+}
