@@ -5,7 +5,7 @@ CARGO ?= cargo
 .PHONY: run test lint fmt bench clean-test-dbs dev-idp
 
 ## run: build and start api-server, remote-proxy, a demo service and a demo agent
-run:
+run: dev-idp
 	@deploy/dev/run.sh
 
 ## test: every test (PostgreSQL ones when EDGELINK_TEST_POSTGRES_URL is set)

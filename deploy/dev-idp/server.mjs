@@ -44,6 +44,16 @@ server.listen(port, host, () => {
         grant_types: ['authorization_code'],
         response_types: ['code'],
       },
+      {
+        // The same with the secret in the form body (client_secret_post).
+        client_id: 'edgelink-confidential-post',
+        client_secret: process.env.CONFIDENTIAL_SECRET ?? 'dev-confidential-secret',
+        token_endpoint_auth_method: 'client_secret_post',
+        redirect_uris: redirectUris,
+        post_logout_redirect_uris: postLogout,
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+      },
     ],
     pkce: { required: () => true },
     // Put the email and profile claims in the ID token too (the BFF reads them there).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole stack on this machine with the embedded defaults —
-# SQLite, api-server, remote-proxy, a demo web service and an edge-agent
-# for a demo device — then prints a request that goes through the tunnel.
+# SQLite, the development OpenID provider (deploy/dev-idp), api-server,
+# remote-proxy, a demo web service and an edge-agent for a demo device —
+# then prints the URL to sign in at and a request through the tunnel.
 # State lives in .run/ (delete it to start over). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +12,7 @@ API_PORT=${API_PORT:-3721}
 TUNNEL_PORT=${TUNNEL_PORT:-3800}
 INTERNAL_PORT=${INTERNAL_PORT:-3801}
 DEMO_PORT=${DEMO_PORT:-8080}
+IDP_PORT=${IDP_PORT:-3790}
 PROFILE=${PROFILE:-dev}
 
 echo "building (cargo build --profile $PROFILE)..." >&2
@@ -24,6 +26,12 @@ RUN_DIR=$(cd "$RUN_DIR" && pwd)
 export EDGELINK_API__LISTEN=127.0.0.1:$API_PORT
 export EDGELINK_API__DATABASE_URL=sqlite://$RUN_DIR/edgelink.db
 export EDGELINK_API__SIGNING_KEY_FILE=$RUN_DIR/signing-key.pem
+# Browser sign-in at the development provider, over plain http on loopback.
+export EDGELINK_API__PUBLIC_URL=http://127.0.0.1:$API_PORT
+export EDGELINK_API__SESSION__INSECURE_COOKIES=true
+export EDGELINK_API__SESSION__KEY_FILE=$RUN_DIR/session.key
+export EDGELINK_API__OIDC__ISSUER=http://127.0.0.1:$IDP_PORT
+export EDGELINK_API__OIDC__CLIENT_ID=edgelink-web
 export EDGELINK_RELAY__TUNNEL_LISTEN=127.0.0.1:$TUNNEL_PORT
 export EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
 export EDGELINK_RELAY__DATABASE_URL=sqlite://$RUN_DIR/edgelink.db
@@ -49,6 +57,9 @@ wait_http() { # url seconds
 }
 
 "$TARGET/examples/demo-origin" "127.0.0.1:$DEMO_PORT" >"$RUN_DIR/demo-origin.log" 2>&1 & PIDS+=($!)
+(cd deploy/dev-idp && PORT=$IDP_PORT REDIRECT_URIS=http://127.0.0.1:$API_PORT/api/auth/callback \
+  POST_LOGOUT_REDIRECT_URIS=http://127.0.0.1:$API_PORT/ exec node server.mjs) >"$RUN_DIR/dev-idp.log" 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration" 30
 "$TARGET/api-server" serve >"$RUN_DIR/api-server.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$API_PORT/healthz" 30
 "$TARGET/remote-proxy" serve >"$RUN_DIR/remote-proxy.log" 2>&1 & PIDS+=($!)
@@ -79,7 +90,13 @@ edgelink is running (logs and state in $RUN_DIR):
   remote-proxy    tunnel ws://127.0.0.1:$TUNNEL_PORT/tunnel, internal http://127.0.0.1:$INTERNAL_PORT
   demo device     $EDGELINK_AGENT__DEVICE_ID (session $SESSION)
 
-Open http://127.0.0.1:$API_PORT/healthz in a browser (the web UI arrives with sign-in).
+Sign in (alice or bob, any password) by opening in a browser:
+
+  http://127.0.0.1:$API_PORT/api/auth/login?return_to=/api/auth/me
+
+(the development provider runs at http://127.0.0.1:$IDP_PORT; the page you land
+on is your user as api-server sees it; the web UI arrives with issue 4).
+
 Reach the demo device's web service through the tunnel:
 
   curl -H "Authorization: Bearer \$(cat $RUN_DIR/internal-secret)" \\

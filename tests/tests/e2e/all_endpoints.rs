@@ -72,6 +72,10 @@ fn the_check_catches_an_added_public_route() {
 async fn every_other_route_answers_401_with_the_error_body_without_credentials() {
     let stack = Stack::start().await;
     let client = reqwest::Client::new();
+    let device = stack.add_device("alice@example.com").await;
+    let key = edgelink_auth::signing::SigningKey::load_or_generate(&stack.signing_key_file).unwrap().0;
+    let issuer = edgelink_auth::token::TokenIssuer::new(&key, edgelink_protocol::claims::DEFAULT_ISSUER, 300);
+    let (device_token, _) = issuer.issue(&device.id, &device.owner_id, edgelink_store::now_ms() / 1000).unwrap();
     let mut checked = 0;
     for (method, path, access) in table() {
         if access == Access::Public {
@@ -90,6 +94,20 @@ async fn every_other_route_answers_401_with_the_error_body_without_credentials()
             assert_eq!(body.code / 1000, 401, "{method} {path}");
             assert_eq!(body.path, concrete(&path));
         }
+        // A device token is a valid credential of the wrong kind on user
+        // routes: 403, not 401.
+        if access == Access::User {
+            let resp = client
+                .request(method.clone(), &url)
+                .header("origin", &stack.api_url)
+                .bearer_auth(&device_token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 403, "{method} {path} with a device token");
+        }
+        let resp = client.request(method.clone(), &url).bearer_auth("garbage").send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{method} {path} with a garbage bearer token");
         checked += 1;
     }
     assert!(checked >= 4, "the table has authenticated routes to check");

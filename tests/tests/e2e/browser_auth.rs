@@ -34,11 +34,16 @@ fn oidc(issuer: &str, client_id: &str, secret: Option<&str>) -> OidcSettings {
 
 /// The dev provider and an api-server that signs in with `client_id`.
 async fn with_dev_idp(client_id: &str, secret: Option<&str>) -> (dev_idp::DevIdp, Api, Store) {
+    with_dev_idp_auth(client_id, secret, ClientAuth::Basic).await
+}
+
+async fn with_dev_idp_auth(client_id: &str, secret: Option<&str>, auth: ClientAuth) -> (dev_idp::DevIdp, Api, Store) {
     init_logs();
     let store = edgelink_store::testing::sqlite().await;
     let (listener, url) = api::bind().await;
     let idp = dev_idp::spawn(&[format!("{url}/api/auth/callback")]).await;
-    let settings = oidc(&idp.issuer, client_id, secret);
+    let mut settings = oidc(&idp.issuer, client_id, secret);
+    settings.client_auth = auth;
     let api =
         api::serve_on(listener, url, store.clone(), SigningKey::ephemeral().unwrap(), cookie_keys(&[1]), |c, _| {
             c.oidc = Some(settings)
@@ -99,12 +104,25 @@ async fn alice_signs_in_with_the_public_client_and_logout_ends_the_session_serve
 }
 
 #[tokio::test]
-async fn alice_signs_in_with_the_confidential_client() {
-    let (idp, api, _store) = with_dev_idp("edgelink-confidential", Some("dev-confidential-secret")).await;
+async fn alice_signs_in_with_confidential_clients_by_basic_and_by_post() {
+    for (client, auth) in
+        [("edgelink-confidential", ClientAuth::Basic), ("edgelink-confidential-post", ClientAuth::Post)]
+    {
+        let (idp, api, _store) = with_dev_idp_auth(client, Some("dev-confidential-secret"), auth).await;
+        let browser = Browser::new(&api.url);
+        browser.sign_in(&idp.issuer, "alice").await;
+        let me: serde_json::Value = browser.me().await.json().await.unwrap();
+        assert_eq!(me["email"], "alice@example.com", "{client}");
+    }
+    // A wrong secret is refused by the provider: a clear sign-in failure,
+    // no session.
+    let (idp, api, store) = with_dev_idp_auth("edgelink-confidential", Some("not-the-secret"), ClientAuth::Basic).await;
     let browser = Browser::new(&api.url);
-    browser.sign_in(&idp.issuer, "alice").await;
-    let me: serde_json::Value = browser.me().await.json().await.unwrap();
-    assert_eq!(me["email"], "alice@example.com");
+    let callback = browser.authorize_at_dev_idp(&idp.issuer, "alice", None).await;
+    let resp = browser.get(&callback).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(error_body(resp).await.error, "sign_in_failed");
+    assert_eq!(store.user_session_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
