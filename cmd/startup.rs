@@ -35,7 +35,22 @@ pub fn load<T>(file: Option<&Path>, env_prefix: &str, overrides: serde_json::Val
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Default,
 {
-    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    load_with_base(file, env_prefix, serde_json::json!({}), overrides)
+}
+
+/// Like [`load`], with `base` (an object of fields) layered right above
+/// the defaults, below the file, env and flags.
+#[allow(dead_code)]
+pub fn load_with_base<T>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    base: serde_json::Value,
+    overrides: serde_json::Value,
+) -> Result<T, String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
+    let mut fig = Figment::from(Serialized::defaults(T::default())).merge(Serialized::defaults(base));
     if let Some(path) = file {
         if !path.exists() {
             return Err(format!("config file {} does not exist", path.display()));

@@ -23,6 +23,21 @@ impl Drop for Api {
     }
 }
 
+/// Sign-in settings for the development provider's public client.
+pub fn dev_idp_settings(issuer: &str) -> edgelink_api::config::OidcSettings {
+    edgelink_api::config::OidcSettings {
+        issuer: issuer.to_owned(),
+        client_id: "edgelink-web".into(),
+        client_secret: None,
+        client_auth: edgelink_oidc::ClientAuth::Basic,
+        redirect_url: None,
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        http_timeout: std::time::Duration::from_secs(5),
+        jwks_min_refresh_interval: std::time::Duration::ZERO,
+        post_logout_redirect_url: None,
+    }
+}
+
 /// Cookie keys from fixed bytes, so tests can rotate and compare.
 pub fn cookie_keys(keys: &[u8]) -> CookieKeys {
     CookieKeys::new(keys.iter().map(|b| vec![*b; 32]).collect()).expect("keys")

@@ -129,6 +129,11 @@ pub struct Options {
     pub relay: RelayConfig,
     /// Lifetime of device access tokens.
     pub access_token_ttl: Duration,
+    /// Start the development OpenID provider and sign in with it
+    /// (public client `edgelink-web`).
+    pub dev_idp: bool,
+    /// Last adjustments to api-server's config.
+    pub api: fn(&mut ApiConfig),
 }
 
 impl Default for Options {
@@ -144,6 +149,8 @@ impl Default for Options {
                 ..RelayConfig::default()
             },
             access_token_ttl: ApiConfig::default().access_token_ttl,
+            dev_idp: false,
+            api: |_| {},
         }
     }
 }
@@ -164,7 +171,9 @@ pub struct Stack {
     pub origin: SocketAddr,
     /// Path of the token signing key file (load it to mint test tokens).
     pub signing_key_file: PathBuf,
-    _api: api::Api,
+    /// The development provider, when [`Options::dev_idp`] asked for it.
+    pub idp: Option<dev_idp::DevIdp>,
+    api: Option<api::Api>,
     dir: PathBuf,
 }
 
@@ -194,20 +203,11 @@ impl Stack {
         let signing_key_file = dir.join("signing.pem");
         let (key, _) = SigningKey::load_or_generate(&signing_key_file).expect("signing key");
 
-        let access_token_ttl = options.access_token_ttl;
-        let db_url = database_url.clone();
-        let api_run = api::spawn(
-            store.clone(),
-            key,
-            CookieKeys::new(vec![uuid::Uuid::new_v4().as_bytes().repeat(2)]).expect("keys"),
-            |c, _| {
-                c.database_url = db_url;
-                c.access_token_ttl = access_token_ttl;
-            },
-        )
-        .await
-        .expect("api-server");
-        let api_url = api_run.url.clone();
+        let (api_listener, api_url) = api::bind().await;
+        let idp = match options.dev_idp {
+            true => Some(dev_idp::spawn(&[format!("{api_url}/api/auth/callback")]).await),
+            false => None,
+        };
 
         let origin = origin::spawn().await;
         let relay_config = RelayConfig {
@@ -220,15 +220,42 @@ impl Stack {
         let mut stack = Stack {
             store,
             database_url,
-            api_url,
+            api_url: api_url.clone(),
             relay: None,
             relay_config,
             origin,
             signing_key_file,
-            _api: api_run,
+            api: None,
+            idp,
             dir,
         };
         stack.start_relay(None).await;
+        // api-server starts after the relay so it can tell pairing devices
+        // the relay's tunnel URL.
+        let access_token_ttl = options.access_token_ttl;
+        let db_url = stack.database_url.clone();
+        let tunnel_url = stack.tunnel_url();
+        let issuer = stack.idp.as_ref().map(|i| i.issuer.clone());
+        let tweak = options.api;
+        let api_run = api::serve_on(
+            api_listener,
+            api_url,
+            stack.store.clone(),
+            key,
+            CookieKeys::new(vec![uuid::Uuid::new_v4().as_bytes().repeat(2)]).expect("keys"),
+            move |c, _| {
+                c.database_url = db_url;
+                c.access_token_ttl = access_token_ttl;
+                c.agent_tunnel_url = tunnel_url;
+                if let Some(issuer) = issuer {
+                    c.oidc = Some(api::dev_idp_settings(&issuer));
+                }
+                tweak(c);
+            },
+        )
+        .await
+        .expect("api-server");
+        stack.api = Some(api_run);
         Some(stack)
     }
 

@@ -29,6 +29,25 @@ struct Cli {
 enum Command {
     /// Generate the device key pair (private key 0600, public key beside it as .pub).
     Keygen,
+    /// Pair this device with a code from the web UI (makes the key pair if
+    /// missing, writes the state file `run` starts from).
+    Pair {
+        /// api-server base URL, e.g. https://edge.example.com.
+        #[arg(long)]
+        server: String,
+        /// The pairing code, e.g. 7KQF-M2XD.
+        #[arg(long)]
+        code: String,
+        /// Device name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Device type.
+        #[arg(long = "type", default_value = "generic")]
+        device_type: String,
+        /// A capability (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
     /// Connect and serve until stopped.
     Run {
         /// api-server base URL.
@@ -53,20 +72,29 @@ fn main() {
         Command::Run { api_url, tunnel_url, device_id, local_service } => {
             (api_url.clone(), tunnel_url.clone(), device_id.clone(), local_service.clone())
         }
-        Command::Keygen => (None, None, None, None),
+        Command::Keygen | Command::Pair { .. } => (None, None, None, None),
     };
-    let config: AgentConfig = startup::load(
-        cli.config.as_deref(),
-        "EDGELINK_AGENT__",
-        overrides!(
-            "api_url" => api,
-            "tunnel_url" => tunnel,
-            "device_id" => device,
-            "local_service" => local,
-            "key_file" => cli.key_file.clone(),
-        ),
-    )
-    .unwrap_or_else(|e| startup::config_error(e));
+    let overrides = overrides!(
+        "api_url" => api,
+        "tunnel_url" => tunnel,
+        "device_id" => device,
+        "local_service" => local,
+        "key_file" => cli.key_file.clone(),
+    );
+    let mut config: AgentConfig = startup::load(cli.config.as_deref(), "EDGELINK_AGENT__", overrides.clone())
+        .unwrap_or_else(|e| startup::config_error(e));
+    // What pairing wrote sits between the defaults and everything explicit.
+    if let Command::Run { .. } = cli.command {
+        match edgelink_agent::pair::AgentState::load(&config.state_file) {
+            Ok(Some(state)) => {
+                let base = serde_json::to_value(&state).unwrap_or_default();
+                config = startup::load_with_base(cli.config.as_deref(), "EDGELINK_AGENT__", base, overrides)
+                    .unwrap_or_else(|e| startup::config_error(e));
+            }
+            Ok(None) => {}
+            Err(e) => startup::config_error(e),
+        }
+    }
 
     match cli.command {
         Command::Keygen => match edgelink_agent::keygen(&config.key_file) {
@@ -79,6 +107,31 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        Command::Pair { server, code, name, device_type, capabilities } => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let opts = edgelink_agent::pair::PairOptions {
+                server,
+                code,
+                name: name.unwrap_or_else(host_name),
+                device_type,
+                capabilities,
+                key_file: config.key_file.clone(),
+                state_file: config.state_file.clone(),
+                ca_file: config.ca_file.clone(),
+                timeout: config.request_timeout,
+            };
+            let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+            match rt.block_on(edgelink_agent::pair::pair(&opts)) {
+                Ok(state) => {
+                    println!("paired: device {} ({})", state.device_id, opts.name);
+                    println!("state written to {}; start it with `edge-agent run`", opts.state_file.display());
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
         Command::Run { .. } => {
             if let Err(e) = config.validate() {
                 startup::config_error(e);
@@ -102,4 +155,13 @@ fn main() {
             }
         }
     }
+}
+
+/// This machine's name, for a default device name.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "edge device".to_owned())
 }

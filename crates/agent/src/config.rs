@@ -17,6 +17,9 @@ pub struct AgentConfig {
     pub device_id: Option<String>,
     /// The device's private key (PKCS#8 PEM, from `edge-agent keygen`).
     pub key_file: PathBuf,
+    /// Written by `edge-agent pair` (device id, api and tunnel URLs); `run`
+    /// takes its values unless the config, env or flags give others.
+    pub state_file: PathBuf,
     /// The local web service that relay-opened streams are forwarded to.
     pub local_service: String,
     /// Extra CA certificate (PEM) to trust for https/wss, e.g. a private CA.
@@ -48,6 +51,7 @@ impl Default for AgentConfig {
             tunnel_url: "ws://127.0.0.1:3800/tunnel".into(),
             device_id: None,
             key_file: PathBuf::from("edge-agent.key"),
+            state_file: PathBuf::from("edge-agent.state.json"),
             local_service: "http://127.0.0.1:8080".into(),
             ca_file: None,
             ping_interval: Duration::from_secs(15),
@@ -64,7 +68,9 @@ impl AgentConfig {
     /// Checks the values; the message names the wrong one.
     pub fn validate(&self) -> Result<(), String> {
         if self.device_id.as_deref().is_none_or(str::is_empty) {
-            return Err("device_id is required (EDGELINK_AGENT__DEVICE_ID or --device-id)".into());
+            return Err("device_id is required: pair first (`edge-agent pair --server URL --code CODE`) \
+                 or set EDGELINK_AGENT__DEVICE_ID / --device-id"
+                .into());
         }
         if !(self.api_url.starts_with("http://") || self.api_url.starts_with("https://")) {
             return Err("api_url must be an http(s) URL".into());

@@ -37,6 +37,20 @@ pub struct ApiConfig {
     pub public_url: String,
     /// Browser sign-in; absent = browser sign-in off (login answers 503).
     pub oidc: Option<OidcSettings>,
+    /// The tunnel URL devices are told to dial when they pair
+    /// (`ws://` or `wss://…/tunnel` of remote-proxy as devices reach it).
+    pub agent_tunnel_url: String,
+    /// Lifetime of a pairing code.
+    #[serde(with = "humantime_serde")]
+    pub pairing_ttl: Duration,
+    /// Unused, unexpired pairing codes a user may hold at once.
+    pub max_live_pairings: u32,
+    /// Pairing exchanges accepted per client address per minute (burst
+    /// the same).
+    pub pairing_exchange_per_minute: u32,
+    /// Device challenge/verify/refresh calls per client address per minute
+    /// (devices of a site may share one address behind NAT).
+    pub device_auth_per_minute: u32,
     /// Browser session cookies.
     pub session: SessionSettings,
 }
@@ -146,6 +160,11 @@ impl Default for ApiConfig {
             challenge_ttl: Duration::from_secs(60),
             public_url: "https://127.0.0.1:3721".into(),
             oidc: None,
+            agent_tunnel_url: "ws://127.0.0.1:3800/tunnel".into(),
+            pairing_ttl: Duration::from_secs(600),
+            max_live_pairings: 5,
+            pairing_exchange_per_minute: 10,
+            device_auth_per_minute: 600,
             session: SessionSettings::default(),
         }
     }
@@ -169,6 +188,17 @@ impl ApiConfig {
         }
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
             return Err("database_url must start with sqlite:// or postgres://".into());
+        }
+        if !(self.agent_tunnel_url.starts_with("ws://") || self.agent_tunnel_url.starts_with("wss://")) {
+            return Err("agent_tunnel_url must be a ws:// or wss:// URL".into());
+        }
+        if self.pairing_ttl < Duration::from_secs(60) || self.pairing_ttl > Duration::from_secs(24 * 3600) {
+            return Err("pairing_ttl must be between 1m and 24h".into());
+        }
+        if self.max_live_pairings == 0 || self.pairing_exchange_per_minute == 0 || self.device_auth_per_minute == 0 {
+            return Err(
+                "max_live_pairings, pairing_exchange_per_minute and device_auth_per_minute must be at least 1".into()
+            );
         }
         let origin = self.public_origin()?;
         if origin.starts_with("http://") && !self.session.insecure_cookies {

@@ -234,6 +234,11 @@ pub async fn purge_loop(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "challenge purge failed"),
         }
+        match state.store().purge_pairings(now_ms()).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired pairing codes removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pairing code purge failed"),
+        }
         match state.store().purge_user_sessions(now_ms()).await {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired browser sessions removed"),
             Ok(_) => {}

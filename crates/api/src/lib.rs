@@ -19,8 +19,10 @@ pub mod config;
 pub mod cookies;
 pub mod device_auth;
 pub mod error;
+pub mod pairing;
 pub mod principal;
 pub mod provision;
+pub mod ratelimit;
 pub mod routes;
 
 use std::sync::Arc;
@@ -62,6 +64,9 @@ struct Inner {
     oidc: Option<Provider>,
     /// `public_url` as an origin.
     public_origin: String,
+    /// Per-address limits of the anonymous device endpoints.
+    exchange_limiter: ratelimit::RateLimiter,
+    device_auth_limiter: ratelimit::RateLimiter,
     /// Validated configuration.
     config: ApiConfig,
 }
@@ -81,8 +86,21 @@ impl AppState {
         let verifier = TokenVerifier::new(&config.token_issuer).with_signing_key(&signing_key);
         let oidc = config.oidc_config().map(Provider::new).transpose().map_err(|e| e.to_string())?;
         let public_origin = config.public_origin()?;
+        let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
+        let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
         Ok(AppState {
-            inner: Arc::new(Inner { store, signing_key, issuer, verifier, cookie_keys, oidc, public_origin, config }),
+            inner: Arc::new(Inner {
+                store,
+                signing_key,
+                issuer,
+                verifier,
+                cookie_keys,
+                oidc,
+                public_origin,
+                exchange_limiter,
+                device_auth_limiter,
+                config,
+            }),
         })
     }
 
@@ -113,6 +131,13 @@ impl AppState {
 
     fn public_origin(&self) -> &str {
         &self.inner.public_origin
+    }
+
+    fn rate_limiter(&self, limit: ratelimit::Limit) -> &ratelimit::RateLimiter {
+        match limit {
+            ratelimit::Limit::PairingExchange => &self.inner.exchange_limiter,
+            ratelimit::Limit::DeviceAuth => &self.inner.device_auth_limiter,
+        }
     }
 
     /// The browser sign-in provider, when configured.

@@ -142,11 +142,29 @@ fn is_safe(method: &Method) -> bool {
 pub struct Gate {
     pub(crate) state: AppState,
     pub(crate) access: Access,
+    pub(crate) limit: Option<crate::ratelimit::Limit>,
 }
 
 /// Resolves the principal and enforces the route's [`Access`].
 pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    if let Some(limit) = gate.limit {
+        let ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if let Err(wait) = gate.state.rate_limiter(limit).check(ip) {
+            let mut resp = ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down")
+                .at(&path)
+                .into_response();
+            let secs = wait.as_secs().max(1).to_string();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
     let resolved = resolve(&gate.state, req.headers()).await;
     let principal = match (gate.access, resolved) {
         // Public routes get a principal when one is presented and valid,

@@ -10,7 +10,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate};
-use crate::{AppState, browser, device_auth};
+use crate::ratelimit::Limit;
+use crate::{AppState, browser, device_auth, pairing};
 
 /// One route.
 pub struct Route {
@@ -20,6 +21,8 @@ pub struct Route {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// Which per-client-address limit applies, if any.
+    pub limit: Option<Limit>,
     handler: MethodRouter<AppState>,
 }
 
@@ -30,12 +33,18 @@ impl Route {
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
-        Route { method, path, access, handler: on(filter, handler) }
+        Route { method, path, access, limit: None, handler: on(filter, handler) }
+    }
+
+    /// Rate limits this route per client address.
+    fn limited(mut self, limit: Limit) -> Route {
+        self.limit = Some(limit);
+        self
     }
 
     /// The handler wrapped in the access gate.
     pub(crate) fn into_method_router(self, state: &AppState) -> MethodRouter<AppState> {
-        let gate = Gate { state: state.clone(), access: self.access };
+        let gate = Gate { state: state.clone(), access: self.access, limit: self.limit };
         self.handler.route_layer(axum::middleware::from_fn_with_state(gate, principal::gate))
     }
 }
@@ -48,9 +57,13 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/readyz", Public, crate::ready),
         Route::new(Method::GET, "/.well-known/jwks.json", Public, crate::jwks),
         // Device authentication (the device proves its key; no session yet).
-        Route::new(Method::POST, "/api/v1/auth/challenge", Public, device_auth::challenge),
-        Route::new(Method::POST, "/api/v1/auth/verify", Public, device_auth::verify),
-        Route::new(Method::POST, "/api/v1/auth/refresh", Public, device_auth::refresh),
+        Route::new(Method::POST, "/api/v1/auth/challenge", Public, device_auth::challenge).limited(Limit::DeviceAuth),
+        Route::new(Method::POST, "/api/v1/auth/verify", Public, device_auth::verify).limited(Limit::DeviceAuth),
+        Route::new(Method::POST, "/api/v1/auth/refresh", Public, device_auth::refresh).limited(Limit::DeviceAuth),
+        // Pairing: the user makes a code, the device exchanges it.
+        Route::new(Method::POST, "/api/v1/pairings", User, pairing::create),
+        Route::new(Method::POST, "/api/v1/pairings/exchange", Public, pairing::exchange)
+            .limited(Limit::PairingExchange),
         // Browser sign-in.
         Route::new(Method::GET, "/api/auth/login", Public, browser::login),
         Route::new(Method::GET, "/api/auth/callback", Public, browser::callback),

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// The request is malformed (bad JSON, missing field, bad value).
     BadRequest,
+    /// The pairing code does not exist (mistyped?).
+    PairingCodeInvalid,
+    /// The pairing code's time ran out.
+    PairingCodeExpired,
     /// No credentials were presented.
     TokenMissing,
     /// The token is malformed, has wrong claims or an unknown key.
@@ -50,6 +54,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The resource already exists.
     Conflict,
+    /// The pairing code was already used.
+    PairingCodeUsed,
     /// The request body is too large.
     PayloadTooLarge,
     /// The request headers are too large.
@@ -68,8 +74,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::BadRequest,
+        ErrorCode::PairingCodeInvalid,
+        ErrorCode::PairingCodeExpired,
         ErrorCode::TokenMissing,
         ErrorCode::TokenInvalid,
         ErrorCode::TokenExpired,
@@ -88,6 +96,7 @@ impl ErrorCode {
         ErrorCode::SessionNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
+        ErrorCode::PairingCodeUsed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::HeadersTooLarge,
         ErrorCode::RateLimited,
@@ -101,6 +110,8 @@ impl ErrorCode {
     pub fn code(self) -> u32 {
         match self {
             ErrorCode::BadRequest => 400001,
+            ErrorCode::PairingCodeInvalid => 400002,
+            ErrorCode::PairingCodeExpired => 400003,
             ErrorCode::TokenMissing => 401001,
             ErrorCode::TokenInvalid => 401002,
             ErrorCode::TokenExpired => 401003,
@@ -119,6 +130,7 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => 404003,
             ErrorCode::MethodNotAllowed => 405001,
             ErrorCode::Conflict => 409001,
+            ErrorCode::PairingCodeUsed => 409002,
             ErrorCode::PayloadTooLarge => 413001,
             ErrorCode::HeadersTooLarge => 431001,
             ErrorCode::RateLimited => 429001,
@@ -138,6 +150,8 @@ impl ErrorCode {
     pub fn name(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::PairingCodeInvalid => "pairing_code_invalid",
+            ErrorCode::PairingCodeExpired => "pairing_code_expired",
             ErrorCode::TokenMissing => "token_missing",
             ErrorCode::TokenInvalid => "token_invalid",
             ErrorCode::TokenExpired => "token_expired",
@@ -156,6 +170,7 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::PairingCodeUsed => "pairing_code_used",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::RateLimited => "rate_limited",

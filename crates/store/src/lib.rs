@@ -16,6 +16,7 @@
 pub mod credentials;
 pub mod devices;
 pub mod model;
+pub mod pairings;
 pub mod sessions;
 pub mod user_sessions;
 pub mod users;
@@ -27,6 +28,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use model::*;
+pub use pairings::{Pairing, PairingRefusal};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -89,6 +89,42 @@ impl Store {
         })
     }
 
+    /// Makes every device insert fail (a trigger), or stops that; for
+    /// tests of all-or-nothing transactions.
+    pub async fn inject_device_insert_failure(&self, on: bool) -> crate::Result<()> {
+        match (&self.db, on) {
+            (crate::Db::Sqlite(pool), true) => {
+                sqlx::query(
+                    "CREATE TRIGGER fail_devices BEFORE INSERT ON devices \
+                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                )
+                .execute(pool)
+                .await?;
+            }
+            (crate::Db::Sqlite(pool), false) => {
+                sqlx::query("DROP TRIGGER IF EXISTS fail_devices").execute(pool).await?;
+            }
+            (crate::Db::Postgres(pool), true) => {
+                sqlx::query(
+                    "CREATE OR REPLACE FUNCTION fail_devices() RETURNS trigger AS $$ \
+                     BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql",
+                )
+                .execute(pool)
+                .await?;
+                sqlx::query(
+                    "CREATE TRIGGER fail_devices BEFORE INSERT ON devices \
+                     FOR EACH ROW EXECUTE FUNCTION fail_devices()",
+                )
+                .execute(pool)
+                .await?;
+            }
+            (crate::Db::Postgres(pool), false) => {
+                sqlx::query("DROP TRIGGER IF EXISTS fail_devices ON devices").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn connect_raw_postgres(url: &str) -> crate::Result<Store> {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
         Ok(Store { db: crate::Db::Postgres(pool) })

@@ -21,7 +21,7 @@ use edgelink_protocol::error::ErrorBody;
 use reqwest::Method;
 
 /// The routes anyone may call (SPEC §6: login, callback, health, JWKS,
-/// device challenge/verify/refresh). Keep it short.
+/// device challenge/verify/refresh, pairing exchange). Keep it short.
 const ALLOWLIST: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -31,6 +31,7 @@ const ALLOWLIST: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/api/auth/login"),
     ("GET", "/api/auth/callback"),
+    ("POST", "/api/v1/pairings/exchange"),
 ];
 
 /// Public routes of `table` that the allowlist does not name.

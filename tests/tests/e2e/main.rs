@@ -7,6 +7,7 @@ mod browser_auth;
 mod dev_idp;
 mod forward;
 mod lifecycle;
+mod pairing;
 mod postgres;
 mod robustness;
 mod tls;
