@@ -247,6 +247,7 @@ impl Stack {
                 c.database_url = db_url;
                 c.access_token_ttl = access_token_ttl;
                 c.agent_tunnel_url = tunnel_url;
+                c.relay_internal_secret = Some(SecretString::from(SECRET));
                 if let Some(issuer) = issuer {
                     c.oidc = Some(api::dev_idp_settings(&issuer));
                 }

@@ -51,6 +51,13 @@ pub struct ApiConfig {
     /// Device challenge/verify/refresh calls per client address per minute
     /// (devices of a site may share one address behind NAT).
     pub device_auth_per_minute: u32,
+    /// remote-proxy's internal secret (the same on every relay instance);
+    /// without it, reaching devices and closing tunnels answer 503.
+    #[serde(serialize_with = "redact_opt")]
+    pub relay_internal_secret: Option<SecretString>,
+    /// How long a forwarded request waits for the device's response head.
+    #[serde(with = "humantime_serde")]
+    pub device_timeout: Duration,
     /// Browser session cookies.
     pub session: SessionSettings,
 }
@@ -165,6 +172,8 @@ impl Default for ApiConfig {
             max_live_pairings: 5,
             pairing_exchange_per_minute: 10,
             device_auth_per_minute: 600,
+            relay_internal_secret: None,
+            device_timeout: Duration::from_secs(30),
             session: SessionSettings::default(),
         }
     }
@@ -199,6 +208,14 @@ impl ApiConfig {
             return Err(
                 "max_live_pairings, pairing_exchange_per_minute and device_auth_per_minute must be at least 1".into()
             );
+        }
+        if self.device_timeout.is_zero() || self.device_timeout > Duration::from_secs(600) {
+            return Err("device_timeout must be between 1s and 10m".into());
+        }
+        if let Some(s) = &self.relay_internal_secret
+            && secrecy::ExposeSecret::expose_secret(s).len() < 16
+        {
+            return Err("relay_internal_secret must be at least 16 characters (remote-proxy's internal_secret)".into());
         }
         let origin = self.public_origin()?;
         if origin.starts_with("http://") && !self.session.insecure_cookies {

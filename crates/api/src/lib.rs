@@ -18,6 +18,7 @@ pub mod browser;
 pub mod config;
 pub mod cookies;
 pub mod device_auth;
+pub mod devices;
 pub mod error;
 pub mod pairing;
 pub mod principal;
@@ -67,6 +68,10 @@ struct Inner {
     /// Per-address limits of the anonymous device endpoints.
     exchange_limiter: ratelimit::RateLimiter,
     device_auth_limiter: ratelimit::RateLimiter,
+    /// Streams requests to relays (None without `relay_internal_secret`).
+    forwarder: Option<edgelink_internal_api::forward::Forwarder>,
+    /// Internal-API clients by relay URL.
+    relay_clients: std::sync::Mutex<std::collections::HashMap<String, edgelink_internal_api::Client>>,
     /// Validated configuration.
     config: ApiConfig,
 }
@@ -88,6 +93,11 @@ impl AppState {
         let public_origin = config.public_origin()?;
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
+        let forwarder = config
+            .relay_internal_secret
+            .clone()
+            .map(|secret| edgelink_internal_api::forward::Forwarder::new(secret, config.device_timeout));
+        let relay_clients = std::sync::Mutex::new(std::collections::HashMap::new());
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
@@ -99,6 +109,8 @@ impl AppState {
                 public_origin,
                 exchange_limiter,
                 device_auth_limiter,
+                forwarder,
+                relay_clients,
                 config,
             }),
         })
@@ -131,6 +143,27 @@ impl AppState {
 
     fn public_origin(&self) -> &str {
         &self.inner.public_origin
+    }
+
+    fn forwarder(&self) -> Option<&edgelink_internal_api::forward::Forwarder> {
+        self.inner.forwarder.as_ref()
+    }
+
+    /// The internal-API client for the relay at `url`.
+    fn relay_client(&self, url: &str) -> Result<edgelink_internal_api::Client, ApiError> {
+        let secret = self.inner.config.relay_internal_secret.clone().ok_or_else(|| {
+            ApiError::unavailable("api-server is not configured to reach relays (relay_internal_secret)")
+        })?;
+        let mut clients = match self.inner.relay_clients.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(c) = clients.get(url) {
+            return Ok(c.clone());
+        }
+        let client = edgelink_internal_api::Client::new(url, secret).map_err(ApiError::internal)?;
+        clients.insert(url.to_owned(), client.clone());
+        Ok(client)
     }
 
     fn rate_limiter(&self, limit: ratelimit::Limit) -> &ratelimit::RateLimiter {

@@ -77,17 +77,26 @@ enum Refusal {
 }
 
 async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Refusal> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let token = auth
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| {
-                Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, "expected `Authorization: Bearer <token>`"))
-            })?;
+    // Only a Bearer token is a credential here; other schemes (a browser's
+    // Basic auth meant for a device's own page) are ignored, never forwarded.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    if let Some(token) = bearer {
         return match state.token_verifier().verify(token) {
-            Ok(claims) => Ok(Principal::Device(DevicePrincipal { device_id: claims.sub, owner_id: claims.owner })),
+            Ok(claims) => {
+                // A deleted device's tokens stop working at once, not at expiry.
+                let creds =
+                    state.store().device_credentials(&claims.sub).await.map_err(|e| Refusal::Invalid(e.into()))?;
+                match creds {
+                    Some(c) if c.revoked_at.is_none() && c.owner_id == claims.owner => {
+                        Ok(Principal::Device(DevicePrincipal { device_id: claims.sub, owner_id: claims.owner }))
+                    }
+                    _ => Err(Refusal::Invalid(ApiError::new(ErrorCode::DeviceRevoked, "device revoked or deleted"))),
+                }
+            }
             Err(TokenError::Expired) => Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenExpired, "token expired"))),
             Err(e) => Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, e.to_string()))),
         };

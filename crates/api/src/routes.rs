@@ -11,11 +11,11 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate};
 use crate::ratelimit::Limit;
-use crate::{AppState, browser, device_auth, pairing};
+use crate::{AppState, browser, device_auth, devices, pairing};
 
 /// One route.
 pub struct Route {
-    /// HTTP method.
+    /// HTTP method; `*` for a route that takes every method.
     pub method: Method,
     /// axum path pattern (`{id}` for parameters).
     pub path: &'static str,
@@ -34,6 +34,29 @@ impl Route {
     {
         let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
         Route { method, path, access, limit: None, handler: on(filter, handler) }
+    }
+
+    /// A route for every method (`method` reads `*`).
+    fn any<H, T>(path: &'static str, access: Access, handler: H) -> Route
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let any = Method::from_bytes(b"*").unwrap_or(Method::GET);
+        // Every standard method (`any()` would be a fallback, which the
+        // access gate cannot wrap as a route layer).
+        let all = [
+            MethodFilter::DELETE,
+            MethodFilter::HEAD,
+            MethodFilter::OPTIONS,
+            MethodFilter::PATCH,
+            MethodFilter::POST,
+            MethodFilter::PUT,
+            MethodFilter::TRACE,
+        ]
+        .into_iter()
+        .fold(MethodFilter::GET, MethodFilter::or);
+        Route { method: any, path, access, limit: None, handler: on(all, handler) }
     }
 
     /// Rate limits this route per client address.
@@ -64,6 +87,17 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/pairings", User, pairing::create),
         Route::new(Method::POST, "/api/v1/pairings/exchange", Public, pairing::exchange)
             .limited(Limit::PairingExchange),
+        // The user's devices.
+        Route::new(Method::GET, "/api/v1/devices", User, devices::list),
+        Route::new(Method::GET, "/api/v1/devices/{id}", User, devices::get),
+        Route::new(Method::PATCH, "/api/v1/devices/{id}", User, devices::patch),
+        Route::new(Method::DELETE, "/api/v1/devices/{id}", User, devices::delete),
+        Route::new(Method::GET, "/api/v1/devices/{id}/session", User, devices::session),
+        Route::new(Method::POST, "/api/v1/devices/{id}/session/close", User, devices::close_session),
+        // The device's web service: every method, with and without a path.
+        Route::any("/api/v1/devices/{id}/http", User, devices::http),
+        Route::any("/api/v1/devices/{id}/http/", User, devices::http),
+        Route::any("/api/v1/devices/{id}/http/{*path}", User, devices::http),
         // Browser sign-in.
         Route::new(Method::GET, "/api/auth/login", Public, browser::login),
         Route::new(Method::GET, "/api/auth/callback", Public, browser::callback),

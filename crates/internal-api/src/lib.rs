@@ -12,6 +12,8 @@
 //! * `ANY /internal/forward/{id}/{*path}` → the device's answer (`id` is a
 //!   session id or, for a URL that survives reconnects, a device id)
 
+pub mod forward;
+
 use std::time::Duration;
 
 use edgelink_protocol::error::ErrorBody;
@@ -165,7 +167,7 @@ impl Client {
 
 /// Percent-encodes a path segment (session ids are UUIDs, but the client
 /// must not let a caller's string change the path).
-fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

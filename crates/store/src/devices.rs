@@ -10,7 +10,123 @@ macro_rules! device_columns {
     };
 }
 
+/// Filters and page of a device listing.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    /// Exact type.
+    pub device_type: Option<String>,
+    /// Exact region.
+    pub region: Option<String>,
+    /// Devices having all of these capabilities.
+    pub capabilities: Vec<String>,
+    /// Some(true): online only; Some(false): offline only.
+    pub online: Option<bool>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// What may change on a device (None = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct DevicePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New metadata (JSON object text).
+    pub metadata: Option<String>,
+    /// New region; Some(None) clears it.
+    pub region: Option<Option<String>>,
+}
+
+/// `%"cap"%` for LIKE over the JSON array text, with LIKE's wildcards escaped.
+fn capability_pattern(cap: &str) -> String {
+    let escaped = cap.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%\"{escaped}\"%")
+}
+
 impl Store {
+    /// `owner_id`'s devices (not deleted) matching `q`, newest first, and
+    /// how many match in all.
+    pub async fn query_devices(&self, owner_id: &str, q: &DeviceQuery) -> Result<(Vec<Device>, i64)> {
+        let mut args: Vec<String> = vec![owner_id.to_owned()];
+        let mut filter = String::from(" FROM devices WHERE owner_id = $1 AND revoked_at IS NULL");
+        if let Some(t) = &q.device_type {
+            args.push(t.clone());
+            filter.push_str(&format!(" AND device_type = ${}", args.len()));
+        }
+        if let Some(r) = &q.region {
+            args.push(r.clone());
+            filter.push_str(&format!(" AND region = ${}", args.len()));
+        }
+        for cap in &q.capabilities {
+            args.push(capability_pattern(cap));
+            filter.push_str(&format!(" AND capabilities LIKE ${} ESCAPE '\\'", args.len()));
+        }
+        if let Some(online) = q.online {
+            filter.push_str(if online { " AND EXISTS" } else { " AND NOT EXISTS" });
+            filter.push_str(
+                " (SELECT 1 FROM tunnel_sessions s WHERE s.device_id = devices.id AND s.disconnected_at IS NULL)",
+            );
+        }
+        let count_sql = format!("SELECT COUNT(*){filter}");
+        let rows_sql = format!(
+            "SELECT {}{filter} ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
+            device_columns!(),
+            args.len() + 1,
+            args.len() + 2
+        );
+        with_pool!(self, |pool| {
+            let mut count = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(count_sql));
+            let mut rows = sqlx::query_as::<_, Device>(sqlx::AssertSqlSafe(rows_sql));
+            for a in &args {
+                count = count.bind(a);
+                rows = rows.bind(a);
+            }
+            let (total,) = count.fetch_one(pool).await?;
+            let devices = rows.bind(q.limit).bind(q.offset).fetch_all(pool).await?;
+            Ok((devices, total))
+        })
+    }
+
+    /// `owner_id`'s device unless it is deleted (revoked).
+    pub async fn active_device(&self, owner_id: &str, device_id: &str) -> Result<Option<Device>> {
+        Ok(self.get_device(owner_id, device_id).await?.filter(|d| d.revoked_at.is_none()))
+    }
+
+    /// Changes `owner_id`'s device; the device after, or None when there is
+    /// no such (active) device.
+    pub async fn update_device(&self, owner_id: &str, device_id: &str, p: &DevicePatch) -> Result<Option<Device>> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if let Some(name) = &p.name {
+                sqlx::query("UPDATE devices SET name = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL")
+                    .bind(name)
+                    .bind(owner_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(m) = &p.metadata {
+                sqlx::query("UPDATE devices SET metadata = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL")
+                    .bind(m)
+                    .bind(owner_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(r) = &p.region {
+                sqlx::query("UPDATE devices SET region = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL")
+                    .bind(r)
+                    .bind(owner_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        self.active_device(owner_id, device_id).await
+    }
+
     /// Creates a device.
     pub async fn create_device(&self, new: &NewDevice) -> Result<Device> {
         let id = new_id();
@@ -102,6 +218,103 @@ impl Store {
             tx.commit().await?;
             Ok(done == 1)
         })
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::{DevicePatch, DeviceQuery};
+    use crate::testing::new_device;
+    use crate::{TunnelSession, now_ms, testdb};
+
+    #[tokio::test]
+    async fn listing_filters_pages_and_stays_within_the_owner() {
+        for store in testdb::stores().await {
+            let alice = store.upsert_user_by_email("alice@example.com", "Alice").await.unwrap();
+            let bob = store.upsert_user_by_email("bob@example.com", "Bob").await.unwrap();
+            let mut ids = Vec::new();
+            for (i, (ty, caps, region)) in [
+                ("camera", r#"["http","ssh"]"#, Some("eu")),
+                ("camera", r#"["http"]"#, Some("us")),
+                ("gateway", r#"["ssh","a_b"]"#, None),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut d = new_device(&alice.id);
+                d.name = format!("d{i}");
+                d.device_type = ty.into();
+                d.capabilities = caps.into();
+                d.region = region.map(Into::into);
+                ids.push(store.create_device(&d).await.unwrap().id);
+                // Newest first needs distinct creation times (ms).
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+            store.create_device(&new_device(&bob.id)).await.unwrap();
+            let q = |f: fn(&mut DeviceQuery)| {
+                let mut q = DeviceQuery { limit: 50, ..DeviceQuery::default() };
+                f(&mut q);
+                q
+            };
+            let names = |v: Vec<crate::Device>| v.into_iter().map(|d| d.name).collect::<Vec<_>>();
+            let (all, total) = store.query_devices(&alice.id, &q(|_| {})).await.unwrap();
+            assert_eq!((names(all), total), (vec!["d2".to_owned(), "d1".into(), "d0".into()], 3));
+            let (v, _) = store.query_devices(&alice.id, &q(|q| q.device_type = Some("camera".into()))).await.unwrap();
+            assert_eq!(names(v), vec!["d1", "d0"]);
+            let (v, _) = store
+                .query_devices(&alice.id, &q(|q| q.capabilities = vec!["ssh".into(), "http".into()]))
+                .await
+                .unwrap();
+            assert_eq!(names(v), vec!["d0"]);
+            let (v, _) = store.query_devices(&alice.id, &q(|q| q.capabilities = vec!["a%".into()])).await.unwrap();
+            assert!(v.is_empty(), "wildcards are literal");
+            let (v, _) = store.query_devices(&alice.id, &q(|q| q.capabilities = vec!["a_b".into()])).await.unwrap();
+            assert_eq!(names(v), vec!["d2"]);
+            let (v, _) = store.query_devices(&alice.id, &q(|q| q.region = Some("us".into()))).await.unwrap();
+            assert_eq!(names(v), vec!["d1"]);
+            let (v, total) = store
+                .query_devices(
+                    &alice.id,
+                    &q(|q| {
+                        q.limit = 1;
+                        q.offset = 1
+                    }),
+                )
+                .await
+                .unwrap();
+            assert_eq!((names(v), total), (vec!["d1".to_owned()], 3));
+
+            // Online = an open session.
+            let now = now_ms();
+            store
+                .open_session(&TunnelSession {
+                    id: "s1".into(),
+                    device_id: ids[0].clone(),
+                    owner_id: alice.id.clone(),
+                    relay_id: "r".into(),
+                    relay_url: "http://r".into(),
+                    remote_addr: "1.2.3.4:5".into(),
+                    connected_at: now,
+                    last_heartbeat: now,
+                    disconnected_at: None,
+                    close_reason: None,
+                })
+                .await
+                .unwrap();
+            let (v, _) = store.query_devices(&alice.id, &q(|q| q.online = Some(true))).await.unwrap();
+            assert_eq!(names(v), vec!["d0"]);
+            let (v, _) = store.query_devices(&alice.id, &q(|q| q.online = Some(false))).await.unwrap();
+            assert_eq!(names(v), vec!["d2", "d1"]);
+
+            // Patch and delete stay within the owner.
+            let patch = DevicePatch { name: Some("renamed".into()), region: Some(None), ..DevicePatch::default() };
+            assert!(store.update_device(&bob.id, &ids[0], &patch).await.unwrap().is_none());
+            let d = store.update_device(&alice.id, &ids[0], &patch).await.unwrap().unwrap();
+            assert_eq!((d.name.as_str(), d.region), ("renamed", None));
+            assert!(store.revoke_device(&alice.id, &ids[0]).await.unwrap());
+            assert!(store.active_device(&alice.id, &ids[0]).await.unwrap().is_none());
+            assert_eq!(store.query_devices(&alice.id, &q(|_| {})).await.unwrap().1, 2);
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use devices::{DevicePatch, DeviceQuery};
 pub use model::*;
 pub use pairings::{Pairing, PairingRefusal};
 

@@ -94,6 +94,16 @@ impl Store {
         with_pool!(self, |pool| Ok(sqlx::query_as::<_, TunnelSession>(sql).bind(id).fetch_optional(pool).await?))
     }
 
+    /// All open sessions of `owner_id`'s devices.
+    pub async fn open_sessions_of_owner(&self, owner_id: &str) -> Result<Vec<TunnelSession>> {
+        let sql = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM tunnel_sessions WHERE owner_id = $1 AND disconnected_at IS NULL ORDER BY connected_at DESC"
+        );
+        with_pool!(self, |pool| Ok(sqlx::query_as::<_, TunnelSession>(sql).bind(owner_id).fetch_all(pool).await?))
+    }
+
     /// The open session of `owner_id`'s device, if any.
     pub async fn open_session_for_device(&self, owner_id: &str, device_id: &str) -> Result<Option<TunnelSession>> {
         let sql = concat!(

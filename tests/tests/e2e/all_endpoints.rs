@@ -83,32 +83,39 @@ async fn every_other_route_answers_401_with_the_error_body_without_credentials()
             continue;
         }
         let url = format!("{}{}", stack.api_url, concrete(&path));
-        let method = Method::from_bytes(method.as_bytes()).unwrap();
-        for cookie in [None, Some("edgelink_session=forged.cookie")] {
-            let mut req = client.request(method.clone(), &url).header("origin", &stack.api_url);
-            if let Some(c) = cookie {
-                req = req.header("cookie", c);
+        // `*` routes take every method; try a safe and an unsafe one.
+        let methods = match method.as_str() {
+            "*" => vec![Method::GET, Method::POST],
+            m => vec![Method::from_bytes(m.as_bytes()).unwrap()],
+        };
+        for method in methods {
+            for cookie in [None, Some("edgelink_session=forged.cookie")] {
+                let mut req = client.request(method.clone(), &url).header("origin", &stack.api_url);
+                if let Some(c) = cookie {
+                    req = req.header("cookie", c);
+                }
+                let resp = req.send().await.unwrap();
+                assert_eq!(resp.status(), 401, "{method} {path} with cookie {cookie:?}");
+                let body: ErrorBody =
+                    resp.json().await.unwrap_or_else(|e| panic!("{method} {path}: no error body: {e}"));
+                assert_eq!(body.code / 1000, 401, "{method} {path}");
+                assert_eq!(body.path, concrete(&path));
             }
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 401, "{method} {path} with cookie {cookie:?}");
-            let body: ErrorBody = resp.json().await.unwrap_or_else(|e| panic!("{method} {path}: no error body: {e}"));
-            assert_eq!(body.code / 1000, 401, "{method} {path}");
-            assert_eq!(body.path, concrete(&path));
+            // A device token is a valid credential of the wrong kind on user
+            // routes: 403, not 401.
+            if access == Access::User {
+                let resp = client
+                    .request(method.clone(), &url)
+                    .header("origin", &stack.api_url)
+                    .bearer_auth(&device_token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 403, "{method} {path} with a device token");
+            }
+            let resp = client.request(method.clone(), &url).bearer_auth("garbage").send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path} with a garbage bearer token");
         }
-        // A device token is a valid credential of the wrong kind on user
-        // routes: 403, not 401.
-        if access == Access::User {
-            let resp = client
-                .request(method.clone(), &url)
-                .header("origin", &stack.api_url)
-                .bearer_auth(&device_token)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 403, "{method} {path} with a device token");
-        }
-        let resp = client.request(method.clone(), &url).bearer_auth("garbage").send().await.unwrap();
-        assert_eq!(resp.status(), 401, "{method} {path} with a garbage bearer token");
         checked += 1;
     }
     assert!(checked >= 4, "the table has authenticated routes to check");

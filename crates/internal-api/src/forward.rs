@@ -1,0 +1,118 @@
+//! Streaming forward through a relay's `ANY /internal/forward/{id}/{*path}`:
+//! bodies are streamed both ways, HTTP upgrades (WebSocket) are spliced,
+//! and connections to each relay are pooled and kept alive, so a forwarded
+//! request costs no new TCP connection.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Body type of forwarded requests.
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Bytes copied per direction per read on spliced upgrades.
+const SPLICE_BUF: usize = 64 * 1024;
+
+/// Why a forward failed before the device answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The relay could not be reached or the connection broke.
+    #[error("relay unreachable: {0}")]
+    Relay(String),
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The relay URL or target path is not usable.
+    #[error("bad target: {0}")]
+    Target(String),
+}
+
+/// Forwards requests to relays. Cheap to clone.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: HyperClient<HttpConnector, BoxBody>,
+    secret: SecretString,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// A forwarder presenting `secret` to relays; `timeout` bounds the wait
+    /// for the response head (bodies and upgraded streams are not bounded).
+    pub fn new(secret: SecretString, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Forwarder { client, secret, timeout }
+    }
+
+    /// Sends `req` (already stripped of the caller's credentials and
+    /// hop-by-hop headers by the caller) to `relay_url`'s forward of device
+    /// or session `id`, at `target` (path and query on the device). With
+    /// `client_upgrade`, a `101` answer is spliced to it.
+    pub async fn forward(
+        &self,
+        relay_url: &str,
+        id: &str,
+        target: &str,
+        mut req: Request<BoxBody>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
+        let uri = format!(
+            "{}/internal/forward/{}/{}",
+            relay_url.trim_end_matches('/'),
+            crate::encode(id),
+            target.trim_start_matches('/')
+        );
+        *req.uri_mut() = uri.parse().map_err(|_| ForwardError::Target(uri.clone()))?;
+        *req.version_mut() = http::Version::HTTP_11;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", self.secret.expose_secret()))
+            .map_err(|_| ForwardError::Target("internal secret is not a valid header value".into()))?;
+        req.headers_mut().insert(header::AUTHORIZATION, auth);
+        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| ForwardError::Timeout(self.timeout))?
+            .map_err(|e| ForwardError::Relay(error_chain(&e)))?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let relay_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::join!(client_upgrade, relay_upgrade) {
+                    (Ok(c), Ok(r)) => {
+                        let mut c = TokioIo::new(c);
+                        let mut r = TokioIo::new(r);
+                        let _ = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut r, SPLICE_BUF, SPLICE_BUF).await;
+                    }
+                    (c, r) => tracing::debug!(client_ok = c.is_ok(), relay_ok = r.is_ok(), "upgrade did not complete"),
+                }
+            });
+        }
+        Ok(resp)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

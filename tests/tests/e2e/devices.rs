@@ -1,0 +1,265 @@
+//! A signed-in user's devices through api-server: pairing, listing,
+//! reaching the local web service (HTTP and WebSocket) via the relay that
+//! holds the tunnel, sessions, deletion, and strict tenancy.
+
+use std::time::Duration;
+
+use edgelink_agent::Status;
+use edgelink_api::principal::Access;
+use edgelink_auth::agent_key::AgentKey;
+use edgelink_e2e::signin::Browser;
+use edgelink_e2e::{Device, Options, Stack, wait_for};
+use edgelink_protocol::error::ErrorBody;
+use futures::{SinkExt, StreamExt};
+use reqwest::Method;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+async fn signed_in(stack: &Stack, user: &str) -> Browser {
+    let browser = Browser::new(&stack.api_url);
+    browser.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, user).await;
+    browser
+}
+
+/// Pairs a new device for `browser`'s user through the real flow; returns
+/// it as the harness knows devices.
+async fn pair(stack: &Stack, browser: &Browser, name: &str) -> Device {
+    let code: serde_json::Value =
+        browser.same_origin(Method::POST, "/api/v1/pairings").send().await.unwrap().json().await.unwrap();
+    let key = AgentKey::generate().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/pairings/exchange", stack.api_url))
+        .json(&serde_json::json!({"code": code["code"], "public_key": key.public_key_pem(), "name": name,
+                                  "type": "camera", "capabilities": ["http"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let me: serde_json::Value = browser.me().await.json().await.unwrap();
+    Device {
+        id: body["device_id"].as_str().unwrap().to_owned(),
+        owner_id: me["id"].as_str().unwrap().to_owned(),
+        key_pem: key.private_key_pem(),
+    }
+}
+
+fn url(stack: &Stack, device: &Device, rest: &str) -> String {
+    format!("{}/api/v1/devices/{}{rest}", stack.api_url, device.id)
+}
+
+async fn error_body(resp: reqwest::Response) -> ErrorBody {
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let device = pair(&stack, &alice, "lab camera").await;
+
+    // Offline first: listed as offline, and its web service is a 502.
+    let list: serde_json::Value =
+        alice.client.get(format!("{}/api/v1/devices", stack.api_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["devices"][0]["status"], "offline");
+    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(error_body(resp).await.error, "device_unavailable");
+
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let session = stack.wait_session(&device.id, None).await;
+    let got: serde_json::Value = alice.client.get(url(&stack, &device, "")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["status"], "online");
+    assert_eq!(got["session"]["id"], session.token.as_str());
+    assert_eq!(got["capabilities"], serde_json::json!(["http"]));
+
+    // GET with a query string; the caller's credentials never reach the device.
+    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
+    assert!(resp.text().await.unwrap().contains("hello"));
+    let seen: serde_json::Value = alice
+        .client
+        .get(url(&stack, &device, "/http/headers?x=1&y=%2F"))
+        .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seen.get("cookie").is_none(), "{seen}");
+    assert!(seen.get("authorization").is_none(), "{seen}");
+    assert_eq!(seen["x-forwarded-prefix"], format!("/api/v1/devices/{}/http", device.id));
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+
+    // A streamed POST body both ways (4 MiB).
+    let payload = vec![7u8; 4 << 20];
+    let echoed = alice
+        .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/echo", device.id))
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload);
+
+    // Control paths are not reachable, in any spelling.
+    for p in ["/http/.edgelink/v1/info", "/http/%2Eedgelink/v1/info", "/http//.edgelink/v1/info"] {
+        let resp = alice.client.get(url(&stack, &device, p)).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{p}");
+    }
+
+    // WebSocket through the same route, with the session cookie.
+    let ws_url = url(&stack, &device, "/http/ws").replace("http://", "ws://");
+    let mut req = ws_url.into_client_request().unwrap();
+    let cookie = format!("edgelink_session={}", alice.session_cookie().unwrap());
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("origin", stack.api_url.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hi {i}"))).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(reply, Message::text(format!("hi {i}")));
+    }
+    let _ = ws.close(None).await;
+
+    // Rename; the session is visible and can be closed (the agent comes back).
+    let renamed: serde_json::Value = alice
+        .same_origin(Method::PATCH, &format!("/api/v1/devices/{}", device.id))
+        .json(&serde_json::json!({"name": "front door", "metadata": {"floor": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(renamed["name"], "front door");
+    assert_eq!(renamed["metadata"]["floor"], 1);
+    let s: serde_json::Value =
+        alice.client.get(url(&stack, &device, "/session")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(s["id"], session.token.as_str());
+    let resp =
+        alice.same_origin(Method::POST, &format!("/api/v1/devices/{}/session/close", device.id)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let again = stack.wait_session(&device.id, Some(&session.token)).await;
+    assert_ne!(again.token, session.token);
+
+    // Delete while the tunnel is up: the tunnel closes and the agent's
+    // next dial is refused, so it stops.
+    let resp = alice.same_origin(Method::DELETE, &format!("/api/v1/devices/{}", device.id)).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    wait_for(&mut agent.status, |s| matches!(s, Status::Stopped(_))).await;
+    stack.wait_no_session(&device.id, Duration::from_secs(5)).await;
+    assert_eq!(alice.client.get(url(&stack, &device, "")).send().await.unwrap().status(), 404);
+    let list: serde_json::Value =
+        alice.client.get(format!("{}/api/v1/devices", stack.api_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total"], 0);
+}
+
+#[tokio::test]
+async fn a_slow_device_is_a_504_after_the_configured_timeout() {
+    let options = Options { dev_idp: true, api: |c| c.device_timeout = Duration::from_secs(1), ..Options::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let device = pair(&stack, &alice, "slow").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    stack.wait_session(&device.id, None).await;
+    let resp = alice.client.get(url(&stack, &device, "/http/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(error_body(resp).await.error, "device_timeout");
+    agent.stop().await;
+}
+
+/// `{id}` routes of the route table, with a concrete path for `id`.
+fn device_routes(id: &str) -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for r in edgelink_api::routes::routes() {
+        if r.access != Access::User || !r.path.contains("/devices/{id}") {
+            continue;
+        }
+        let path = r.path.replace("{id}", id).replace("{*path}", "hello");
+        match r.method.as_str() {
+            "*" => {
+                out.push((Method::GET, path.clone()));
+                out.push((Method::POST, path));
+            }
+            m => out.push((Method::from_bytes(m.as_bytes()).unwrap(), path)),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn bob_gets_404_for_alices_device_on_every_device_route() {
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let bob = signed_in(&stack, "bob").await;
+    let device = pair(&stack, &alice, "alice's").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    stack.wait_session(&device.id, None).await;
+
+    let routes = device_routes(&device.id);
+    assert!(routes.len() >= 8, "{routes:?}");
+    for (method, path) in &routes {
+        let body =
+            if *method == Method::PATCH { serde_json::json!({"name": "mine now"}) } else { serde_json::json!({}) };
+        let resp = bob.same_origin(method.clone(), path).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "bob: {method} {path}");
+        let err = error_body(resp).await;
+        assert_eq!(err.error, "device_not_found", "bob: {method} {path}");
+        // A device that does not exist at all answers the same.
+        let ghost = path.replace(&device.id, "00000000-0000-0000-0000-000000000000");
+        let resp = bob.same_origin(method.clone(), &ghost).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "ghost: {method} {ghost}");
+    }
+    // Bob's list is empty; alice's device is untouched and still online.
+    let list: serde_json::Value =
+        bob.client.get(format!("{}/api/v1/devices", stack.api_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total"], 0);
+    let got: serde_json::Value = alice.client.get(url(&stack, &device, "")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["name"], "alice's");
+    assert_eq!(got["status"], "online");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn device_listing_filters_and_pages() {
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let a = pair(&stack, &alice, "a").await;
+    pair(&stack, &alice, "b").await;
+    let mut agent = stack.spawn_agent(&a);
+    agent.connected().await;
+    stack.wait_session(&a.id, None).await;
+    let get = |q: &'static str| {
+        let client = alice.client.clone();
+        let base = stack.api_url.clone();
+        async move {
+            let resp = client.get(format!("{base}/api/v1/devices{q}")).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (_, v) = get("?status=online").await;
+    assert_eq!((v["total"].as_i64(), v["devices"][0]["name"].as_str()), (Some(1), Some("a")));
+    let (_, v) = get("?status=offline").await;
+    assert_eq!(v["devices"][0]["name"], "b");
+    let (_, v) = get("?capability=http&type=camera&limit=1&offset=1").await;
+    assert_eq!((v["total"].as_i64(), v["devices"].as_array().unwrap().len()), (Some(2), 1));
+    let (_, v) = get("?capability=ssh").await;
+    assert_eq!(v["total"], 0);
+    let (status, v) = get("?status=sleepy").await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")));
+    let (status, _) = get("?limit=1000").await;
+    assert_eq!(status, 400);
+    agent.stop().await;
+}
