@@ -174,6 +174,7 @@ pub struct Stack {
     /// The development provider, when [`Options::dev_idp`] asked for it.
     pub idp: Option<dev_idp::DevIdp>,
     api: Option<api::Api>,
+    cookie_key: Vec<u8>,
     dir: PathBuf,
 }
 
@@ -226,6 +227,7 @@ impl Stack {
             origin,
             signing_key_file,
             api: None,
+            cookie_key: uuid::Uuid::new_v4().as_bytes().repeat(2),
             idp,
             dir,
         };
@@ -242,7 +244,7 @@ impl Stack {
             api_url,
             stack.store.clone(),
             key,
-            CookieKeys::new(vec![uuid::Uuid::new_v4().as_bytes().repeat(2)]).expect("keys"),
+            CookieKeys::new(vec![stack.cookie_key.clone()]).expect("keys"),
             move |c, _| {
                 c.database_url = db_url;
                 c.access_token_ttl = access_token_ttl;
@@ -274,6 +276,37 @@ impl Stack {
         let task =
             tokio::spawn(edgelink_relay::run(self.relay_config.clone(), store, tunnel, internal, shutdown.clone()));
         self.relay = Some(RelayRun { tunnel_addr, internal_addr, shutdown, task });
+    }
+
+    /// Starts another remote-proxy instance (its own instance id) on the
+    /// same database, on port 0; it runs until the returned handle stops.
+    pub async fn extra_relay(&self) -> RelayRun {
+        let tunnel = bind_retry(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        let internal = bind_retry(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        let tunnel_addr = tunnel.local_addr().expect("addr");
+        let internal_addr = internal.local_addr().expect("addr");
+        let config = RelayConfig {
+            instance_id: Some(format!("relay-{}", uuid::Uuid::new_v4().simple())),
+            ..self.relay_config.clone()
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(edgelink_relay::run(config, self.store.clone(), tunnel, internal, shutdown.clone()));
+        RelayRun { tunnel_addr, internal_addr, shutdown, task }
+    }
+
+    /// Another api-server on the same database with the same signing and
+    /// cookie keys (a second instance behind a load balancer).
+    pub async fn extra_api(&self) -> api::Api {
+        let (key, _) = SigningKey::load_or_generate(&self.signing_key_file).expect("signing key");
+        let db_url = self.database_url.clone();
+        let tunnel_url = self.tunnel_url();
+        api::spawn(self.store.clone(), key, CookieKeys::new(vec![self.cookie_key.clone()]).expect("keys"), move |c, _| {
+            c.database_url = db_url;
+            c.agent_tunnel_url = tunnel_url;
+            c.relay_internal_secret = Some(SecretString::from(SECRET));
+        })
+        .await
+        .expect("api-server")
     }
 
     /// Stops remote-proxy; returns its addresses for a restart.

@@ -17,3 +17,64 @@ async fn forwarding_and_registry_work_on_postgres() {
     agent.stop().await;
     stack.wait_no_session(&device.id, std::time::Duration::from_secs(3)).await;
 }
+
+/// Two remote-proxy instances and two api-server instances on one
+/// PostgreSQL: devices spread over both relays are reachable through either
+/// api-server, because each api-server looks up the relay that holds the
+/// device in the shared session registry.
+#[tokio::test]
+async fn devices_on_two_relays_are_reachable_through_either_api_server() {
+    let options = Options { db: Db::Postgres, dev_idp: true, ..Options::default() };
+    let Some(stack) = Stack::start_with(options).await else {
+        eprintln!("SKIPPED devices_on_two_relays_are_reachable_through_either_api_server: EDGELINK_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let relay2 = stack.extra_relay().await;
+    let api2 = stack.extra_api().await;
+    let alice = edgelink_e2e::signin::Browser::new(&stack.api_url);
+    alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
+    let me: serde_json::Value = alice.me().await.json().await.unwrap();
+    let owner = me["id"].as_str().unwrap();
+
+    // One device on each relay.
+    let on_first = stack.add_device("alice@example.com").await;
+    let on_second = stack.add_device("alice@example.com").await;
+    assert_eq!(on_first.owner_id, owner);
+    let mut a = stack.spawn_agent(&on_first);
+    let mut cfg = stack.agent_config(&on_second);
+    cfg.tunnel_url = format!("ws://{}/tunnel", relay2.tunnel_addr);
+    let mut b = stack.spawn_agent_with(cfg, &on_second);
+    a.connected().await;
+    b.connected().await;
+    let open = |id: String| {
+        let store = stack.store.clone();
+        let owner = owner.to_owned();
+        async move {
+            for _ in 0..100 {
+                if let Some(s) = store.open_session_for_device(&owner, &id).await.unwrap() {
+                    return s;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("no open session for {id}");
+        }
+    };
+    let s1 = open(on_first.id.clone()).await;
+    let s2 = open(on_second.id.clone()).await;
+    assert_ne!(s1.relay_id, s2.relay_id, "the devices are on different relays");
+
+    // The browser's cookie works at both api-servers (shared keys and store).
+    for api in [stack.api_url.as_str(), api2.url.as_str()] {
+        for device in [&on_first, &on_second] {
+            let resp = alice.client.get(format!("{api}/api/v1/devices/{}/http/hello", device.id)).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{api} → {}", device.id);
+            assert_eq!(resp.text().await.unwrap(), origin::HELLO);
+        }
+        let list: serde_json::Value =
+            alice.client.get(format!("{api}/api/v1/devices?status=online")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(list["total"], 2, "{api}");
+    }
+    a.stop().await;
+    b.stop().await;
+    relay2.stop().await;
+}
