@@ -2,14 +2,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint fmt bench clean-test-dbs dev-idp
+.PHONY: run test lint fmt bench clean-test-dbs dev-idp browser-deps
 
 ## run: build and start api-server, remote-proxy, a demo service and a demo agent
 run: dev-idp
 	@deploy/dev/run.sh
 
 ## test: every test (PostgreSQL ones when EDGELINK_TEST_POSTGRES_URL is set)
-test: clean-test-dbs dev-idp
+test: clean-test-dbs dev-idp browser-deps
 	@if [ -z "$$EDGELINK_TEST_POSTGRES_URL" ]; then \
 	  echo "!!! EDGELINK_TEST_POSTGRES_URL is not set: PostgreSQL tests are SKIPPED (SQLite only)." >&2; \
 	  echo "!!! Set it, e.g. EDGELINK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test make test" >&2; \
@@ -33,6 +33,13 @@ DEV_IDP_STAMP := deploy/dev-idp/node_modules/.package-lock.json
 dev-idp: $(DEV_IDP_STAMP)
 $(DEV_IDP_STAMP): deploy/dev-idp/package.json deploy/dev-idp/package-lock.json
 	cd deploy/dev-idp && npm ci --no-audit --no-fund
+
+## browser-deps: playwright-core for the real-browser UI test (the browser is Debian's chromium)
+BROWSER_STAMP := tests/browser/node_modules/.package-lock.json
+browser-deps: $(BROWSER_STAMP)
+	@[ -x /usr/bin/chromium ] || echo "!!! /usr/bin/chromium is missing: the real-browser UI test is SKIPPED (apt-get install chromium)" >&2
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
 
 # Drops per-test PostgreSQL databases left behind by earlier runs.
 clean-test-dbs:

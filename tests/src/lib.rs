@@ -300,11 +300,16 @@ impl Stack {
         let (key, _) = SigningKey::load_or_generate(&self.signing_key_file).expect("signing key");
         let db_url = self.database_url.clone();
         let tunnel_url = self.tunnel_url();
-        api::spawn(self.store.clone(), key, CookieKeys::new(vec![self.cookie_key.clone()]).expect("keys"), move |c, _| {
-            c.database_url = db_url;
-            c.agent_tunnel_url = tunnel_url;
-            c.relay_internal_secret = Some(SecretString::from(SECRET));
-        })
+        api::spawn(
+            self.store.clone(),
+            key,
+            CookieKeys::new(vec![self.cookie_key.clone()]).expect("keys"),
+            move |c, _| {
+                c.database_url = db_url;
+                c.agent_tunnel_url = tunnel_url;
+                c.relay_internal_secret = Some(SecretString::from(SECRET));
+            },
+        )
         .await
         .expect("api-server")
     }

@@ -25,6 +25,7 @@ pub mod principal;
 pub mod provision;
 pub mod ratelimit;
 pub mod routes;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -142,6 +142,25 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin")
 }
 
+/// A top-level browser navigation (GET asking for HTML).
+fn wants_page(req: &Request) -> bool {
+    req.method() == Method::GET
+        && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -180,6 +199,21 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         // and are never refused for a bad one.
         (Access::Public, Ok(p)) => Some(p),
         (Access::Public, Err(_)) => None,
+        // A browser navigating to a page while signed out is sent to sign
+        // in and brought back (API clients still get the 401 below).
+        (Access::User, Err(_)) if wants_page(&req) => {
+            let mut target = path.clone();
+            if let Some(q) = req.uri().query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            let login = format!("/api/auth/login?return_to={}", percent_encode(&target));
+            return (
+                axum::http::StatusCode::FOUND,
+                [(header::LOCATION, login), (header::CACHE_CONTROL, "no-store".to_owned())],
+            )
+                .into_response();
+        }
         (_, Err(Refusal::Missing)) => {
             let (code, msg) = match gate.access {
                 Access::Device => (ErrorCode::TokenMissing, "device bearer token required"),

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate};
 use crate::ratelimit::Limit;
-use crate::{AppState, browser, device_auth, devices, pairing};
+use crate::{AppState, browser, device_auth, devices, pairing, ui};
 
 /// One route.
 pub struct Route {
@@ -76,6 +76,10 @@ impl Route {
 pub fn routes() -> Vec<Route> {
     use Access::*;
     vec![
+        // The web UI (signed-in users; anonymous browsers are sent to sign in).
+        Route::new(Method::GET, "/", User, ui::index),
+        Route::new(Method::GET, "/ui/app.js", User, ui::app_js),
+        Route::new(Method::GET, "/ui/app.css", User, ui::app_css),
         Route::new(Method::GET, "/healthz", Public, crate::health),
         Route::new(Method::GET, "/readyz", Public, crate::ready),
         Route::new(Method::GET, "/.well-known/jwks.json", Public, crate::jwks),

@@ -432,3 +432,26 @@ async fn server_starts_with_the_provider_down_and_login_answers_503_until_it_is_
     let resp = browser.get(&browser.authorize_at_fake_idp().await).await;
     assert_eq!(resp.status(), 303);
 }
+
+#[tokio::test]
+async fn signed_out_browsers_are_sent_to_sign_in_and_brought_back() {
+    let (idp, api, _store) = with_dev_idp("edgelink-web", None).await;
+    let browser = Browser::new(&api.url);
+    let page = |path: &str| browser.client.get(format!("{}{path}", api.url)).header("accept", "text/html").send();
+    let resp = page("/api/v1/devices/abc/http/x?y=1").await.unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], "/api/auth/login?return_to=/api/v1/devices/abc/http/x%3Fy%3D1");
+    // API clients get the 401 body instead.
+    assert_eq!(browser.client.get(format!("{}/", api.url)).send().await.unwrap().status(), 401);
+
+    let resp = page("/").await.unwrap();
+    let login = edgelink_e2e::signin::location(&resp);
+    let to_idp = edgelink_e2e::signin::location(&browser.client.get(&login).send().await.unwrap());
+    let callback = dev_idp::sign_in(&browser.client, &idp.issuer, &to_idp, "alice").await;
+    let back = browser.get(&callback).await;
+    assert_eq!(edgelink_e2e::signin::location(&back), format!("{}/", api.url));
+    let ui = page("/").await.unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(ui.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(ui.text().await.unwrap().contains("<title>edgelink</title>"));
+}

@@ -26,7 +26,9 @@ async fn forwarding_and_registry_work_on_postgres() {
 async fn devices_on_two_relays_are_reachable_through_either_api_server() {
     let options = Options { db: Db::Postgres, dev_idp: true, ..Options::default() };
     let Some(stack) = Stack::start_with(options).await else {
-        eprintln!("SKIPPED devices_on_two_relays_are_reachable_through_either_api_server: EDGELINK_TEST_POSTGRES_URL is not set");
+        eprintln!(
+            "SKIPPED devices_on_two_relays_are_reachable_through_either_api_server: EDGELINK_TEST_POSTGRES_URL is not set"
+        );
         return;
     };
     let relay2 = stack.extra_relay().await;

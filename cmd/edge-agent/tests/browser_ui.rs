@@ -1,0 +1,71 @@
+//! The web UI in a real browser: Debian's chromium driven by playwright-core
+//! (`tests/browser/pair_and_open.mjs`) signs in as alice at the development
+//! provider, creates a pairing code, pairs and starts this crate's
+//! `edge-agent` with it, and opens the demo service from the device list.
+//! Screenshots are kept as test artifacts (path printed).
+//!
+//! Needs /usr/bin/chromium and `make browser-deps`; `.ci/run` installs
+//! both. Outside CI a missing browser skips the test with a loud message.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use edgelink_e2e::{Options, Stack, origin};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = [
+        (!std::path::Path::new(&chromium).exists()).then(|| format!("{chromium} (apt-get install chromium)")),
+        (!dir.join("node_modules/playwright-core").exists())
+            .then(|| "tests/browser/node_modules (make browser-deps)".into()),
+    ];
+    let missing: Vec<String> = missing.into_iter().flatten().collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "browser test prerequisites missing in CI: {missing:?}");
+        eprintln!("!!! SKIPPED the real-browser UI test: missing {missing:?}");
+        return;
+    }
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let work = std::env::temp_dir().join(format!("edgelink-browser-{}", uuid_like()));
+    std::fs::create_dir_all(&work).unwrap();
+    let shots = std::env::var("EDGELINK_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-ui"));
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let out = tokio::task::block_in_place(|| {
+        Command::new("node")
+            .arg("pair_and_open.mjs")
+            .current_dir(&dir)
+            .env("API_URL", &stack.api_url)
+            .env("AGENT_BIN", env!("CARGO_BIN_EXE_edge-agent"))
+            .env("WORK_DIR", &work)
+            .env("ORIGIN_URL", format!("http://{}", stack.origin))
+            .env("EXPECT", "Hello from the demo device")
+            .env("SCREENSHOT_DIR", &shots)
+            .env("CHROMIUM", &chromium)
+            .output()
+    })
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser script failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("device page: Hello from the demo device"), "{stdout}");
+    assert!(origin::INDEX_HTML.contains("Hello from the demo device"));
+    for shot in ["devices.png", "device.png"] {
+        let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {shot} missing or empty");
+    }
+    eprintln!("screenshots: {}", shots.display());
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
+}

@@ -1,0 +1,132 @@
+// edgelink web UI: plain DOM, no framework, no build step. Every call is a
+// same-origin fetch with the session cookie; unsafe methods carry Origin,
+// which api-server checks (CSRF).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["content-type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, opts);
+  if (resp.status === 401) {
+    location.href = "/api/auth/login?return_to=" + encodeURIComponent(location.pathname);
+    throw new Error("signed out");
+  }
+  if (!resp.ok) {
+    let msg = resp.status + " " + resp.statusText;
+    try { msg = (await resp.json()).message || msg; } catch (_) { /* not JSON */ }
+    throw new Error(msg);
+  }
+  return resp.status === 204 ? null : resp.json();
+}
+
+function say(text) { $("#status").textContent = text; }
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function when(iso) { return iso ? new Date(iso).toLocaleString() : "never"; }
+
+async function loadDevices() {
+  const list = await api("GET", "/api/v1/devices?limit=200");
+  const tbody = $("#devices tbody");
+  tbody.replaceChildren();
+  $("#empty").hidden = list.devices.length > 0;
+  for (const d of list.devices) {
+    const online = d.status === "online";
+    const actions = el("td", { class: "actions" });
+    const open = el("a", { class: "button", href: `/api/v1/devices/${d.id}/http/`, target: "_blank", rel: "noopener",
+                           "aria-label": `Open ${d.name}` }, "Open");
+    if (!online) open.setAttribute("aria-disabled", "true");
+    const session = el("button", { type: "button", onclick: () => showSession(d) }, "Session");
+    session.disabled = !online;
+    actions.append(open,
+      el("button", { type: "button", onclick: () => rename(d) }, "Rename"),
+      session,
+      el("button", { type: "button", class: "danger", onclick: () => remove(d) }, "Delete"));
+    tbody.append(el("tr", { "data-device": d.id },
+      el("td", {}, d.name),
+      el("td", {}, d.type),
+      el("td", {}, el("span", { class: `badge ${d.status}` }, d.status)),
+      el("td", {}, when(d.last_seen_at)),
+      actions));
+  }
+}
+
+async function rename(d) {
+  const name = prompt("New name", d.name);
+  if (!name || name === d.name) return;
+  try { await api("PATCH", `/api/v1/devices/${d.id}`, { name }); say(`Renamed to ${name}.`); await loadDevices(); }
+  catch (e) { say(`Rename failed: ${e.message}`); }
+}
+
+async function remove(d) {
+  if (!confirm(`Delete ${d.name}? Its tunnel closes and it can no longer connect.`)) return;
+  try { await api("DELETE", `/api/v1/devices/${d.id}`); say(`${d.name} deleted.`); await loadDevices(); }
+  catch (e) { say(`Delete failed: ${e.message}`); }
+}
+
+async function showSession(d) {
+  try {
+    const s = await api("GET", `/api/v1/devices/${d.id}/session`);
+    if (confirm(`${d.name}: connected since ${when(s.connected_at)} from ${s.remote_addr}, last heartbeat ${when(s.last_heartbeat)}.\n\nClose this session? (The device reconnects by itself.)`)) {
+      await api("POST", `/api/v1/devices/${d.id}/session/close`);
+      say(`Session of ${d.name} closed.`);
+      await loadDevices();
+    }
+  } catch (e) { say(`Session: ${e.message}`); }
+}
+
+async function pair() {
+  try {
+    const p = await api("POST", "/api/v1/pairings");
+    $("#pair-code").textContent = p.code;
+    $("#pair-cmd").textContent = p.command;
+    $("#pair-exp").textContent = when(p.expires_at);
+    $("#pair-exp").setAttribute("datetime", p.expires_at);
+    $("#pairing").hidden = false;
+  } catch (e) { say(`Pairing failed: ${e.message}`); }
+}
+
+async function loadSessions() {
+  const { sessions } = await api("GET", "/api/v1/sessions/browser");
+  const ul = $("#sessions");
+  ul.replaceChildren();
+  for (const s of sessions) {
+    const label = `${s.current ? "This browser" : s.user_agent || "unknown browser"} — signed in ${when(s.created_at)}${s.ip ? " from " + s.ip : ""}`;
+    const li = el("li", {}, label + " ");
+    if (!s.current) {
+      li.append(el("button", { type: "button", onclick: async () => {
+        await api("DELETE", `/api/v1/sessions/browser/${s.id}`); await loadSessions();
+      } }, "Sign out"));
+    }
+    ul.append(li);
+  }
+}
+
+async function logout() {
+  const out = await api("POST", "/api/auth/logout");
+  location.href = out.end_session_url || "/";
+}
+
+async function main() {
+  const me = await api("GET", "/api/auth/me");
+  $("#me").textContent = `${me.name} (${me.email})`;
+  $("#logout").addEventListener("click", logout);
+  $("#pair").addEventListener("click", pair);
+  await Promise.all([loadDevices(), loadSessions()]);
+  setInterval(() => loadDevices().catch((e) => say(e.message)), 3000);
+}
+
+main().catch((e) => say(e.message));

@@ -1,0 +1,74 @@
+// The web UI end to end in a real browser (Debian's chromium, driven by
+// playwright-core): sign in as alice at the development provider, create a
+// pairing code, pair and start the demo agent with it, open the device's
+// web service from the device list, and screenshot both pages.
+//
+// Env: API_URL, AGENT_BIN, WORK_DIR, ORIGIN_URL, EXPECT (text the device
+// page must show), SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium).
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (k, d) => {
+  const v = process.env[k] ?? d;
+  if (v === undefined) throw new Error(`${k} is required`);
+  return v;
+};
+const api = env('API_URL');
+const agentBin = env('AGENT_BIN');
+const work = env('WORK_DIR');
+const shots = env('SCREENSHOT_DIR');
+const agentEnv = {
+  ...process.env,
+  EDGELINK_AGENT__KEY_FILE: join(work, 'device.key'),
+  EDGELINK_AGENT__STATE_FILE: join(work, 'state.json'),
+};
+
+const browser = await chromium.launch({
+  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
+  headless: true,
+  args: ['--no-sandbox'],
+});
+let agent;
+try {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15000);
+  await page.goto(`${api}/`);
+  // Signed out: api-server sends us to the provider; sign in and consent.
+  for (let i = 0; i < 10 && !page.url().startsWith(api); i++) {
+    if (await page.locator('input[name="login"]').count()) {
+      await page.fill('input[name="login"]', 'alice');
+      await page.fill('input[name="password"]', 'any password');
+    }
+    await Promise.all([page.waitForNavigation(), page.locator('form [type="submit"]').first().click()]);
+  }
+  await page.waitForFunction(() => document.querySelector('#me')?.textContent.includes('alice@example.com'));
+  console.log('signed in:', await page.textContent('#me'));
+
+  await page.click('#pair');
+  await page.waitForFunction(() => /^[A-Z0-9]{4}-[A-Z0-9]{4}$/.test(document.querySelector('#pair-code')?.textContent ?? ''));
+  const code = (await page.textContent('#pair-code')).trim();
+  console.log('pairing code:', code);
+
+  const paired = spawnSync(agentBin, ['pair', '--server', api, '--code', code, '--name', 'demo device'], {
+    env: agentEnv, encoding: 'utf8',
+  });
+  if (paired.status !== 0) throw new Error(`edge-agent pair failed: ${paired.stdout} ${paired.stderr}`);
+  console.log(paired.stdout.trim());
+  agent = spawn(agentBin, ['run', '--local-service', env('ORIGIN_URL')], { env: agentEnv, stdio: 'ignore' });
+
+  // The list refreshes by itself; wait until the device shows online.
+  const row = page.locator('tr', { hasText: 'demo device' });
+  await row.locator('.badge.online').waitFor();
+  await page.screenshot({ path: join(shots, 'devices.png'), fullPage: true });
+
+  const [device] = await Promise.all([page.waitForEvent('popup'), row.locator('a', { hasText: 'Open' }).click()]);
+  await device.waitForLoadState();
+  const text = await device.textContent('body');
+  if (!text.includes(env('EXPECT'))) throw new Error(`device page does not show the demo service: ${text}`);
+  await device.screenshot({ path: join(shots, 'device.png'), fullPage: true });
+  console.log('device page:', text.trim().slice(0, 80));
+} finally {
+  if (agent) agent.kill();
+  await browser.close();
+}
