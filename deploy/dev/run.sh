@@ -32,16 +32,17 @@ export EDGELINK_API__SESSION__INSECURE_COOKIES=true
 export EDGELINK_API__SESSION__KEY_FILE=$RUN_DIR/session.key
 export EDGELINK_API__OIDC__ISSUER=http://127.0.0.1:$IDP_PORT
 export EDGELINK_API__OIDC__CLIENT_ID=edgelink-web
+export EDGELINK_API__AGENT_TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
 export EDGELINK_RELAY__TUNNEL_LISTEN=127.0.0.1:$TUNNEL_PORT
 export EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
 export EDGELINK_RELAY__DATABASE_URL=sqlite://$RUN_DIR/edgelink.db
 export EDGELINK_RELAY__JWKS_URL=http://127.0.0.1:$API_PORT/.well-known/jwks.json
 EDGELINK_RELAY__INTERNAL_SECRET=$(cat "$RUN_DIR/internal-secret")
 export EDGELINK_RELAY__INTERNAL_SECRET
-export EDGELINK_AGENT__API_URL=http://127.0.0.1:$API_PORT
-export EDGELINK_AGENT__TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
+export EDGELINK_API__RELAY_INTERNAL_SECRET=$EDGELINK_RELAY__INTERNAL_SECRET
 export EDGELINK_AGENT__LOCAL_SERVICE=http://127.0.0.1:$DEMO_PORT
 export EDGELINK_AGENT__KEY_FILE=$RUN_DIR/demo-device.key
+export EDGELINK_AGENT__STATE_FILE=$RUN_DIR/demo-device.state.json
 
 PIDS=()
 cleanup() {
@@ -65,14 +66,14 @@ wait_http "http://127.0.0.1:$API_PORT/healthz" 30
 "$TARGET/remote-proxy" serve >"$RUN_DIR/remote-proxy.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$TUNNEL_PORT/healthz" 30
 
-# The demo device: a key pair made on the "device", registered by the operator.
-[ -s "$EDGELINK_AGENT__KEY_FILE" ] || "$TARGET/edge-agent" keygen >&2
-if [ ! -s "$RUN_DIR/demo-device.id" ]; then
-  "$TARGET/api-server" device add --owner alice@example.com --name "demo device" \
-    --public-key "$EDGELINK_AGENT__KEY_FILE.pub" >"$RUN_DIR/demo-device.id"
+# The demo device, paired the way every device is: a one-time code for
+# alice (made here by the operator command; in the UI, "Pair a device"),
+# exchanged by `edge-agent pair`, which makes the key pair and state file.
+if [ ! -s "$EDGELINK_AGENT__STATE_FILE" ]; then
+  CODE=$("$TARGET/api-server" pairing create --owner alice@example.com)
+  "$TARGET/edge-agent" pair --server "http://127.0.0.1:$API_PORT" --code "$CODE" --name "demo device" >&2
 fi
-EDGELINK_AGENT__DEVICE_ID=$(cat "$RUN_DIR/demo-device.id")
-export EDGELINK_AGENT__DEVICE_ID
+EDGELINK_AGENT__DEVICE_ID=$(sed -n 's/.*"device_id": "\([^"]*\)".*/\1/p' "$EDGELINK_AGENT__STATE_FILE")
 "$TARGET/edge-agent" run >"$RUN_DIR/edge-agent.log" 2>&1 & PIDS+=($!)
 
 SESSION=""
@@ -90,14 +91,15 @@ edgelink is running (logs and state in $RUN_DIR):
   remote-proxy    tunnel ws://127.0.0.1:$TUNNEL_PORT/tunnel, internal http://127.0.0.1:$INTERNAL_PORT
   demo device     $EDGELINK_AGENT__DEVICE_ID (session $SESSION)
 
-Sign in (alice or bob, any password) by opening in a browser:
+Open the web UI and sign in as alice (any password):
 
-  http://127.0.0.1:$API_PORT/api/auth/login?return_to=/api/auth/me
+  http://127.0.0.1:$API_PORT/
 
-(the development provider runs at http://127.0.0.1:$IDP_PORT; the page you land
-on is your user as api-server sees it; the web UI arrives with issue 4).
+The demo device is alice's: press "Open" next to it to reach its web service
+through the tunnel. The development provider runs at http://127.0.0.1:$IDP_PORT
+(users alice and bob).
 
-Reach the demo device's web service through the tunnel:
+Or reach the demo device with the operator's internal API:
 
   curl -H "Authorization: Bearer \$(cat $RUN_DIR/internal-secret)" \\
        http://127.0.0.1:$INTERNAL_PORT/internal/forward/$SESSION/

@@ -44,6 +44,21 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Pairing codes.
+    Pairing {
+        #[command(subcommand)]
+        command: PairingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PairingCommand {
+    /// Create a pairing code for a user (by email); prints the code.
+    Create {
+        /// Owner's email (the user is created when missing).
+        #[arg(long)]
+        owner: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +118,17 @@ async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> 
                 edgelink_api::provision::DeviceSpec { owner_email: owner, name, device_type, public_key_pem: pem };
             let device = edgelink_api::provision::add_device(&store, &spec).await?;
             println!("{}", device.id);
+            Ok(())
+        }
+        Some(Command::Pairing { command: PairingCommand::Create { owner } }) => {
+            let code = edgelink_api::provision::create_pairing(
+                &store,
+                &owner,
+                config.pairing_ttl,
+                config.max_live_pairings,
+            )
+            .await?;
+            println!("{code}");
             Ok(())
         }
     }

@@ -60,3 +60,24 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
         .await?;
     Ok(device)
 }
+
+/// Creates a pairing code for the user with `owner_email` (created when
+/// missing, claimed at their first sign-in): the operator's way to
+/// bootstrap a device without a browser. Returns the code as shown to users.
+pub async fn create_pairing(store: &Store, owner_email: &str, ttl: std::time::Duration, max_live: u32) -> Result<String, Error> {
+    let email = owner_email.trim();
+    if email.is_empty() || email.len() > 254 || !email.contains('@') {
+        return Err(Error::Invalid("owner must be an email address".into()));
+    }
+    let owner = store.upsert_user_by_email(email, email.split('@').next().unwrap_or(email)).await?;
+    let code = crate::pairing::new_code();
+    let hash = edgelink_auth::secret::hash(&crate::pairing::normalise(&code).unwrap_or_default());
+    let now = edgelink_store::now_ms();
+    let created =
+        store.create_pairing(&owner.id, &hash, now, now + ttl.as_millis() as i64, i64::from(max_live)).await?;
+    if created.is_none() {
+        return Err(Error::Invalid(format!("{email} already has {max_live} unused pairing codes")));
+    }
+    Ok(code)
+}
+
