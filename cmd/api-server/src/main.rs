@@ -121,13 +121,9 @@ async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> 
             Ok(())
         }
         Some(Command::Pairing { command: PairingCommand::Create { owner } }) => {
-            let code = edgelink_api::provision::create_pairing(
-                &store,
-                &owner,
-                config.pairing_ttl,
-                config.max_live_pairings,
-            )
-            .await?;
+            let code =
+                edgelink_api::provision::create_pairing(&store, &owner, config.pairing_ttl, config.max_live_pairings)
+                    .await?;
             println!("{code}");
             Ok(())
         }

@@ -64,7 +64,12 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
 /// Creates a pairing code for the user with `owner_email` (created when
 /// missing, claimed at their first sign-in): the operator's way to
 /// bootstrap a device without a browser. Returns the code as shown to users.
-pub async fn create_pairing(store: &Store, owner_email: &str, ttl: std::time::Duration, max_live: u32) -> Result<String, Error> {
+pub async fn create_pairing(
+    store: &Store,
+    owner_email: &str,
+    ttl: std::time::Duration,
+    max_live: u32,
+) -> Result<String, Error> {
     let email = owner_email.trim();
     if email.is_empty() || email.len() > 254 || !email.contains('@') {
         return Err(Error::Invalid("owner must be an email address".into()));
@@ -80,4 +85,3 @@ pub async fn create_pairing(store: &Store, owner_email: &str, ttl: std::time::Du
     }
     Ok(code)
 }
-
