@@ -209,6 +209,7 @@ async fn finish(
     // gets a fresh id, so a planted cookie never becomes authenticated.
     if let Some(Principal::User(old)) = principal {
         state.store().delete_user_session(&old.user.id, &old.session_hash).await?;
+        state.forget_session(&old.session_hash);
     }
     let id = SessionId::generate();
     let now = now_ms();
@@ -326,9 +327,13 @@ pub async fn logout(State(state): State<AppState>, user: UserPrincipal, uri: Uri
         Query::try_from_uri(&uri).map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
     let ended = if all {
-        state.store().delete_all_user_sessions(&user.user.id).await?
+        let n = state.store().delete_all_user_sessions(&user.user.id).await?;
+        state.forget_sessions_of(&user.user.id);
+        n
     } else {
-        u64::from(state.store().delete_user_session(&user.user.id, &user.session_hash).await?)
+        let n = u64::from(state.store().delete_user_session(&user.user.id, &user.session_hash).await?);
+        state.forget_session(&user.session_hash);
+        n
     };
     let end_session_url = match state.oidc() {
         Some(p) => p.end_session_url(Some(&state.config().post_logout_redirect())).await,
@@ -399,6 +404,7 @@ pub async fn delete_session(
     if id.len() > 64 || !state.store().delete_user_session_by_public_id(&user.user.id, &id).await? {
         return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
     }
+    state.forget_session_public(&user.user.id, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -58,6 +58,11 @@ pub struct ApiConfig {
     /// How long a forwarded request waits for the device's response head.
     #[serde(with = "humantime_serde")]
     pub device_timeout: Duration,
+    /// How long a session lookup and a device's route are kept in memory
+    /// (0 = always read the database). Changes through another instance are
+    /// seen within this time; through this one, at once.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
     /// Browser session cookies.
     pub session: SessionSettings,
 }
@@ -174,6 +179,7 @@ impl Default for ApiConfig {
             device_auth_per_minute: 600,
             relay_internal_secret: None,
             device_timeout: Duration::from_secs(30),
+            cache_ttl: Duration::from_secs(5),
             session: SessionSettings::default(),
         }
     }
@@ -208,6 +214,9 @@ impl ApiConfig {
             return Err(
                 "max_live_pairings, pairing_exchange_per_minute and device_auth_per_minute must be at least 1".into()
             );
+        }
+        if self.cache_ttl > Duration::from_secs(60) {
+            return Err("cache_ttl must be at most 1m (it bounds how stale a revoked session may be)".into());
         }
         if self.device_timeout.is_zero() || self.device_timeout > Duration::from_secs(600) {
             return Err("device_timeout must be between 1s and 10m".into());

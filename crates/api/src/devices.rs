@@ -243,6 +243,7 @@ pub async fn delete(
     if !state.store().revoke_device(&user.user.id, &id).await? {
         return Err(not_found());
     }
+    state.forget_route(&user.user.id, &id);
     if let Some(session) = state.store().open_session_for_device(&user.user.id, &id).await? {
         match state.relay_client(&session.relay_url) {
             Ok(client) => {
@@ -286,6 +287,7 @@ pub async fn close_session(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "the device is offline"))?;
     let client = state.relay_client(&s.relay_url)?;
+    state.forget_route(&user.user.id, &id);
     match client.close_session(&s.id).await {
         Ok(_) | Err(edgelink_internal_api::Error::NotFound) => {}
         Err(e) => {
@@ -313,23 +315,51 @@ pub async fn http(
     }
 }
 
-async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: Request) -> Result<Response, ApiError> {
+/// Where a device's requests go: the device and its open session (from
+/// the route cache or the store).
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    device_id: String,
+    relay_url: String,
+}
+
+async fn route(state: &AppState, user: &UserPrincipal, id: &str, fresh: bool) -> Result<Route, ApiError> {
+    let key = (user.user.id.clone(), id.to_owned());
+    if !fresh && let Some(r) = state.route_cache().get(&key) {
+        return Ok(r);
+    }
     let device = device_of(state, user, id).await?;
-    let prefix = format!("/api/v1/devices/{}/http", device.id);
+    let session = state
+        .store()
+        .open_session_for_device(&user.user.id, &device.id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::DeviceUnavailable, "the device is offline"))?;
+    let r = Route { device_id: device.id, relay_url: session.relay_url };
+    state.route_cache().insert(key, r.clone());
+    Ok(r)
+}
+
+fn relay_error(resp: &axum::http::Response<hyper::body::Incoming>) -> Option<&str> {
+    resp.headers().get(paths::RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok())
+}
+
+async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: Request) -> Result<Response, ApiError> {
+    if id.len() > 64 {
+        return Err(not_found());
+    }
+    let prefix = format!("/api/v1/devices/{id}/http");
     let rest = req.uri().path().strip_prefix(&prefix).unwrap_or("");
     let mut target = if rest.is_empty() { "/".to_owned() } else { rest.to_owned() };
     if paths::is_control_path(&target) {
+        // Checked after ownership below would leak existence; the path
+        // alone decides, for everyone, before any lookup.
         return Err(ApiError::new(ErrorCode::Forbidden, "the agent's control paths are not reachable"));
     }
     if let Some(q) = req.uri().query() {
         target.push('?');
         target.push_str(q);
     }
-    let session = state
-        .store()
-        .open_session_for_device(&user.user.id, &device.id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::DeviceUnavailable, "the device is offline"))?;
+    let mut route = route(state, user, id, false).await?;
     let forwarder = state
         .forwarder()
         .ok_or_else(|| ApiError::unavailable("api-server is not configured to reach relays (relay_internal_secret)"))?;
@@ -358,35 +388,70 @@ async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: R
     set("x-forwarded-proto", proto);
     set("x-forwarded-host", host);
     set("x-forwarded-prefix", &prefix);
+    // A request without a body can be sent again if the cached route turns
+    // out stale (the tunnel moved to another relay).
+    let bodiless = !upgrade
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0");
+    let retry_parts = bodiless.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let body: BoxBody = body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
-    let out = axum::http::Request::from_parts(parts, body);
+    let mut out = Some(axum::http::Request::from_parts(parts, body));
+    let mut client_upgrade = client_upgrade;
 
-    let resp =
-        forwarder.forward(&session.relay_url, &device.id, &target, out, client_upgrade).await.map_err(|e| match e {
-            ForwardError::Timeout(_) => ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"),
-            ForwardError::Relay(reason) => {
-                tracing::warn!(relay = %session.relay_url, error = %reason, "relay unreachable");
-                ApiError::new(ErrorCode::DeviceUnavailable, "the relay holding this device is unreachable")
+    let resp = loop {
+        let req = match out.take() {
+            Some(r) => r,
+            None => break None,
+        };
+        let resp = forwarder
+            .forward(&route.relay_url, &route.device_id, &target, req, client_upgrade.take())
+            .await
+            .map_err(|e| match e {
+                ForwardError::Timeout(_) => {
+                    ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time")
+                }
+                ForwardError::Relay(reason) => {
+                    state.forget_route(&user.user.id, id);
+                    tracing::warn!(relay = %route.relay_url, error = %reason, "relay unreachable");
+                    ApiError::new(ErrorCode::DeviceUnavailable, "the relay holding this device is unreachable")
+                }
+                ForwardError::Target(reason) => ApiError::internal(reason),
+            })?;
+        match relay_error(&resp) {
+            Some("token_missing" | "token_invalid") => {
+                tracing::error!(relay = %route.relay_url, "the relay refused api-server's internal secret");
+                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "api-server cannot reach this device's relay"));
             }
-            ForwardError::Target(reason) => ApiError::internal(reason),
-        })?;
-    if resp.status() == StatusCode::UNAUTHORIZED && is_relay_refusal(&resp) {
-        tracing::error!(relay = %session.relay_url, "the relay refused api-server's internal secret");
-        return Err(ApiError::new(ErrorCode::DeviceUnavailable, "api-server cannot reach this device's relay"));
-    }
+            Some("session_not_found") => {
+                // The relay no longer holds the device: look again, and
+                // resend once if the request can be resent.
+                state.forget_route(&user.user.id, id);
+                if let Some((method, uri, headers)) = &retry_parts
+                    && let Ok(fresh) = self::route(state, user, id, true).await
+                    && fresh.relay_url != route.relay_url
+                {
+                    route = fresh;
+                    let mut again = axum::http::Request::new(BoxBody::default());
+                    *again.method_mut() = method.clone();
+                    *again.uri_mut() = uri.clone();
+                    *again.headers_mut() = headers.clone();
+                    out = Some(again);
+                    continue;
+                }
+                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "the device is offline"));
+            }
+            _ => break Some(resp),
+        }
+    };
+    let resp = resp.ok_or_else(|| ApiError::internal("forward loop ended without an answer"))?;
     let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         hop::strip(&mut parts.headers, false);
     }
+    parts.headers.remove(paths::RELAY_ERROR_HEADER);
     // Cookies from a device would land on api-server's origin: dropped.
     parts.headers.remove(header::SET_COOKIE);
     parts.headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DEVICE_CSP));
     parts.headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-/// A 401 the relay itself produced (it marks those), as opposed to one
-/// from the device's own service.
-fn is_relay_refusal(resp: &axum::http::Response<hyper::body::Incoming>) -> bool {
-    resp.headers().get(paths::RELAY_REFUSED_HEADER).is_some()
 }

@@ -15,6 +15,7 @@
 //! * [`provision::add_device`]: the operator's `device add` command.
 
 pub mod browser;
+pub mod cache;
 pub mod config;
 pub mod cookies;
 pub mod device_auth;
@@ -71,6 +72,10 @@ struct Inner {
     device_auth_limiter: ratelimit::RateLimiter,
     /// Streams requests to relays (None without `relay_internal_secret`).
     forwarder: Option<edgelink_internal_api::forward::Forwarder>,
+    /// Session cookie hash → the signed-in user (hot path).
+    session_cache: cache::TtlCache<String, principal::CachedSession>,
+    /// (owner, device) → the relay holding its tunnel (hot path).
+    route_cache: cache::TtlCache<(String, String), devices::Route>,
     /// Internal-API clients by relay URL.
     relay_clients: std::sync::Mutex<std::collections::HashMap<String, edgelink_internal_api::Client>>,
     /// Validated configuration.
@@ -99,6 +104,8 @@ impl AppState {
             .clone()
             .map(|secret| edgelink_internal_api::forward::Forwarder::new(secret, config.device_timeout));
         let relay_clients = std::sync::Mutex::new(std::collections::HashMap::new());
+        let session_cache = cache::TtlCache::new(config.cache_ttl, 100_000);
+        let route_cache = cache::TtlCache::new(config.cache_ttl, 100_000);
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
@@ -111,6 +118,8 @@ impl AppState {
                 exchange_limiter,
                 device_auth_limiter,
                 forwarder,
+                session_cache,
+                route_cache,
                 relay_clients,
                 config,
             }),
@@ -144,6 +153,31 @@ impl AppState {
 
     fn public_origin(&self) -> &str {
         &self.inner.public_origin
+    }
+
+    fn session_cache(&self) -> &cache::TtlCache<String, principal::CachedSession> {
+        &self.inner.session_cache
+    }
+
+    fn route_cache(&self) -> &cache::TtlCache<(String, String), devices::Route> {
+        &self.inner.route_cache
+    }
+
+    fn forget_session(&self, id_hash: &str) {
+        self.inner.session_cache.remove(&id_hash.to_owned());
+    }
+
+    fn forget_sessions_of(&self, user_id: &str) {
+        self.inner.session_cache.remove_where(|_, c| c.user_id() == user_id);
+    }
+
+    fn forget_session_public(&self, user_id: &str, public_id: &str) {
+        self.inner.session_cache.remove_where(|_, c| c.user_id() == user_id && c.public_id() == public_id);
+    }
+
+    /// Drops the cached route of a device (deleted, closed, moved).
+    fn forget_route(&self, owner_id: &str, device_id: &str) {
+        self.inner.route_cache.remove(&(owner_id.to_owned(), device_id.to_owned()));
     }
 
     fn forwarder(&self) -> Option<&edgelink_internal_api::forward::Forwarder> {

@@ -50,6 +50,24 @@ pub struct UserPrincipal {
     pub session_public_id: String,
 }
 
+/// A session lookup kept in memory for a few seconds.
+#[derive(Debug, Clone)]
+pub struct CachedSession {
+    principal: UserPrincipal,
+    /// The session ends at this time (ms) at the latest.
+    expires_at: i64,
+}
+
+impl CachedSession {
+    pub(crate) fn user_id(&self) -> &str {
+        &self.principal.user.id
+    }
+
+    pub(crate) fn public_id(&self) -> &str {
+        &self.principal.session_public_id
+    }
+}
+
 /// A device authenticated by its access token.
 #[derive(Debug, Clone)]
 pub struct DevicePrincipal {
@@ -110,6 +128,11 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Ref
     let id: SessionId = state.cookie_keys().verify(policy.session_name(), value).ok_or_else(session_expired)?;
     let hash = id.storage_hash();
     let now = now_ms();
+    if let Some(c) = state.session_cache().get(&hash)
+        && c.expires_at > now
+    {
+        return Ok(Principal::User(c.principal));
+    }
     let session = state
         .store()
         .get_user_session(&hash, now)
@@ -128,7 +151,10 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Ref
             tracing::warn!(error = %e, "recording session activity failed");
         }
     }
-    Ok(Principal::User(UserPrincipal { user, session_hash: hash, session_public_id: session.public_id }))
+    let principal = UserPrincipal { user, session_hash: hash.clone(), session_public_id: session.public_id };
+    let expires_at = session.idle_expires_at.min(session.absolute_expires_at);
+    state.session_cache().insert(hash, CachedSession { principal: principal.clone(), expires_at });
+    Ok(Principal::User(principal))
 }
 
 /// Cross-site request check for cookie-authenticated unsafe methods: the

@@ -21,9 +21,10 @@ pub const SESSION_HEADER: &str = "x-edgelink-session";
 /// can be negotiated without guessing.
 pub const SUBPROTOCOL: &str = "edgelink.yamux.v1";
 
-/// Set by remote-proxy on its own refusals of the internal secret, so an
-/// api-server forwarding a user's request can tell them from a device's 401.
-pub const RELAY_REFUSED_HEADER: &str = "x-edgelink-relay-refused";
+/// Set by remote-proxy on the error answers it makes itself (value: the
+/// error name), so an api-server forwarding a user's request can tell them
+/// from the device's own answers (a moved tunnel, a wrong internal secret).
+pub const RELAY_ERROR_HEADER: &str = "x-edgelink-relay-error";
 
 /// True when `path` addresses the control API (and so must never carry user
 /// traffic). Percent-encoded and dot-segment variants are caught as well,

@@ -59,7 +59,12 @@ impl RelayError {
         };
         let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody::new(code, message, path, timestamp());
-        (status, axum::Json(body)).into_response()
+        // Marks the answer as the relay's own (not the device's), so a
+        // forwarding api-server can act on it.
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut()
+            .insert(edgelink_protocol::paths::RELAY_ERROR_HEADER, axum::http::HeaderValue::from_static(code.name()));
+        resp
     }
 }
 

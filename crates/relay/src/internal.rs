@@ -31,19 +31,13 @@ pub fn router(relay: Relay) -> Router {
 /// time). Runs before routing, so unknown paths are 401 too.
 async fn require_secret(State(relay): State<Relay>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let mut refused = match crate::tunnel::bearer(req.headers()) {
+    match crate::tunnel::bearer(req.headers()) {
         None => RelayError::client(ErrorCode::TokenMissing, "internal secret required").into_response_at(&path),
         Some(given) if !relay.secret_matches(given) => {
             RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match").into_response_at(&path)
         }
-        Some(_) => return next.run(req).await,
-    };
-    // Tells a forwarding api-server that the relay, not the device, said 401.
-    refused.headers_mut().insert(
-        edgelink_protocol::paths::RELAY_REFUSED_HEADER,
-        axum::http::HeaderValue::from_static("internal-secret"),
-    );
-    refused
+        Some(_) => next.run(req).await,
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

@@ -263,3 +263,35 @@ async fn device_listing_filters_and_pages() {
     assert_eq!(status, 400);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_moves_to_another_relay_is_found_again_at_once() {
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let relay2 = stack.extra_relay().await;
+    let alice = signed_in(&stack, "alice").await;
+    let device = pair(&stack, &alice, "mover").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    let first = stack.wait_session(&device.id, None).await;
+    // This request puts the device's route (relay 1) in api-server's cache.
+    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // The device reconnects to relay 2 well within the cache's lifetime.
+    agent.stop().await;
+    let mut cfg = stack.agent_config(&device);
+    cfg.tunnel_url = format!("ws://{}/tunnel", relay2.tunnel_addr);
+    let mut moved = stack.spawn_agent_with(cfg, &device);
+    moved.connected().await;
+    for _ in 0..100 {
+        match stack.store.open_session_for_device(&device.owner_id, &device.id).await.unwrap() {
+            Some(s) if s.id != first.token => break,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the stale route is noticed and the request resent");
+    assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);
+    moved.stop().await;
+    relay2.stop().await;
+}
