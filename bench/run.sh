@@ -1,49 +1,101 @@
 #!/usr/bin/env bash
-# `make bench`: edgelink's relay path (internal forward → tunnel → agent →
-# origin) measured in the same run as a direct connection, rathole and
-# bore, by the shared peers benchmark. Then the idle-memory and
-# reconnect-storm measurements (bench/swarm.sh). Results: stdout tables;
-# record them in docs/benchmarks.md.
+# `make bench`: edgelink measured by the shared peers benchmark
+# (../shared/bench/peers/run.sh) next to a direct connection and rathole /
+# bore, once per edgelink path (that script takes one extra contender per
+# run; both runs have the direct connection and the peers, so every figure
+# has an anchor from its own run):
+#   relay: remote-proxy's internal forward → tunnel → agent → origin
+#   user:  api-server /api/v1/devices/{id}/http/… with a session cookie
+#          → remote-proxy → tunnel → agent → origin
+# Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
+# PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PEERS_BENCH=${PEERS_BENCH:-$ROOT/../shared/bench/peers/run.sh}
-[ -x "$PEERS_BENCH" ] || [ -f "$PEERS_BENCH" ] || { echo "peers benchmark not found at $PEERS_BENCH" >&2; exit 1; }
-for tool in wrk nginx curl; do
-  command -v $tool >/dev/null || { echo "$tool missing: apt-get install -y wrk nginx-light iperf3 curl" >&2; exit 1; }
+CONTENDERS=${CONTENDERS:-"relay user"}
+[ -f "$PEERS_BENCH" ] || { echo "peers benchmark not found at $PEERS_BENCH" >&2; exit 1; }
+for tool in wrk nginx curl node python3; do
+  command -v $tool >/dev/null || { echo "$tool missing: apt-get install -y wrk nginx-light iperf3 curl (node for the dev provider)" >&2; exit 1; }
 done
+make -s dev-idp >&2
 
 cargo build --release -p api-server -p remote-proxy -p edge-agent >&2
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/edgelink-bench.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
 API_PORT=${API_PORT:-18721}; TUNNEL_PORT=${TUNNEL_PORT:-18800}; INTERNAL_PORT=${INTERNAL_PORT:-18801}
+IDP_PORT=${IDP_PORT:-18790}
+PORT_BASE=${PORT_BASE:-18080}   # the peers benchmark's origin (nginx) port
+export PORT_BASE
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+API=http://127.0.0.1:$API_PORT
 
+export RUST_LOG=warn
 export EDGELINK_API__LISTEN=127.0.0.1:$API_PORT
 export EDGELINK_API__DATABASE_URL=sqlite://$W/edgelink.db
 export EDGELINK_API__SIGNING_KEY_FILE=$W/signing.pem
+export EDGELINK_API__PUBLIC_URL=$API
+export EDGELINK_API__SESSION__INSECURE_COOKIES=true
+export EDGELINK_API__SESSION__KEY_FILE=$W/session.key
+export EDGELINK_API__OIDC__ISSUER=http://127.0.0.1:$IDP_PORT
+export EDGELINK_API__OIDC__CLIENT_ID=edgelink-web
+export EDGELINK_API__AGENT_TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
+export EDGELINK_API__RELAY_INTERNAL_SECRET=$SECRET
 export EDGELINK_RELAY__TUNNEL_LISTEN=127.0.0.1:$TUNNEL_PORT
 export EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
 export EDGELINK_RELAY__DATABASE_URL=sqlite://$W/edgelink.db
-export EDGELINK_RELAY__JWKS_URL=http://127.0.0.1:$API_PORT/.well-known/jwks.json
+export EDGELINK_RELAY__JWKS_URL=$API/.well-known/jwks.json
 export EDGELINK_RELAY__INTERNAL_SECRET=$SECRET
-export EDGELINK_AGENT__API_URL=http://127.0.0.1:$API_PORT
-export EDGELINK_AGENT__TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
 export EDGELINK_AGENT__KEY_FILE=$W/device.key
-export RUST_LOG=warn
+export EDGELINK_AGENT__STATE_FILE=$W/device.state.json
+export EDGELINK_AGENT__LOCAL_SERVICE=http://127.0.0.1:$PORT_BASE
 
-"$BIN/edge-agent" keygen >/dev/null
-DEVICE=$("$BIN/api-server" device add --owner bench@example.com --name bench --public-key "$W/device.key.pub")
-export EDGELINK_AGENT__DEVICE_ID=$DEVICE
+wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; exit 1; }
 
-# The contender: run.sh starts it after its origin is up (ORIGIN_URL set).
-EXTRA_NAME=edgelink \
-EXTRA_START="\"$BIN/api-server\" serve & \
-  sleep 0.5; \"$BIN/remote-proxy\" serve & \
-  sleep 0.5; EDGELINK_AGENT__LOCAL_SERVICE=\$ORIGIN_URL \"$BIN/edge-agent\" run & wait" \
-EXTRA_URL_SMALL=http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/small \
-EXTRA_URL_BIG=http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/big \
-EXTRA_HEADER="Authorization: Bearer $SECRET" \
-  bash "$PEERS_BENCH"
+# The whole stack, started before the peers benchmark: the agent forwards
+# to the benchmark's origin port, which answers once the benchmark is up.
+(cd deploy/dev-idp && PORT=$IDP_PORT REDIRECT_URIS=$API/api/auth/callback exec node server.mjs) >"$W/idp.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration"
+"$BIN/api-server" serve >"$W/api.log" 2>&1 & API_PID=$!; PIDS+=($API_PID)
+wait_http "$API/healthz"
+"$BIN/remote-proxy" serve >"$W/relay.log" 2>&1 & RELAY_PID=$!; PIDS+=($RELAY_PID)
+wait_http "http://127.0.0.1:$TUNNEL_PORT/healthz"
+CODE=$("$BIN/api-server" pairing create --owner alice@example.com)
+"$BIN/edge-agent" pair --server "$API" --code "$CODE" --name bench >&2
+DEVICE=$(sed -n 's/.*"device_id": "\([^"]*\)".*/\1/p' "$EDGELINK_AGENT__STATE_FILE")
+"$BIN/edge-agent" run >"$W/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
+COOKIE=$(python3 bench/signin.py "$API" alice)
+for _ in $(seq 100); do
+  curl -fs -o /dev/null -H "Cookie: edgelink_session=$COOKIE" "$API/api/v1/devices/$DEVICE/session" && break; sleep 0.1
+done
+
+for contender in $CONTENDERS; do
+  case $contender in
+    relay)
+      NAME=edgelink-relay
+      SMALL=http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/small
+      BIG=http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/big
+      HEADER="Authorization: Bearer $SECRET"
+      SAMPLED="$RELAY_PID $AGENT_PID" ;;
+    user)
+      NAME=edgelink-user
+      SMALL=$API/api/v1/devices/$DEVICE/http/small
+      BIG=$API/api/v1/devices/$DEVICE/http/big
+      HEADER="Cookie: edgelink_session=$COOKIE"
+      SAMPLED="$API_PID $RELAY_PID $AGENT_PID" ;;
+    *) echo "unknown contender $contender (relay, user)" >&2; exit 1 ;;
+  esac
+  echo "## $NAME" 
+  EXTRA_NAME=$NAME EXTRA_URL_SMALL=$SMALL EXTRA_URL_BIG=$BIG EXTRA_HEADER=$HEADER EXTRA_PIDS=$SAMPLED \
+    bash "$PEERS_BENCH"
+  echo
+done

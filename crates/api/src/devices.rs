@@ -258,18 +258,22 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn open_session_of(state: &AppState, user: &UserPrincipal, id: &str) -> Result<TunnelSession, ApiError> {
+    device_of(state, user, id).await?;
+    state
+        .store()
+        .open_session_for_device(&user.user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "the device is offline"))
+}
+
 /// `GET /api/v1/devices/{id}/session`.
 pub async fn session(
     State(state): State<AppState>,
     user: UserPrincipal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<SessionView>, ApiError> {
-    device_of(&state, &user, &id).await?;
-    let s = state
-        .store()
-        .open_session_for_device(&user.user.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "the device is offline"))?;
+    let s = open_session_of(&state, &user, &id).await?;
     Ok(axum::Json(SessionView::from(&s)))
 }
 
@@ -280,12 +284,7 @@ pub async fn close_session(
     user: UserPrincipal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    device_of(&state, &user, &id).await?;
-    let s = state
-        .store()
-        .open_session_for_device(&user.user.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "the device is offline"))?;
+    let s = open_session_of(&state, &user, &id).await?;
     let client = state.relay_client(&s.relay_url)?;
     state.forget_route(&user.user.id, &id);
     match client.close_session(&s.id).await {

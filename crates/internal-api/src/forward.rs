@@ -90,23 +90,30 @@ impl Forwarder {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
-            let relay_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::join!(client_upgrade, relay_upgrade) {
-                    (Ok(c), Ok(r)) => {
-                        let mut c = TokioIo::new(c);
-                        let mut r = TokioIo::new(r);
-                        let _ = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut r, SPLICE_BUF, SPLICE_BUF).await;
-                    }
-                    (c, r) => tracing::debug!(client_ok = c.is_ok(), relay_ok = r.is_ok(), "upgrade did not complete"),
-                }
-            });
+            splice(client_upgrade, hyper::upgrade::on(&mut resp));
         }
         Ok(resp)
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// Once both sides of an HTTP upgrade complete, copies bytes between them
+/// until either closes (in a task of its own).
+pub fn splice(a: hyper::upgrade::OnUpgrade, b: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::join!(a, b) {
+            (Ok(a), Ok(b)) => {
+                let mut a = TokioIo::new(a);
+                let mut b = TokioIo::new(b);
+                let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUF, SPLICE_BUF).await;
+            }
+            (a, b) => tracing::debug!(caller_ok = a.is_ok(), device_side_ok = b.is_ok(), "upgrade did not complete"),
+        }
+    });
+}
+
+/// An error and its causes on one line (hyper-util's top-level message
+/// alone says little).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -5,15 +5,13 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Version, header};
 use axum::response::Response;
+use edgelink_internal_api::forward::{error_chain, splice};
 use edgelink_protocol::error::ErrorCode;
 use edgelink_protocol::{hop, paths};
-use hyper_util::rt::TokioIo;
 
 use crate::Relay;
 use crate::error::RelayError;
 
-/// Bytes copied per direction per read on spliced upgrades.
-const SPLICE_BUF: usize = 64 * 1024;
 const PREFIX: &str = "/internal/forward/";
 
 /// Handler for `/internal/forward/{id}[/{*path}]`.
@@ -80,36 +78,13 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
         let Some(client_upgrade) = client_upgrade else {
             return Err(RelayError::Device("device switched protocols without being asked".into()));
         };
-        let device_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            match tokio::join!(client_upgrade, device_upgrade) {
-                (Ok(c), Ok(d)) => {
-                    let mut c = TokioIo::new(c);
-                    let mut d = TokioIo::new(d);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut d, SPLICE_BUF, SPLICE_BUF).await;
-                }
-                (c, d) => tracing::debug!(client_ok = c.is_ok(), device_ok = d.is_ok(), "upgrade did not complete"),
-            }
-        });
+        splice(client_upgrade, hyper::upgrade::on(&mut resp));
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, Body::empty()));
     }
     let (mut parts, body) = resp.into_parts();
     hop::strip(&mut parts.headers, false);
     Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-/// An error and its causes on one line (hyper-util's top-level message
-/// alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

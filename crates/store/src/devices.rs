@@ -10,6 +10,30 @@ macro_rules! device_columns {
     };
 }
 
+/// Inserts a device row (`new.owner_id` is not used: the owner is given);
+/// one statement for operator-added and paired devices. Evaluates to the
+/// `execute` future.
+macro_rules! insert_device {
+    ($exec:expr, $id:expr, $owner:expr, $new:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO devices (id, owner_id, name, device_type, capabilities, region, metadata, \
+             public_key, key_algorithm, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind($id)
+        .bind($owner)
+        .bind(&$new.name)
+        .bind(&$new.device_type)
+        .bind(&$new.capabilities)
+        .bind(&$new.region)
+        .bind(&$new.metadata)
+        .bind(&$new.public_key)
+        .bind(&$new.key_algorithm)
+        .bind($now)
+        .execute($exec)
+    };
+}
+pub(crate) use insert_device;
+
 /// Filters and page of a device listing.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceQuery {
@@ -96,33 +120,24 @@ impl Store {
     /// Changes `owner_id`'s device; the device after, or None when there is
     /// no such (active) device.
     pub async fn update_device(&self, owner_id: &str, device_id: &str, p: &DevicePatch) -> Result<Option<Device>> {
+        let (set_region, region) = match &p.region {
+            Some(r) => (true, r.clone()),
+            None => (false, None),
+        };
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            if let Some(name) = &p.name {
-                sqlx::query("UPDATE devices SET name = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL")
-                    .bind(name)
-                    .bind(owner_id)
-                    .bind(device_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(m) = &p.metadata {
-                sqlx::query("UPDATE devices SET metadata = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL")
-                    .bind(m)
-                    .bind(owner_id)
-                    .bind(device_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(r) = &p.region {
-                sqlx::query("UPDATE devices SET region = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL")
-                    .bind(r)
-                    .bind(owner_id)
-                    .bind(device_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+            sqlx::query(
+                "UPDATE devices SET name = COALESCE($1, name), metadata = COALESCE($2, metadata), \
+                 region = CASE WHEN $3 THEN $4 ELSE region END \
+                 WHERE owner_id = $5 AND id = $6 AND revoked_at IS NULL",
+            )
+            .bind(&p.name)
+            .bind(&p.metadata)
+            .bind(set_region)
+            .bind(region)
+            .bind(owner_id)
+            .bind(device_id)
+            .execute(pool)
+            .await?;
         });
         self.active_device(owner_id, device_id).await
     }
@@ -132,22 +147,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO devices (id, owner_id, name, device_type, capabilities, region, metadata, \
-                 public_key, key_algorithm, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&id)
-            .bind(&new.owner_id)
-            .bind(&new.name)
-            .bind(&new.device_type)
-            .bind(&new.capabilities)
-            .bind(&new.region)
-            .bind(&new.metadata)
-            .bind(&new.public_key)
-            .bind(&new.key_algorithm)
-            .bind(now)
-            .execute(pool)
-            .await?;
+            insert_device!(pool, &id, &new.owner_id, new, now).await?;
         });
         self.get_device(&new.owner_id, &id).await?.ok_or(crate::Error::NotFound)
     }

@@ -105,22 +105,7 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(Err(self.why_refused(code_hash, now).await?));
             };
-            sqlx::query(
-                "INSERT INTO devices (id, owner_id, name, device_type, capabilities, region, metadata, \
-                 public_key, key_algorithm, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&id)
-            .bind(&owner)
-            .bind(&new.name)
-            .bind(&new.device_type)
-            .bind(&new.capabilities)
-            .bind(&new.region)
-            .bind(&new.metadata)
-            .bind(&new.public_key)
-            .bind(&new.key_algorithm)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            crate::devices::insert_device!(&mut *tx, &id, &owner, new, now).await?;
             sqlx::query("UPDATE pairing_codes SET device_id = $1 WHERE code_hash = $2")
                 .bind(&id)
                 .bind(code_hash)
