@@ -9,6 +9,7 @@
 #          → remote-proxy → tunnel → agent → origin
 # Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
 # PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
+# CONTENDERS=hold starts the stack and waits (for profiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -77,6 +78,15 @@ COOKIE=$(python3 bench/signin.py "$API" alice)
 for _ in $(seq 100); do
   curl -fs -o /dev/null -H "Cookie: edgelink_session=$COOKIE" "$API/api/v1/devices/$DEVICE/session" && break; sleep 0.1
 done
+
+if [ "$CONTENDERS" = hold ]; then
+  # For profiling: the stack stays up (with an origin on PORT_BASE if
+  # none is there) until interrupted.
+  echo "user path:  curl -H 'Cookie: edgelink_session=$COOKIE' $API/api/v1/devices/$DEVICE/http/hello" >&2
+  echo "relay path: curl -H 'Authorization: Bearer $SECRET' http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/hello" >&2
+  echo "pids: api-server $API_PID, remote-proxy $RELAY_PID, edge-agent $AGENT_PID" >&2
+  wait
+fi
 
 for contender in $CONTENDERS; do
   case $contender in

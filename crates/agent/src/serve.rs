@@ -163,5 +163,8 @@ async fn forward(ctx: &StreamContext, mut req: Request<Incoming>) -> Result<Resp
     }
     let (mut rparts, rbody) = resp.into_parts();
     hop::strip(&mut rparts.headers, false);
+    // The tunnel stream is its own keep-alive connection, whatever HTTP
+    // version the local service answered with.
+    rparts.version = http::Version::HTTP_11;
     Ok(Response::from_parts(rparts, rbody.map_err(Into::into).boxed()))
 }

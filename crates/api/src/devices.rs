@@ -447,6 +447,7 @@ async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: R
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         hop::strip(&mut parts.headers, false);
     }
+    parts.version = axum::http::Version::HTTP_11;
     parts.headers.remove(paths::RELAY_ERROR_HEADER);
     // Cookies from a device would land on api-server's origin: dropped.
     parts.headers.remove(header::SET_COOKIE);

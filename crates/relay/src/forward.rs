@@ -84,6 +84,9 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     }
     let (mut parts, body) = resp.into_parts();
     hop::strip(&mut parts.headers, false);
+    // Each hop is its own connection: an HTTP/1.0 device answer must not
+    // make this hop's keep-alive connection close.
+    parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
