@@ -1,6 +1,8 @@
 //! The device side of pairing with the real binary: alice makes a code at
 //! api-server (signed in at the real dev provider), `edge-agent pair` uses
-//! it, `edge-agent run` starts from the state file and dials the relay.
+//! it, `edge-agent run` starts from the state file and dials the relay, and
+//! alice reaches the device's web service (HTTP and WebSocket) through
+//! api-server.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -55,17 +57,28 @@ async fn edge_agent_pairs_with_a_code_and_runs_from_its_state_file() {
     let session = stack.wait_session(&device_id, None).await;
     let me: serde_json::Value = browser.me().await.json().await.unwrap();
     assert_eq!(session.user_id, me["id"].as_str().unwrap(), "the device belongs to alice");
-    let body = reqwest::Client::new()
-        .get(stack.forward_url(&device_id, "/hello"))
-        .bearer_auth(edgelink_e2e::SECRET)
+    // alice reaches the device's web service through api-server.
+    let resp = browser
+        .client
+        .get(format!("{}/api/v1/devices/{device_id}/http/hello", stack.api_url))
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    assert!(body.contains("hello"), "{body}");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);
+
+    // A WebSocket through the same route echoes.
+    let ws_url = format!("{}/api/v1/devices/{device_id}/http/ws", stack.api_url).replace("http://", "ws://");
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url).unwrap();
+    let cookie = format!("edgelink_session={}", browser.session_cookie().unwrap());
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text("ping through the tunnel")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "ping through the tunnel");
     let _ = run.kill();
     let _ = run.wait();
     let _ = std::fs::remove_dir_all(&dir);
