@@ -35,6 +35,18 @@ pub async fn serve(listener: tokio::net::TcpListener) {
     let app = Router::new()
         .route("/", get(|| async { axum::response::Html(INDEX_HTML) }))
         .route("/hello", get(|| async { HELLO }))
+        // A device answer that imitates a relay error marker (it must not
+        // be taken for one).
+        .route(
+            "/spoof-relay-error",
+            get(|| async {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    [("x-edgelink-relay-error", "session_not_found")],
+                    "device says 404",
+                )
+            }),
+        )
         .route("/echo", post(|req: Request| async move { Body::from_stream(req.into_body().into_data_stream()) }))
         .route("/count", post(count))
         .route("/big", get(big))

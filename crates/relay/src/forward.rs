@@ -84,6 +84,8 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
     }
     let (mut parts, body) = resp.into_parts();
     hop::strip(&mut parts.headers, false);
+    // Only the relay's own errors carry this marker; a device cannot forge it.
+    parts.headers.remove(paths::RELAY_ERROR_HEADER);
     // Each hop is its own connection: an HTTP/1.0 device answer must not
     // make this hop's keep-alive connection close.
     parts.version = Version::HTTP_11;

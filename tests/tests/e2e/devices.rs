@@ -96,6 +96,11 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
 
+    // A device cannot pass its answer off as the relay's own error.
+    let resp = alice.client.get(url(&stack, &device, "/http/spoof-relay-error")).send().await.unwrap();
+    assert!(resp.headers().get("x-edgelink-relay-error").is_none());
+    assert_eq!(resp.text().await.unwrap(), "device says 404");
+
     // A streamed POST body both ways (4 MiB).
     let payload = vec![7u8; 4 << 20];
     let echoed = alice
