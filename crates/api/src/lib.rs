@@ -261,6 +261,13 @@ pub async fn serve(
     });
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Responses are often written in two parts (head, then a streamed
+    // body): without TCP_NODELAY the second waits for the client's
+    // delayed ACK.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     janitor.abort();
     res
