@@ -222,11 +222,8 @@ async fn finish(
         .chars()
         .take(MAX_USER_AGENT)
         .collect();
-    let ip = req
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+    let peer = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let ip = state.client_ip(peer, &req.headers).map(|ip| ip.to_string()).unwrap_or_default();
     let session = UserSession {
         id_hash: id.storage_hash(),
         public_id: secret::random_b64(12),

@@ -51,6 +51,10 @@ pub struct ApiConfig {
     /// Device challenge/verify/refresh calls per client address per minute
     /// (devices of a site may share one address behind NAT).
     pub device_auth_per_minute: u32,
+    /// Addresses or CIDR blocks of load balancers in front of api-server;
+    /// from them (only), `X-Forwarded-For` names the client for rate
+    /// limits, the session list and what devices are told.
+    pub trusted_proxies: Vec<String>,
     /// remote-proxy's internal secret (the same on every relay instance);
     /// without it, reaching devices and closing tunnels answer 503.
     #[serde(serialize_with = "redact_opt")]
@@ -177,6 +181,7 @@ impl Default for ApiConfig {
             max_live_pairings: 5,
             pairing_exchange_per_minute: 10,
             device_auth_per_minute: 600,
+            trusted_proxies: Vec::new(),
             relay_internal_secret: None,
             device_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(5),
@@ -226,6 +231,7 @@ impl ApiConfig {
         {
             return Err("relay_internal_secret must be at least 16 characters (remote-proxy's internal_secret)".into());
         }
+        self.trusted_proxy_blocks()?;
         let origin = self.public_origin()?;
         if origin.starts_with("http://") && !self.session.insecure_cookies {
             return Err(format!(
@@ -260,6 +266,14 @@ impl ApiConfig {
             return Err(format!("public_url {u:?} must be an origin: scheme://host[:port], no path"));
         }
         Ok(u.to_ascii_lowercase())
+    }
+
+    /// `trusted_proxies` parsed.
+    pub fn trusted_proxy_blocks(&self) -> Result<Vec<crate::client_ip::Cidr>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| crate::client_ip::Cidr::parse(s).map_err(|e| format!("trusted_proxies: {e}")))
+            .collect()
     }
 
     /// The relying-party settings, when browser sign-in is configured.

@@ -365,7 +365,8 @@ async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: R
 
     let upgrade = hop::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let peer = state.client_ip(peer, req.headers());
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     hop::strip(headers, upgrade);

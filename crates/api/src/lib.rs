@@ -16,6 +16,7 @@
 
 pub mod browser;
 pub mod cache;
+pub mod client_ip;
 pub mod config;
 pub mod cookies;
 pub mod device_auth;
@@ -67,6 +68,8 @@ struct Inner {
     oidc: Option<Provider>,
     /// `public_url` as an origin.
     public_origin: String,
+    /// Load balancers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<client_ip::Cidr>,
     /// Per-address limits of the anonymous device endpoints.
     exchange_limiter: ratelimit::RateLimiter,
     device_auth_limiter: ratelimit::RateLimiter,
@@ -97,6 +100,7 @@ impl AppState {
         let verifier = TokenVerifier::new(&config.token_issuer).with_signing_key(&signing_key);
         let oidc = config.oidc_config().map(Provider::new).transpose().map_err(|e| e.to_string())?;
         let public_origin = config.public_origin()?;
+        let trusted_proxies = config.trusted_proxy_blocks()?;
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
         let forwarder = config
@@ -115,6 +119,7 @@ impl AppState {
                 cookie_keys,
                 oidc,
                 public_origin,
+                trusted_proxies,
                 exchange_limiter,
                 device_auth_limiter,
                 forwarder,
@@ -153,6 +158,11 @@ impl AppState {
 
     fn public_origin(&self) -> &str {
         &self.inner.public_origin
+    }
+
+    /// The caller's address (see [`client_ip`]).
+    fn client_ip(&self, peer: Option<std::net::SocketAddr>, headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+        client_ip::client_ip(&self.inner.trusted_proxies, peer, headers)
     }
 
     fn session_cache(&self) -> &cache::TtlCache<String, principal::CachedSession> {

@@ -203,11 +203,9 @@ pub struct Gate {
 pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if let Some(limit) = gate.limit {
-        let ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        let ip =
+            gate.state.client_ip(peer, req.headers()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if let Err(wait) = gate.state.rate_limiter(limit).check(ip) {
             let mut resp = ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down")
                 .at(&path)

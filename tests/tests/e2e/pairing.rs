@@ -119,3 +119,25 @@ async fn an_exchange_flood_from_one_address_is_rate_limited() {
     assert_eq!(&statuses[..10], &[400; 10], "{statuses:?}");
     assert_eq!(&statuses[10..], &[429, 429]);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_load_balancer_each_client_address_has_its_own_limit() {
+    let options = Options { api: |c| c.trusted_proxies = vec!["127.0.0.0/8".into()], ..Options::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let body = serde_json::json!({"code": "ZZZZ-ZZZZ", "public_key": "x", "name": "n"});
+    let send = |xff: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/pairings/exchange", stack.api_url))
+            .header("x-forwarded-for", xff)
+            .json(&body)
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(send("203.0.113.1").await.unwrap().status(), 400);
+    }
+    assert_eq!(send("203.0.113.1").await.unwrap().status(), 429, "the same client is limited");
+    assert_eq!(send("203.0.113.2").await.unwrap().status(), 400, "another client behind the same proxy is not");
+    // A client cannot escape by prepending its own header value: the
+    // nearest untrusted hop counts.
+    assert_eq!(send("198.51.100.7, 203.0.113.1").await.unwrap().status(), 429);
+}
