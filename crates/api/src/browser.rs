@@ -32,8 +32,8 @@ const MAX_USER_AGENT: usize = 256;
 /// Longest `code`/`state`/`error` parameter accepted on the callback.
 const MAX_PARAM: usize = 2048;
 
-/// What the pending sign-in cookie carries (signed, not secret from its
-/// own browser; it lives ≤ 10 minutes and only on the callback path).
+/// What the pending sign-in cookie carries (sealed: encrypted and
+/// authenticated; it lives ≤ 10 minutes and only on the callback path).
 #[derive(Debug, Serialize, Deserialize)]
 struct PendingLogin {
     /// state
@@ -108,7 +108,7 @@ pub async fn login(State(state): State<AppState>, uri: Uri) -> Result<Response, 
     let payload = serde_json::to_vec(&pending).map_err(ApiError::internal)?;
     let value = state
         .cookie_keys()
-        .sign_payload(policy.login_name(), &payload)
+        .seal(policy.login_name(), &payload)
         .ok_or_else(|| ApiError::internal("pending login too large"))?;
     Ok((
         StatusCode::FOUND,
@@ -246,7 +246,7 @@ fn cookies_pending(state: &AppState, headers: &HeaderMap) -> Result<PendingLogin
     let missing =
         || ApiError::bad_request("no sign-in in progress in this browser (cookie missing or expired); start again");
     let raw = crate::cookies::get(headers, policy.login_name()).ok_or_else(missing)?;
-    let payload = state.cookie_keys().verify_payload(policy.login_name(), raw).ok_or_else(missing)?;
+    let payload = state.cookie_keys().open(policy.login_name(), raw).ok_or_else(missing)?;
     let pending: PendingLogin = serde_json::from_slice(&payload).map_err(|_| missing())?;
     if pending.e <= now_ms() / 1000 {
         return Err(missing());

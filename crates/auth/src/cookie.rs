@@ -1,4 +1,6 @@
-//! Browser session cookies: a random session id with an HMAC-SHA256 tag.
+//! Browser session cookies: a random session id with an HMAC-SHA256 tag;
+//! and sealed (encrypted, authenticated) cookies for small server state
+//! such as a pending sign-in.
 //!
 //! The cookie value is `base64url(id) "." base64url(tag)`, where the id is
 //! 32 random bytes and the tag is HMAC-SHA256 over a purpose prefix, the
@@ -21,8 +23,8 @@ pub const SESSION_ID_BYTES: usize = 32;
 /// Shortest signing key accepted.
 pub const MIN_KEY_BYTES: usize = 32;
 const PURPOSE: &[u8] = b"edgelink-session-cookie:v1:";
-const PAYLOAD_PURPOSE: &[u8] = b"edgelink-signed-cookie:v1:";
-/// Largest payload [`CookieKeys::sign_payload`] signs (a cookie is ≤ 4 KiB).
+const SEAL_PURPOSE: &[u8] = b"edgelink-sealed-cookie-key:v1:";
+/// Largest payload [`CookieKeys::seal`] takes (a cookie is ≤ 4 KiB).
 pub const MAX_PAYLOAD_BYTES: usize = 2048;
 
 /// Errors from building a key ring.
@@ -173,31 +175,53 @@ impl CookieKeys {
         ok.then_some(SessionId(id))
     }
 
-    /// A cookie value carrying `payload` (readable by the client, not
-    /// forgeable), signed with the newest key and bound to `cookie_name`.
+    /// A cookie value carrying `payload` encrypted and authenticated
+    /// (AES-256-GCM, key derived from the newest cookie key, the cookie
+    /// name as associated data): the client can neither read nor change it.
     /// `None` when the payload exceeds [`MAX_PAYLOAD_BYTES`].
-    pub fn sign_payload(&self, cookie_name: &str, payload: &[u8]) -> Option<String> {
+    pub fn seal(&self, cookie_name: &str, payload: &[u8]) -> Option<String> {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
         if payload.len() > MAX_PAYLOAD_BYTES {
             return None;
         }
-        let tag = Self::tag_for(PAYLOAD_PURPOSE, &self.keys[0], cookie_name, payload);
-        Some(format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag)))
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &Self::seal_key(&self.keys[0])).ok()?);
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut data = payload.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(cookie_name.as_bytes()), &mut data)
+            .ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Some(URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// The payload of a value made by [`CookieKeys::sign_payload`] under
+    /// The payload of a value made by [`CookieKeys::seal`] under
     /// `cookie_name` with any configured key.
-    pub fn verify_payload(&self, cookie_name: &str, value: &str) -> Option<Vec<u8>> {
+    pub fn open(&self, cookie_name: &str, value: &str) -> Option<Vec<u8>> {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
         if value.len() > MAX_PAYLOAD_BYTES * 4 / 3 + 64 {
             return None;
         }
-        let (payload_b64, tag_b64) = value.split_once('.')?;
-        let payload = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(tag_b64).ok()?;
-        let mut ok = false;
-        for key in &self.keys {
-            ok |= crate::secret::ct_eq(&Self::tag_for(PAYLOAD_PURPOSE, key, cookie_name, &payload), &tag);
+        let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if raw.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+            return None;
         }
-        ok.then_some(payload)
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        self.keys.iter().find_map(|k| {
+            let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &Self::seal_key(k)).ok()?);
+            let mut data = sealed.to_vec();
+            let plain = key
+                .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(cookie_name.as_bytes()), &mut data)
+                .ok()?;
+            Some(plain.to_vec())
+        })
+    }
+
+    /// The encryption key for sealed cookies, derived from a cookie key so
+    /// the HMAC and the cipher never share a key.
+    fn seal_key(key: &[u8]) -> Vec<u8> {
+        Self::tag_for(SEAL_PURPOSE, key, "", b"")
     }
 }
 
@@ -248,17 +272,25 @@ mod tests {
     }
 
     #[test]
-    fn signed_payloads_round_trip_and_cannot_pass_as_session_ids() {
+    fn sealed_payloads_round_trip_unreadable_and_bound_to_name_and_keys() {
         let keys = CookieKeys::new(vec![key(1)]).unwrap();
-        let v = keys.sign_payload("login", b"{\"state\":\"x\"}").unwrap();
-        assert_eq!(keys.verify_payload("login", &v).unwrap(), b"{\"state\":\"x\"}");
-        assert_eq!(keys.verify_payload("other", &v), None);
-        assert_eq!(keys.verify("login", &v), None, "a payload tag is not a session tag");
-        let forged = format!("{}.{}", URL_SAFE_NO_PAD.encode(b"{}"), v.split_once('.').unwrap().1);
-        assert_eq!(keys.verify_payload("login", &forged), None);
-        assert!(keys.sign_payload("login", &[0; MAX_PAYLOAD_BYTES + 1]).is_none());
+        let secret = b"{\"v\":\"pkce-verifier\"}";
+        let v = keys.seal("login", secret).unwrap();
+        assert_eq!(keys.open("login", &v).unwrap(), secret);
+        assert!(!String::from_utf8_lossy(&URL_SAFE_NO_PAD.decode(&v).unwrap()).contains("pkce-verifier"));
+        assert_ne!(keys.seal("login", secret).unwrap(), v, "a fresh nonce each time");
+        assert_eq!(keys.open("other", &v), None);
+        let mut raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        assert_eq!(keys.open("login", &URL_SAFE_NO_PAD.encode(raw)), None);
+        assert_eq!(keys.open("login", "AAAA"), None);
+        assert!(keys.seal("login", &[0; MAX_PAYLOAD_BYTES + 1]).is_none());
+        let rotated = CookieKeys::new(vec![key(2), key(1)]).unwrap();
+        assert_eq!(rotated.open("login", &v).unwrap(), secret);
+        assert_eq!(CookieKeys::new(vec![key(2)]).unwrap().open("login", &v), None);
         let id = SessionId::generate();
-        assert_eq!(keys.verify_payload("login", &keys.sign("login", &id)), None);
+        assert_eq!(keys.open("login", &keys.sign("login", &id)), None);
     }
 
     #[test]
