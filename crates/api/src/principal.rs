@@ -269,7 +269,13 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     if let Some(p) = principal {
         req.extensions_mut().insert(p);
     }
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    // Whatever a signed-in user gets is theirs alone: never stored by a
+    // shared cache or the browser's disk cache unless the answer says so.
+    if gate.access != Access::Public && !resp.headers().contains_key(header::CACHE_CONTROL) {
+        resp.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private, no-store"));
+    }
+    resp
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for UserPrincipal {

@@ -63,6 +63,8 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
         alice.client.get(format!("{}/api/v1/devices", stack.api_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["total"], 1);
     assert_eq!(list["devices"][0]["status"], "offline");
+    let resp = alice.client.get(format!("{}/api/v1/devices", stack.api_url)).send().await.unwrap();
+    assert_eq!(resp.headers()["cache-control"], "private, no-store", "user data is never cached");
     let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(error_body(resp).await.error, "device_unavailable");
