@@ -49,6 +49,21 @@ enum Command {
         #[command(subcommand)]
         command: PairingCommand,
     },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// End every browser session of a user (by email).
+    SignOut {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +133,11 @@ async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> 
                 edgelink_api::provision::DeviceSpec { owner_email: owner, name, device_type, public_key_pem: pem };
             let device = edgelink_api::provision::add_device(&store, &spec).await?;
             println!("{}", device.id);
+            Ok(())
+        }
+        Some(Command::User { command: UserCommand::SignOut { email } }) => {
+            let n = edgelink_api::provision::sign_out_user(&store, &email).await?;
+            println!("ended {n} session(s) of {email}");
             Ok(())
         }
         Some(Command::Pairing { command: PairingCommand::Create { owner } }) => {

@@ -85,3 +85,14 @@ pub async fn create_pairing(
     }
     Ok(code)
 }
+
+/// Ends every browser session of the user with `email` (an operator's
+/// "sign this person out everywhere"); returns how many ended. Running
+/// api-servers stop honouring them within their `cache_ttl`.
+pub async fn sign_out_user(store: &Store, email: &str) -> Result<u64, Error> {
+    let user = store
+        .user_by_email(email.trim())
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("no user with email {email}")))?;
+    Ok(store.delete_all_user_sessions(&user.id).await?)
+}

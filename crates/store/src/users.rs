@@ -102,6 +102,16 @@ impl Store {
         })
     }
 
+    /// The user with `email` (for operator commands).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
     /// The user with `id`.
     pub async fn get_user(&self, id: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
