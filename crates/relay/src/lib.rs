@@ -151,11 +151,25 @@ impl Relay {
     }
 }
 
+/// `GET /readyz`: the relay can take tunnels only while its database
+/// answers (sessions are written there before they are used).
+async fn ready(axum::extract::State(relay): axum::extract::State<Relay>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match relay.store().ping().await {
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "status": "ready", "tunnels": relay.registry().len() })).into_response()
+        }
+        Err(_) => RelayError::client(edgelink_protocol::error::ErrorCode::Unavailable, "database unreachable")
+            .into_response_at("/readyz"),
+    }
+}
+
 /// The tunnel port's routes.
 pub fn tunnel_router(relay: Relay) -> Router {
     Router::new()
         .route(edgelink_protocol::paths::TUNNEL, get(tunnel::accept))
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
         .fallback(|uri: axum::http::Uri| async move {
             RelayError::client(edgelink_protocol::error::ErrorCode::NotFound, "no such route")
                 .into_response_at(uri.path())

@@ -198,3 +198,14 @@ async fn agent_refreshes_its_token_before_it_expires() {
     assert_eq!(get_hello(&stack, &second.token).await.0, 200);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn relay_readiness_reports_the_database_and_its_tunnels() {
+    let stack = Stack::start().await;
+    let (_device, agent, _session) = stack.connected_device("alice@example.com").await;
+    let base = stack.tunnel_url().replace("ws://", "http://").replace("/tunnel", "");
+    let ready: serde_json::Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["tunnels"], 1);
+    agent.stop().await;
+}
