@@ -23,12 +23,13 @@ impl Drop for Api {
     }
 }
 
-/// Sign-in settings for the development provider's public client.
-pub fn dev_idp_settings(issuer: &str) -> edgelink_api::config::OidcSettings {
+/// Sign-in settings for a test provider: `client_id`, with `secret` for a
+/// confidential client; short timeouts and no JWKS refetch throttle.
+pub fn oidc_settings(issuer: &str, client_id: &str, secret: Option<&str>) -> edgelink_api::config::OidcSettings {
     edgelink_api::config::OidcSettings {
         issuer: issuer.to_owned(),
-        client_id: "edgelink-web".into(),
-        client_secret: None,
+        client_id: client_id.to_owned(),
+        client_secret: secret.map(secrecy::SecretString::from),
         client_auth: edgelink_oidc::ClientAuth::Basic,
         redirect_url: None,
         scopes: vec!["openid".into(), "email".into(), "profile".into()],

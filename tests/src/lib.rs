@@ -97,6 +97,32 @@ impl AgentRun {
     }
 }
 
+/// Opens a WebSocket at `url` (`http://` is turned into `ws://`) with
+/// `headers`, checks the upgrade and that text and binary messages come
+/// back unchanged (the test origin's `/ws` echoes), then closes it.
+pub async fn ws_echo(url: &str, headers: &[(&str, &str)]) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.replacen("http://", "ws://", 1).into_client_request().expect("ws url");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::header::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            v.parse().expect("header value"),
+        );
+    }
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
+    assert_eq!(resp.status(), 101);
+    let messages =
+        [Message::text("hello 0"), Message::text("hello 1"), Message::Binary(bytes::Bytes::from_static(&[1, 2, 3]))];
+    for m in messages {
+        ws.send(m.clone()).await.expect("send");
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("echo in time");
+        assert_eq!(reply.expect("a message").expect("not an error"), m);
+    }
+    let _ = ws.close(None).await;
+}
+
 /// Waits (at most 10 s) until the watched status satisfies `pred`.
 pub async fn wait_for(rx: &mut watch::Receiver<Status>, pred: impl Fn(&Status) -> bool) {
     let ok = matches!(tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| pred(s))).await, Ok(Ok(_)));
@@ -235,8 +261,7 @@ impl Stack {
         // api-server starts after the relay so it can tell pairing devices
         // the relay's tunnel URL.
         let access_token_ttl = options.access_token_ttl;
-        let db_url = stack.database_url.clone();
-        let tunnel_url = stack.tunnel_url();
+        let shared = stack.shared_api_settings();
         let issuer = stack.idp.as_ref().map(|i| i.issuer.clone());
         let tweak = options.api;
         let api_run = api::serve_on(
@@ -246,12 +271,10 @@ impl Stack {
             key,
             CookieKeys::new(vec![stack.cookie_key.clone()]).expect("keys"),
             move |c, _| {
-                c.database_url = db_url;
+                shared(c);
                 c.access_token_ttl = access_token_ttl;
-                c.agent_tunnel_url = tunnel_url;
-                c.relay_internal_secret = Some(SecretString::from(SECRET));
                 if let Some(issuer) = issuer {
-                    c.oidc = Some(api::dev_idp_settings(&issuer));
+                    c.oidc = Some(api::oidc_settings(&issuer, "edgelink-web", None));
                 }
                 tweak(c);
             },
@@ -294,21 +317,28 @@ impl Stack {
         RelayRun { tunnel_addr, internal_addr, shutdown, task }
     }
 
+    /// What every api-server of this stack shares: the database, the
+    /// relay's tunnel URL for pairing devices, the relay secret.
+    fn shared_api_settings(&self) -> impl FnOnce(&mut ApiConfig) + Send + 'static {
+        let db_url = self.database_url.clone();
+        let tunnel_url = self.tunnel_url();
+        move |c| {
+            c.database_url = db_url;
+            c.agent_tunnel_url = tunnel_url;
+            c.relay_internal_secret = Some(SecretString::from(SECRET));
+        }
+    }
+
     /// Another api-server on the same database with the same signing and
     /// cookie keys (a second instance behind a load balancer).
     pub async fn extra_api(&self) -> api::Api {
         let (key, _) = SigningKey::load_or_generate(&self.signing_key_file).expect("signing key");
-        let db_url = self.database_url.clone();
-        let tunnel_url = self.tunnel_url();
+        let shared = self.shared_api_settings();
         api::spawn(
             self.store.clone(),
             key,
             CookieKeys::new(vec![self.cookie_key.clone()]).expect("keys"),
-            move |c, _| {
-                c.database_url = db_url;
-                c.agent_tunnel_url = tunnel_url;
-                c.relay_internal_secret = Some(SecretString::from(SECRET));
-            },
+            move |c, _| shared(c),
         )
         .await
         .expect("api-server")
@@ -407,6 +437,21 @@ impl Stack {
                 return s;
             }
             assert!(tokio::time::Instant::now() < deadline, "no session for device {device_id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (at most 10 s) until the shared registry in the store has an
+    /// open session of `device` other than `not`, on any relay; returns it.
+    pub async fn wait_session_row(&self, device: &Device, not: Option<&str>) -> edgelink_store::TunnelSession {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.store.open_session_for_device(&device.owner_id, &device.id).await.expect("store")
+                && Some(s.id.as_str()) != not
+            {
+                return s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no open session row for device {}", device.id);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -69,16 +69,9 @@ async fn edge_agent_pairs_with_a_code_and_runs_from_its_state_file() {
     assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);
 
     // A WebSocket through the same route echoes.
-    let ws_url = format!("{}/api/v1/devices/{device_id}/http/ws", stack.api_url).replace("http://", "ws://");
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url).unwrap();
     let cookie = format!("edgelink_session={}", browser.session_cookie().unwrap());
-    req.headers_mut().insert("cookie", cookie.parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.status(), 101);
-    use futures::{SinkExt, StreamExt};
-    ws.send(tokio_tungstenite::tungstenite::Message::text("ping through the tunnel")).await.unwrap();
-    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(echo.into_text().unwrap().as_str(), "ping through the tunnel");
+    let ws_url = format!("{}/api/v1/devices/{device_id}/http/ws", stack.api_url);
+    edgelink_e2e::ws_echo(&ws_url, &[("cookie", &cookie)]).await;
     let _ = run.kill();
     let _ = run.wait();
     let _ = std::fs::remove_dir_all(&dir);

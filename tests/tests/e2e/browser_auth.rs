@@ -2,10 +2,7 @@
 //! against the real development provider (`deploy/dev-idp`), and against a
 //! controllable fake provider for the ID-token negatives.
 
-use std::time::Duration;
-
 use edgelink_api::ApiConfig;
-use edgelink_api::config::OidcSettings;
 use edgelink_auth::cookie::SessionId;
 use edgelink_auth::signing::SigningKey;
 use edgelink_e2e::api::{self, Api, cookie_keys};
@@ -16,21 +13,6 @@ use edgelink_oidc::ClientAuth;
 use edgelink_protocol::error::ErrorBody;
 use edgelink_store::{Store, UserSession, now_ms};
 use reqwest::Method;
-use secrecy::SecretString;
-
-fn oidc(issuer: &str, client_id: &str, secret: Option<&str>) -> OidcSettings {
-    OidcSettings {
-        issuer: issuer.to_owned(),
-        client_id: client_id.to_owned(),
-        client_secret: secret.map(SecretString::from),
-        client_auth: ClientAuth::Basic,
-        redirect_url: None,
-        scopes: vec!["openid".into(), "email".into(), "profile".into()],
-        http_timeout: Duration::from_secs(5),
-        jwks_min_refresh_interval: Duration::ZERO,
-        post_logout_redirect_url: None,
-    }
-}
 
 /// The dev provider and an api-server that signs in with `client_id`.
 async fn with_dev_idp(client_id: &str, secret: Option<&str>) -> (dev_idp::DevIdp, Api, Store) {
@@ -42,7 +24,7 @@ async fn with_dev_idp_auth(client_id: &str, secret: Option<&str>, auth: ClientAu
     let store = edgelink_store::testing::sqlite().await;
     let (listener, url) = api::bind().await;
     let idp = dev_idp::spawn(&[format!("{url}/api/auth/callback")]).await;
-    let mut settings = oidc(&idp.issuer, client_id, secret);
+    let mut settings = api::oidc_settings(&idp.issuer, client_id, secret);
     settings.client_auth = auth;
     let api =
         api::serve_on(listener, url, store.clone(), SigningKey::ephemeral().unwrap(), cookie_keys(&[1]), |c, _| {
@@ -286,7 +268,7 @@ async fn id_tokens_that_fail_any_check_are_refused_and_rotated_keys_are_fetched(
     init_logs();
     let store = edgelink_store::testing::sqlite().await;
     let idp = FakeIdp::spawn("fake-client").await;
-    let settings = oidc(&idp.issuer, "fake-client", None);
+    let settings = api::oidc_settings(&idp.issuer, "fake-client", None);
     let api =
         api::spawn(store.clone(), SigningKey::ephemeral().unwrap(), cookie_keys(&[1]), |c, _| c.oidc = Some(settings))
             .await
@@ -413,7 +395,7 @@ async fn server_starts_with_the_provider_down_and_login_answers_503_until_it_is_
     let store = edgelink_store::testing::sqlite().await;
     // A port that was free a moment ago: nothing listens there.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let settings = oidc(&format!("http://{dead}"), "fake-client", None);
+    let settings = api::oidc_settings(&format!("http://{dead}"), "fake-client", None);
     let api = api::spawn(store, SigningKey::ephemeral().unwrap(), cookie_keys(&[1]), |c: &mut ApiConfig, _| {
         c.oidc = Some(settings)
     })

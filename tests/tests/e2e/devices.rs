@@ -8,12 +8,9 @@ use edgelink_agent::Status;
 use edgelink_api::principal::Access;
 use edgelink_auth::agent_key::AgentKey;
 use edgelink_e2e::signin::Browser;
-use edgelink_e2e::{Device, Options, Stack, wait_for};
+use edgelink_e2e::{Device, Options, Stack, wait_for, ws_echo};
 use edgelink_protocol::error::ErrorBody;
-use futures::{SinkExt, StreamExt};
 use reqwest::Method;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn signed_in(stack: &Stack, user: &str) -> Browser {
     let browser = Browser::new(&stack.api_url);
@@ -124,19 +121,8 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     }
 
     // WebSocket through the same route, with the session cookie.
-    let ws_url = url(&stack, &device, "/http/ws").replace("http://", "ws://");
-    let mut req = ws_url.into_client_request().unwrap();
     let cookie = format!("edgelink_session={}", alice.session_cookie().unwrap());
-    req.headers_mut().insert("cookie", cookie.parse().unwrap());
-    req.headers_mut().insert("origin", stack.api_url.parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.status(), 101);
-    for i in 0..3 {
-        ws.send(Message::text(format!("hi {i}"))).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(reply, Message::text(format!("hi {i}")));
-    }
-    let _ = ws.close(None).await;
+    ws_echo(&url(&stack, &device, "/http/ws"), &[("cookie", &cookie), ("origin", &stack.api_url)]).await;
 
     // Rename; the session is visible and can be closed (the agent comes back).
     let renamed: serde_json::Value = alice
@@ -290,12 +276,8 @@ async fn a_device_that_moves_to_another_relay_is_found_again_at_once() {
     cfg.tunnel_url = format!("ws://{}/tunnel", relay2.tunnel_addr);
     let mut moved = stack.spawn_agent_with(cfg, &device);
     moved.connected().await;
-    for _ in 0..100 {
-        match stack.store.open_session_for_device(&device.owner_id, &device.id).await.unwrap() {
-            Some(s) if s.id != first.token => break,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    let moved_to = stack.wait_session_row(&device, Some(&first.token)).await;
+    assert_ne!(moved_to.relay_id, stack.store.get_session(&first.token).await.unwrap().unwrap().relay_id);
     let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "the stale route is noticed and the request resent");
     assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);

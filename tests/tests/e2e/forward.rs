@@ -1,11 +1,7 @@
 //! Internal forward → tunnel → agent → origin.
 
-use std::time::Duration;
-
 use edgelink_e2e::{SECRET, Stack, http, origin};
-use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use futures::StreamExt;
 
 #[tokio::test]
 async fn get_and_post_reach_the_local_service() {
@@ -121,20 +117,8 @@ async fn sixty_four_mib_streams_both_ways_without_buffering_the_body() {
 async fn websocket_echo_passes_through_the_upgrade() {
     let stack = Stack::start().await;
     let (_device, agent, session) = stack.connected_device("alice@example.com").await;
-    let url = stack.forward_url(&session.token, "/ws").replace("http://", "ws://");
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.status(), 101);
-    for i in 0..3 {
-        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(reply, Message::text(format!("hello {i}")));
-    }
-    ws.send(Message::Binary(bytes::Bytes::from_static(&[1, 2, 3]))).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(reply, Message::Binary(bytes::Bytes::from_static(&[1, 2, 3])));
-    let _ = ws.close(None).await;
+    let auth = format!("Bearer {SECRET}");
+    edgelink_e2e::ws_echo(&stack.forward_url(&session.token, "/ws"), &[("authorization", &auth)]).await;
     agent.stop().await;
 }
 

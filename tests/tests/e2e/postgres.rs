@@ -48,21 +48,8 @@ async fn devices_on_two_relays_are_reachable_through_either_api_server() {
     let mut b = stack.spawn_agent_with(cfg, &on_second);
     a.connected().await;
     b.connected().await;
-    let open = |id: String| {
-        let store = stack.store.clone();
-        let owner = owner.to_owned();
-        async move {
-            for _ in 0..100 {
-                if let Some(s) = store.open_session_for_device(&owner, &id).await.unwrap() {
-                    return s;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            panic!("no open session for {id}");
-        }
-    };
-    let s1 = open(on_first.id.clone()).await;
-    let s2 = open(on_second.id.clone()).await;
+    let s1 = stack.wait_session_row(&on_first, None).await;
+    let s2 = stack.wait_session_row(&on_second, None).await;
     assert_ne!(s1.relay_id, s2.relay_id, "the devices are on different relays");
 
     // The browser's cookie works at both api-servers (shared keys and store).
