@@ -393,7 +393,8 @@ async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: R
     let bodiless = !upgrade
         && !parts.headers.contains_key(header::TRANSFER_ENCODING)
         && parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0");
-    let retry_parts = bodiless.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    // Taken on use: a request is resent at most once.
+    let mut retry_parts = bodiless.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let body: BoxBody = body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
     let mut out = Some(axum::http::Request::from_parts(parts, body));
     let mut client_upgrade = client_upgrade;
@@ -426,15 +427,15 @@ async fn http_inner(state: &AppState, user: &UserPrincipal, id: &str, mut req: R
                 // The relay no longer holds the device: look again, and
                 // resend once if the request can be resent.
                 state.forget_route(&user.user.id, id);
-                if let Some((method, uri, headers)) = &retry_parts
+                if let Some((method, uri, headers)) = retry_parts.take()
                     && let Ok(fresh) = self::route(state, user, id, true).await
                     && fresh.relay_url != route.relay_url
                 {
                     route = fresh;
                     let mut again = axum::http::Request::new(BoxBody::default());
-                    *again.method_mut() = method.clone();
-                    *again.uri_mut() = uri.clone();
-                    *again.headers_mut() = headers.clone();
+                    *again.method_mut() = method;
+                    *again.uri_mut() = uri;
+                    *again.headers_mut() = headers;
                     out = Some(again);
                     continue;
                 }
