@@ -14,6 +14,9 @@ test: clean-test-dbs dev-idp browser-deps
 	  echo "!!! EDGELINK_TEST_POSTGRES_URL is not set: PostgreSQL tests are SKIPPED (SQLite only)." >&2; \
 	  echo "!!! Set it, e.g. EDGELINK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test make test" >&2; \
 	else echo "PostgreSQL tests run against $$EDGELINK_TEST_POSTGRES_URL" >&2; fi
+	@# The binaries' tests (tests/tests/cli) run the real executables; building
+	@# all targets builds them with the same features the tests use.
+	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
 
 ## lint: formatting and clippy as CI runs them

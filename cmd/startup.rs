@@ -15,12 +15,17 @@ use figment::providers::{Env, Format, Serialized, Toml};
 pub const EXIT_CONFIG: i32 = 64;
 
 /// Installs the subscriber: `RUST_LOG` filter (default `info`), human
-/// output, or JSON when `EDGELINK_LOG_FORMAT=json`.
+/// output, or JSON when `EDGELINK_LOG_FORMAT=json`. Colours only when
+/// stderr is a terminal (log files and journald get plain text).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("EDGELINK_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {
@@ -80,6 +85,18 @@ macro_rules! overrides {
         )*
         serde_json::Value::Object(m)
     }};
+}
+
+/// A cancellation token cancelled on SIGINT or SIGTERM: the one shutdown
+/// seam every binary hands to its service.
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    token
 }
 
 /// Resolves on SIGINT or SIGTERM.

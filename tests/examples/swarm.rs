@@ -89,9 +89,9 @@ async fn main() -> anyhow::Result<()> {
                     }
                 };
                 backoff.reset();
-                let (_handle, task) = edgelink_tunnel::session::spawn(ws, Role::Device, &cfg, |_| {});
+                let session = edgelink_tunnel::session::spawn(ws, Role::Device, &cfg, |_| {});
                 up.fetch_add(1, Ordering::SeqCst);
-                let _ = task.await;
+                let _ = session.ended.await;
                 up.fetch_sub(1, Ordering::SeqCst);
                 let _ = drop_tx.send(());
                 tokio::time::sleep(backoff.next_delay()).await;

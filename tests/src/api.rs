@@ -78,7 +78,6 @@ pub async fn serve_on(
     tweak(&mut config, &url);
     let state = AppState::new(store, signing_key, keys, config)?;
     let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    tokio::spawn(edgelink_api::serve(listener, state.clone(), async move { token.cancelled().await }));
+    tokio::spawn(edgelink_api::serve(listener, state.clone(), shutdown.clone()));
     Ok(Api { url, state, shutdown })
 }

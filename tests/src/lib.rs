@@ -511,3 +511,16 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// The path of one of the workspace's binaries (`api-server`,
+/// `remote-proxy`, `edge-agent`) in the target directory this test runs
+/// from. `cargo test --workspace` (what `make test` runs) builds them
+/// before any test starts.
+pub fn binary(name: &str) -> PathBuf {
+    // A test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} is missing: build it first (cargo build -p {name}, or make test)", path.display());
+    path
+}

@@ -24,6 +24,9 @@ struct Cli {
     /// Database URL (sqlite://PATH or postgres://...).
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// Operator commands print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -116,13 +119,23 @@ fn main() {
         startup::config_error(e);
     }
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
-    if let Err(e) = rt.block_on(run(cli.command, config)) {
+    if let Err(e) = rt.block_on(run(cli.command, config, cli.json)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> {
+/// Prints an operator command's result: `json` when asked for, else `text`.
+fn report(json: bool, value: serde_json::Value, text: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+async fn run(command: Option<Command>, config: ApiConfig, json: bool) -> anyhow::Result<()> {
     let store = Store::connect(&config.database_url).await.context("opening the database")?;
     match command {
         None | Some(Command::Serve { .. }) => serve(store, config).await,
@@ -132,20 +145,20 @@ async fn run(command: Option<Command>, config: ApiConfig) -> anyhow::Result<()> 
             let spec =
                 edgelink_api::provision::DeviceSpec { owner_email: owner, name, device_type, public_key_pem: pem };
             let device = edgelink_api::provision::add_device(&store, &spec).await?;
-            println!("{}", device.id);
-            Ok(())
+            let value = serde_json::json!({ "device_id": device.id, "name": device.name, "owner_id": device.owner_id });
+            report(json, value, device.id)
         }
         Some(Command::User { command: UserCommand::SignOut { email } }) => {
             let n = edgelink_api::provision::sign_out_user(&store, &email).await?;
-            println!("ended {n} session(s) of {email}");
-            Ok(())
+            let value = serde_json::json!({ "email": email, "ended_sessions": n });
+            report(json, value, format!("ended {n} session(s) of {email}"))
         }
         Some(Command::Pairing { command: PairingCommand::Create { owner } }) => {
             let code =
                 edgelink_api::provision::create_pairing(&store, &owner, config.pairing_ttl, config.max_live_pairings)
                     .await?;
-            println!("{code}");
-            Ok(())
+            let value = serde_json::json!({ "code": code, "expires_in": config.pairing_ttl.as_secs() });
+            report(json, value, code)
         }
     }
 }
@@ -176,6 +189,6 @@ async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
         "api-server listening"
     );
     let state = AppState::new(store, key, cookie_keys, config).map_err(anyhow::Error::msg)?;
-    edgelink_api::serve(listener, state, startup::shutdown_signal()).await?;
+    edgelink_api::serve(listener, state, startup::shutdown_token()).await?;
     Ok(())
 }

@@ -81,13 +81,22 @@ fn main() {
         "local_service" => local,
         "key_file" => cli.key_file.clone(),
     );
-    let mut config: AgentConfig = startup::load(cli.config.as_deref(), "EDGELINK_AGENT__", overrides.clone())
-        .unwrap_or_else(|e| startup::config_error(e));
+    // Under systemd's StateDirectory=, key and state default to that
+    // directory instead of the working directory (often a read-only /).
+    let state_dir = state_directory_defaults();
+    let mut config: AgentConfig =
+        startup::load_with_base(cli.config.as_deref(), "EDGELINK_AGENT__", state_dir.clone(), overrides.clone())
+            .unwrap_or_else(|e| startup::config_error(e));
     // What pairing wrote sits between the defaults and everything explicit.
     if let Command::Run { .. } = cli.command {
         match edgelink_agent::pair::AgentState::load(&config.state_file) {
             Ok(Some(state)) => {
-                let base = serde_json::to_value(&state).unwrap_or_default();
+                let mut base = state_dir;
+                if let (Some(b), serde_json::Value::Object(s)) =
+                    (base.as_object_mut(), serde_json::to_value(&state).unwrap_or_default())
+                {
+                    b.extend(s);
+                }
                 config = startup::load_with_base(cli.config.as_deref(), "EDGELINK_AGENT__", base, overrides)
                     .unwrap_or_else(|e| startup::config_error(e));
             }
@@ -140,12 +149,7 @@ fn main() {
             let key = edgelink_agent::load_key(&config.key_file).unwrap_or_else(|e| startup::config_error(e));
             let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
             let result = rt.block_on(async move {
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let trigger = shutdown.clone();
-                tokio::spawn(async move {
-                    startup::shutdown_signal().await;
-                    trigger.cancel();
-                });
+                let shutdown = startup::shutdown_token();
                 let (status, _) = tokio::sync::watch::channel(Status::Connecting);
                 edgelink_agent::run::run(config, key, status, shutdown).await
             });
@@ -154,6 +158,22 @@ fn main() {
                 std::process::exit(2);
             }
         }
+    }
+}
+
+/// `key_file` and `state_file` under `$STATE_DIRECTORY` (set by systemd's
+/// `StateDirectory=`), as a config layer; empty when it is not set.
+fn state_directory_defaults() -> serde_json::Value {
+    // systemd may list several directories separated by ':'; the first is ours.
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
+        .filter(|d| !d.as_os_str().is_empty());
+    match dir {
+        Some(d) => serde_json::json!({
+            "key_file": d.join("edge-agent.key"),
+            "state_file": d.join("edge-agent.state.json"),
+        }),
+        None => serde_json::json!({}),
     }
 }
 

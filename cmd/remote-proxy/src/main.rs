@@ -138,12 +138,7 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding internal port {}", config.internal_listen))?;
     tracing::info!(tunnel = %tunnel.local_addr()?, internal = %internal.local_addr()?, "remote-proxy listening");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        startup::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let shutdown = startup::shutdown_token();
     edgelink_relay::run(config, store, tunnel, internal, shutdown).await?;
     Ok(())
 }

@@ -65,7 +65,7 @@ pub enum Status {
 /// key PEM.
 pub fn keygen(path: &Path) -> Result<String, AgentError> {
     let key = AgentKey::generate().map_err(|e| AgentError::Key { path: path.into(), message: e.to_string() })?;
-    edgelink_auth::signing::write_private(path, key.private_key_pem().as_bytes())
+    edgelink_auth::keyfile::write_private(path, key.private_key_pem().as_bytes())
         .map_err(|e| AgentError::Key { path: path.into(), message: e.to_string() })?;
     let public = key.public_key_pem();
     let pub_path = public_key_path(path);

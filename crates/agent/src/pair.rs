@@ -36,7 +36,7 @@ impl AgentState {
         // Replace atomically: write a private temp file, then rename.
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
-        edgelink_auth::signing::write_private(&tmp, text.as_bytes())
+        edgelink_auth::keyfile::write_private(&tmp, text.as_bytes())
             .and_then(|_| std::fs::rename(&tmp, path))
             .map_err(|e| AgentError::Config(format!("writing state file {}: {e}", path.display())))
     }

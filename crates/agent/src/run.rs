@@ -5,16 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgelink_auth::agent_key::AgentKey;
-use edgelink_protocol::close::CloseReason;
 use edgelink_protocol::heartbeat::Heartbeat;
-use edgelink_protocol::{error::ErrorBody, paths};
-use edgelink_tunnel::{Handle, Role, SessionEnd};
+use edgelink_protocol::paths;
+use edgelink_tunnel::{DialError, Ended, Handle, Session, SessionEnd};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -22,15 +19,6 @@ use crate::config::{AgentConfig, local_authority};
 use crate::credentials::{AuthClient, AuthError, Tokens};
 use crate::serve::{StreamContext, spawn_stream};
 use crate::{AgentError, Status};
-
-enum DialError {
-    /// The token was refused; get a new one and retry.
-    Unauthorized(String),
-    /// The device may not connect at all.
-    Forbidden(String),
-    /// Network or server trouble.
-    Transient(String),
-}
 
 /// Runs until `shutdown` (Ok) or a permanent refusal (Err).
 pub async fn run(
@@ -66,9 +54,21 @@ pub async fn run(
                     return Err(None);
                 }
             };
-            match dial(&config, &tls, t.access.expose_secret(), &tunnel_cfg).await {
-                Ok(ws) => Ok((ws, t)),
-                Err(DialError::Forbidden(e)) => Err(Some(AgentError::Refused(e))),
+            let ctx_in = ctx.clone();
+            let dialled = edgelink_tunnel::dial(
+                &config.tunnel_url,
+                t.access.expose_secret(),
+                tls.clone(),
+                config.request_timeout,
+                &tunnel_cfg,
+                move |s| spawn_stream(ctx_in.clone(), s),
+            )
+            .await;
+            match dialled {
+                Ok(session) => Ok((session, t)),
+                Err(e @ (DialError::Forbidden(_) | DialError::BadUrl(_))) => {
+                    Err(Some(AgentError::Refused(e.to_string())))
+                }
                 Err(DialError::Unauthorized(e)) => {
                     tracing::warn!(error = %e, "tunnel refused the token; authenticating again");
                     Err(None)
@@ -84,7 +84,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return stopped(&status),
             r = attempt => r,
         };
-        let (ws, t) = match outcome {
+        let (session, t) = match outcome {
             Ok(x) => x,
             Err(Some(fatal)) => {
                 let _ = status.send(Status::Stopped(fatal.to_string()));
@@ -98,23 +98,17 @@ pub async fn run(
             }
         };
 
-        let ctx_in = ctx.clone();
-        let (handle, task) =
-            edgelink_tunnel::session::spawn(ws, Role::Device, &tunnel_cfg, move |s| spawn_stream(ctx_in.clone(), s));
+        let Session { handle, ended } = session;
         tracing::info!("tunnel up");
         let _ = status.send(Status::Connected);
         backoff.reset();
-        let (end, new_tokens) = connected(&config, &auth, &key, &handle, task, t, &shutdown).await;
+        let (end, new_tokens) = connected(&config, &auth, &key, &handle, ended, t, &shutdown).await;
         tokens = new_tokens;
         if shutdown.is_cancelled() {
             return stopped(&status);
         }
-        let reason = match &end {
-            SessionEnd::Remote(code, _) => CloseReason::from_code(*code),
-            _ => None,
-        };
         tracing::info!(?end, "tunnel down");
-        if reason.is_some_and(|r| !r.should_reconnect()) {
+        if end.remote_reason().is_some_and(|r| !r.should_reconnect()) {
             let e = AgentError::Refused("the relay closed the tunnel: device revoked".into());
             let _ = status.send(Status::Stopped(e.to_string()));
             return Err(e);
@@ -148,7 +142,7 @@ async fn connected(
     auth: &AuthClient,
     key: &AgentKey,
     handle: &Handle,
-    mut task: tokio::task::JoinHandle<SessionEnd>,
+    mut ended: Ended,
     mut tokens: Tokens,
     shutdown: &CancellationToken,
 ) -> (SessionEnd, Option<Tokens>) {
@@ -158,13 +152,11 @@ async fn connected(
     loop {
         let refresh_at = tokens.refresh_at();
         tokio::select! {
-            end = &mut task => {
-                return (end.unwrap_or_else(|e| SessionEnd::Broken(e.to_string())), Some(tokens));
-            }
+            end = &mut ended => return (end, Some(tokens)),
             _ = shutdown.cancelled() => {
                 handle.close(1000, "agent shutting down");
-                let end = tokio::time::timeout(Duration::from_secs(5), &mut task).await;
-                let end = match end { Ok(Ok(e)) => e, _ => SessionEnd::Local(None) };
+                let end = tokio::time::timeout(Duration::from_secs(5), &mut ended).await;
+                let end = end.unwrap_or(SessionEnd::Local(None));
                 return (end, Some(tokens));
             }
             _ = beat.tick() => {
@@ -184,17 +176,13 @@ async fn connected(
                         tracing::warn!(error = %e, "token refresh failed");
                         match auth.authenticate(key).await {
                             Ok(t) => t,
-                            Err(_) => return (wait_end(task).await, None),
+                            Err(_) => return (ended.await, None),
                         }
                     }
                 };
             }
         }
     }
-}
-
-async fn wait_end(task: tokio::task::JoinHandle<SessionEnd>) -> SessionEnd {
-    task.await.unwrap_or_else(|e| SessionEnd::Broken(e.to_string()))
 }
 
 /// Sends one heartbeat on a stream of its own.
@@ -225,47 +213,4 @@ pub async fn send_heartbeat(handle: &Handle, uptime_secs: u64) -> Result<(), Str
         return Err(format!("relay answered {status}"));
     }
     Ok(())
-}
-
-async fn dial(
-    config: &AgentConfig,
-    tls: &Arc<rustls::ClientConfig>,
-    token: &str,
-    tunnel_cfg: &edgelink_tunnel::TunnelConfig,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, DialError> {
-    let mut req = config
-        .tunnel_url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| DialError::Forbidden(format!("bad tunnel_url: {e}")))?;
-    let bearer =
-        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| DialError::Unauthorized(e.to_string()))?;
-    req.headers_mut().insert(http::header::AUTHORIZATION, bearer);
-    req.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
-    let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
-    let fut = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        Some(tunnel_cfg.websocket_config()),
-        true,
-        Some(connector),
-    );
-    match tokio::time::timeout(config.request_timeout, fut).await {
-        Err(_) => Err(DialError::Transient("tunnel dial timed out".into())),
-        Ok(Ok((ws, _resp))) => Ok(ws),
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
-            let status = resp.status().as_u16();
-            let detail = resp
-                .body()
-                .as_ref()
-                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
-                .map(|b| format!("{}: {}", b.error, b.message))
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            Err(match status {
-                401 => DialError::Unauthorized(detail),
-                403 => DialError::Forbidden(detail),
-                _ => DialError::Transient(detail),
-            })
-        }
-        Ok(Err(e)) => Err(DialError::Transient(e.to_string())),
-    }
 }

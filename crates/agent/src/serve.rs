@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgelink_protocol::error::{ErrorBody, ErrorCode};
-use edgelink_protocol::{hop, limits, paths};
+use edgelink_protocol::paths;
 use edgelink_tunnel::TunnelStream;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::Instrument;
 
 /// Response body type of the agent's stream server.
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -58,19 +59,20 @@ impl StreamContext {
     }
 }
 
+/// How long a relay-opened stream may sit without a request head. The
+/// relay's pool keeps idle streams for less (20 s), so it closes them first.
+const STREAM_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves one relay-opened stream on its own task.
 pub fn spawn_stream(ctx: Arc<StreamContext>, stream: TunnelStream) {
-    tokio::spawn(async move {
-        let svc = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .max_header_size(limits::MAX_HEADER_BYTES);
-        if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
-            tracing::debug!(error = %e, "tunnel stream ended with an error");
+    let span = tracing::debug_span!("tunnel_stream", device_id = %ctx.device_id);
+    tokio::spawn(
+        async move {
+            let svc = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
+            edgelink_hop::serve(stream, svc, STREAM_HEADER_TIMEOUT).await;
         }
-    });
+        .instrument(span),
+    );
 }
 
 fn full(status: StatusCode, body: Vec<u8>) -> Response<Body> {
@@ -82,7 +84,7 @@ fn full(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 
 fn error(code: ErrorCode, message: &str, path: &str) -> Response<Body> {
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ts = edgelink_protocol::time::rfc3339(chrono::Utc::now().timestamp_millis());
     full(status, serde_json::to_vec(&ErrorBody::new(code, message, path, ts)).unwrap_or_default())
 }
 
@@ -113,58 +115,38 @@ fn control(ctx: &StreamContext, req: &Request<Incoming>, path: &str) -> Response
 }
 
 async fn forward(ctx: &StreamContext, mut req: Request<Incoming>) -> Result<Response<Body>, String> {
-    let upgrade = hop::is_upgrade(req.headers());
+    // The relay already removed the caller's credentials for its own API.
+    let pending = edgelink_hop::prepare(&mut req, &[]);
     let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-    let uri: http::Uri = format!("{}{}", ctx.local_base, pq).parse().map_err(|_| "bad path".to_owned())?;
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    hop::strip(&mut parts.headers, upgrade);
-    if let Some(host) = parts.headers.remove(header::HOST) {
-        parts.headers.entry("x-forwarded-host").or_insert(host);
+    let headers = req.headers_mut();
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.entry("x-forwarded-host").or_insert(host);
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.local_authority) {
-        parts.headers.insert(header::HOST, v);
+        headers.insert(header::HOST, v);
     }
-    if !upgrade {
-        parts.uri = uri;
-        let resp = ctx.client.request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())?;
-        let (mut rparts, rbody) = resp.into_parts();
-        hop::strip(&mut rparts.headers, false);
-        return Ok(Response::from_parts(rparts, rbody.map_err(Into::into).boxed()));
-    }
-
-    // Upgrades get a connection of their own: it is handed over to the
-    // spliced byte stream and never goes back to the pool.
-    parts.uri = pq.parse().map_err(|_| "bad path".to_owned())?;
-    let tcp = tokio::time::timeout(ctx.connect_timeout, tokio::net::TcpStream::connect(&ctx.local_authority))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let mut resp = sender.send_request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())?;
+    let mut resp = if pending.is_upgrade() {
+        // Upgrades get a connection of their own: it is handed over to the
+        // spliced byte stream and never goes back to the pool.
+        *req.uri_mut() = pq.parse().map_err(|_| "bad path".to_owned())?;
+        let tcp = tokio::time::timeout(ctx.connect_timeout, tokio::net::TcpStream::connect(&ctx.local_authority))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        *req.uri_mut() = format!("{}{}", ctx.local_base, pq).parse().map_err(|_| "bad path".to_owned())?;
+        ctx.client.request(req).await.map_err(|e| e.to_string())?
+    };
+    edgelink_hop::finish(&mut resp, pending).map_err(|e| e.to_string())?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let local_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, local_upgrade) {
-                    let mut a = TokioIo::new(a);
-                    let mut b = TokioIo::new(b);
-                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await;
-                }
-            });
-        }
-        let (rparts, _) = resp.into_parts();
-        return Ok(Response::from_parts(rparts, Empty::new().map_err(|e| match e {}).boxed()));
+        return Ok(resp.map(|_| Empty::new().map_err(|e| match e {}).boxed()));
     }
-    let (mut rparts, rbody) = resp.into_parts();
-    hop::strip(&mut rparts.headers, false);
-    // The tunnel stream is its own keep-alive connection, whatever HTTP
-    // version the local service answered with.
-    rparts.version = http::Version::HTTP_11;
-    Ok(Response::from_parts(rparts, rbody.map_err(Into::into).boxed()))
+    Ok(resp.map(|b| b.map_err(Into::into).boxed()))
 }

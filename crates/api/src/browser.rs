@@ -14,11 +14,10 @@ use std::time::Duration;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
-use edgelink_auth::cookie::SessionId;
 use edgelink_auth::secret;
 use edgelink_oidc::OidcError;
 use edgelink_protocol::error::ErrorCode;
-use edgelink_store::{UserSession, now_ms};
+use edgelink_store::now_ms;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -208,11 +207,8 @@ async fn finish(
     // Rotation: whatever session this browser had is ended; the new one
     // gets a fresh id, so a planted cookie never becomes authenticated.
     if let Some(Principal::User(old)) = principal {
-        state.store().delete_user_session(&old.user.id, &old.session_hash).await?;
-        state.forget_session(&old.session_hash);
+        state.sessions().end(&old.user.id, &old.session_hash).await?;
     }
-    let id = SessionId::generate();
-    let now = now_ms();
     let cfg = &state.config().session;
     let user_agent: String = req
         .headers
@@ -224,18 +220,7 @@ async fn finish(
         .collect();
     let peer = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     let ip = state.client_ip(peer, &req.headers).map(|ip| ip.to_string()).unwrap_or_default();
-    let session = UserSession {
-        id_hash: id.storage_hash(),
-        public_id: secret::random_b64(12),
-        user_id: user.id.clone(),
-        created_at: now,
-        last_seen_at: now,
-        idle_expires_at: now + cfg.idle_timeout.as_millis() as i64,
-        absolute_expires_at: now + cfg.absolute_lifetime.as_millis() as i64,
-        user_agent,
-        ip,
-    };
-    state.store().create_user_session(&session).await?;
+    let id = state.sessions().create(&user.id, crate::sessions::Origin { user_agent, ip }).await?;
     tracing::info!(user_id = %user.id, "browser sign-in");
     let value = state.cookie_keys().sign(policy.session_name(), &id);
     Ok((policy.set_session(&value, cfg.absolute_lifetime), pending.r))
@@ -324,13 +309,9 @@ pub async fn logout(State(state): State<AppState>, user: UserPrincipal, uri: Uri
         Query::try_from_uri(&uri).map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
     let ended = if all {
-        let n = state.store().delete_all_user_sessions(&user.user.id).await?;
-        state.forget_sessions_of(&user.user.id);
-        n
+        state.sessions().end_all(&user.user.id).await?
     } else {
-        let n = u64::from(state.store().delete_user_session(&user.user.id, &user.session_hash).await?);
-        state.forget_session(&user.session_hash);
-        n
+        u64::from(state.sessions().end(&user.user.id, &user.session_hash).await?)
     };
     let end_session_url = match state.oidc() {
         Some(p) => p.end_session_url(Some(&state.config().post_logout_redirect())).await,
@@ -375,7 +356,7 @@ pub async fn list_sessions(
     State(state): State<AppState>,
     user: UserPrincipal,
 ) -> Result<axum::Json<BrowserSessions>, ApiError> {
-    let rows = state.store().list_user_sessions(&user.user.id, now_ms()).await?;
+    let rows = state.sessions().list(&user.user.id).await?;
     let sessions = rows
         .into_iter()
         .map(|s| BrowserSession {
@@ -398,10 +379,9 @@ pub async fn delete_session(
     user: UserPrincipal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if id.len() > 64 || !state.store().delete_user_session_by_public_id(&user.user.id, &id).await? {
+    if id.len() > 64 || !state.sessions().end_by_public_id(&user.user.id, &id).await? {
         return Err(ApiError::new(ErrorCode::NotFound, "no such session"));
     }
-    state.forget_session_public(&user.user.id, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -218,11 +218,7 @@ impl<T: Serialize> axum::response::IntoResponse for NoStore<T> {
     }
 }
 
-fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
+use edgelink_protocol::time::rfc3339 as rfc3339_ms;
 
 /// Deletes expired challenges and browser sessions once a minute.
 pub async fn purge_loop(state: AppState) {

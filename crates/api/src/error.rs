@@ -63,14 +63,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Now, RFC 3339 with seconds.
-pub fn timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+/// A time in Unix milliseconds in the one wire format.
+pub use edgelink_protocol::time::rfc3339 as timestamp_ms;
 
-/// A time in Unix milliseconds as RFC 3339 with seconds.
-pub fn timestamp_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// Now, in the one wire format.
+pub fn timestamp() -> String {
+    timestamp_ms(edgelink_store::now_ms())
 }
 
 /// Fallback for unknown routes.

@@ -1,11 +1,25 @@
 //! api-server: the public REST API. It authenticates devices
 //! (challenge/response, access and refresh tokens), publishes the key that
-//! signs device tokens, and signs browser users in through their OpenID
+//! signs device tokens, signs browser users in through their OpenID
 //! provider as a backend-for-frontend (the browser only ever holds an HMAC
-//! session cookie); later issues add pairing and device access.
+//! session cookie), pairs devices with one-time codes, and serves each
+//! user's devices: their records and their web services.
 //!
 //! It never holds tunnels and never opens one: remote-proxy does. It owns
 //! the mapping of every error to the JSON error body ([`error::ApiError`]).
+//!
+//! # Layout
+//! * [`routes`]: the route table; [`principal`]: the gate that enforces it.
+//! * [`browser`]: sign-in, logout and the session list;
+//!   [`sessions`]: browser sessions themselves; [`cookies`]: cookie names
+//!   and attributes.
+//! * [`device_auth`]: challenge/verify/refresh for devices;
+//!   [`pairing`]: one-time codes; [`device_fields`]: the rules of a
+//!   device's user-set fields.
+//! * [`devices`]: device records; [`device_proxy`]: their web services.
+//! * [`provision`]: the operator commands; [`ui`]: the web UI.
+//! * [`error`]: the one error→response mapping; [`config`], [`cache`],
+//!   [`client_ip`], [`ratelimit`].
 //!
 //! # Entry points
 //! * [`AppState::new`] and [`router`]: the axum app, for `oneshot` tests;
@@ -20,6 +34,8 @@ pub mod client_ip;
 pub mod config;
 pub mod cookies;
 pub mod device_auth;
+pub mod device_fields;
+pub mod device_proxy;
 pub mod devices;
 pub mod error;
 pub mod pairing;
@@ -27,6 +43,7 @@ pub mod principal;
 pub mod provision;
 pub mod ratelimit;
 pub mod routes;
+pub mod sessions;
 pub mod ui;
 
 use std::sync::Arc;
@@ -73,14 +90,10 @@ struct Inner {
     /// Per-address limits of the anonymous device endpoints.
     exchange_limiter: ratelimit::RateLimiter,
     device_auth_limiter: ratelimit::RateLimiter,
-    /// Streams requests to relays (None without `relay_internal_secret`).
-    forwarder: Option<edgelink_internal_api::forward::Forwarder>,
-    /// Session cookie hash → the signed-in user (hot path).
-    session_cache: cache::TtlCache<String, principal::CachedSession>,
-    /// (owner, device) → the relay holding its tunnel (hot path).
-    route_cache: cache::TtlCache<(String, String), devices::Route>,
-    /// Internal-API clients by relay URL.
-    relay_clients: std::sync::Mutex<std::collections::HashMap<String, edgelink_internal_api::Client>>,
+    /// Browser sessions: lookup (cached), creation, ending.
+    sessions: sessions::BrowserSessions,
+    /// Devices' web services through their relays.
+    device_proxy: device_proxy::DeviceProxy,
     /// Validated configuration.
     config: ApiConfig,
 }
@@ -103,13 +116,13 @@ impl AppState {
         let trusted_proxies = config.trusted_proxy_blocks()?;
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
-        let forwarder = config
-            .relay_internal_secret
-            .clone()
-            .map(|secret| edgelink_internal_api::forward::Forwarder::new(secret, config.device_timeout));
-        let relay_clients = std::sync::Mutex::new(std::collections::HashMap::new());
-        let session_cache = cache::TtlCache::new(config.cache_ttl, 100_000);
-        let route_cache = cache::TtlCache::new(config.cache_ttl, 100_000);
+        let device_proxy = device_proxy::DeviceProxy::new(&config);
+        let sessions = sessions::BrowserSessions::new(
+            store.clone(),
+            config.cache_ttl,
+            config.session.idle_timeout,
+            config.session.absolute_lifetime,
+        );
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
@@ -122,10 +135,8 @@ impl AppState {
                 trusted_proxies,
                 exchange_limiter,
                 device_auth_limiter,
-                forwarder,
-                session_cache,
-                route_cache,
-                relay_clients,
+                sessions,
+                device_proxy,
                 config,
             }),
         })
@@ -165,50 +176,14 @@ impl AppState {
         client_ip::client_ip(&self.inner.trusted_proxies, peer, headers)
     }
 
-    fn session_cache(&self) -> &cache::TtlCache<String, principal::CachedSession> {
-        &self.inner.session_cache
+    /// Browser sessions.
+    pub(crate) fn sessions(&self) -> &sessions::BrowserSessions {
+        &self.inner.sessions
     }
 
-    fn route_cache(&self) -> &cache::TtlCache<(String, String), devices::Route> {
-        &self.inner.route_cache
-    }
-
-    fn forget_session(&self, id_hash: &str) {
-        self.inner.session_cache.remove(&id_hash.to_owned());
-    }
-
-    fn forget_sessions_of(&self, user_id: &str) {
-        self.inner.session_cache.remove_where(|_, c| c.user_id() == user_id);
-    }
-
-    fn forget_session_public(&self, user_id: &str, public_id: &str) {
-        self.inner.session_cache.remove_where(|_, c| c.user_id() == user_id && c.public_id() == public_id);
-    }
-
-    /// Drops the cached route of a device (deleted, closed, moved).
-    fn forget_route(&self, owner_id: &str, device_id: &str) {
-        self.inner.route_cache.remove(&(owner_id.to_owned(), device_id.to_owned()));
-    }
-
-    fn forwarder(&self) -> Option<&edgelink_internal_api::forward::Forwarder> {
-        self.inner.forwarder.as_ref()
-    }
-
-    /// The internal-API client for the relay at `url`.
-    fn relay_client(&self, url: &str) -> Result<edgelink_internal_api::Client, ApiError> {
-        let secret = self.inner.config.relay_internal_secret.clone().ok_or_else(|| {
-            ApiError::unavailable("api-server is not configured to reach relays (relay_internal_secret)")
-        })?;
-        let mut clients = match self.inner.relay_clients.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(c) = clients.get(url) {
-            return Ok(c.clone());
-        }
-        let client = edgelink_internal_api::Client::new(url, secret).map_err(ApiError::internal)?;
-        clients.insert(url.to_owned(), client.clone());
-        Ok(client)
+    /// Devices' web services through their relays.
+    pub(crate) fn device_proxy(&self) -> &device_proxy::DeviceProxy {
+        &self.inner.device_proxy
     }
 
     fn rate_limiter(&self, limit: ratelimit::Limit) -> &ratelimit::RateLimiter {
@@ -254,12 +229,12 @@ async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> im
     ([(http::header::CACHE_CONTROL, "public, max-age=300")], axum::Json(state.inner.signing_key.jwks()))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, and runs the
-/// periodic cleanup of expired challenges meanwhile.
+/// Serves the API on `listener` until `shutdown` is cancelled, and runs
+/// the periodic cleanup of expired challenges meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     // Discover the provider in the background: a provider that is down
     // or slow must not delay start (login answers 503 until it is up).
@@ -278,7 +253,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let res = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     janitor.abort();
     res
 }

@@ -17,6 +17,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::device_fields as fields;
 use crate::error::{ApiError, Json, timestamp_ms};
 use crate::principal::UserPrincipal;
 
@@ -54,27 +55,56 @@ pub struct PairingCreated {
     pub command: String,
 }
 
+/// Why no code was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The user already holds the allowed number of unused codes.
+    #[error("already {0} unused pairing codes; use one or wait for them to expire")]
+    TooMany(u32),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] edgelink_store::Error),
+}
+
+/// A code the user can give a device, with its expiry (ms).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// As shown to people: `XXXX-XXXX`.
+    pub code: String,
+    /// When it stops working, Unix ms.
+    pub expires_at: i64,
+}
+
+/// Issues a pairing code for `user_id`, alive `ttl`, unless they already
+/// hold `max_live` unused ones: the one way codes are made (the web UI's
+/// `POST /api/v1/pairings` and `api-server pairing create`).
+pub async fn issue(
+    store: &edgelink_store::Store,
+    user_id: &str,
+    ttl: std::time::Duration,
+    max_live: u32,
+) -> Result<Issued, IssueError> {
+    let code = new_code();
+    let hash = secret::hash(&normalise(&code).unwrap_or_default());
+    let now = now_ms();
+    let expires_at = now + ttl.as_millis() as i64;
+    match store.create_pairing(user_id, &hash, now, expires_at, i64::from(max_live)).await? {
+        Some(_) => Ok(Issued { code, expires_at }),
+        None => Err(IssueError::TooMany(max_live)),
+    }
+}
+
 /// `POST /api/v1/pairings`: a new code for the signed-in user.
 pub async fn create(
     State(state): State<AppState>,
     user: UserPrincipal,
 ) -> Result<(StatusCode, axum::Json<PairingCreated>), ApiError> {
     let cfg = state.config();
-    let code = new_code();
-    let hash = secret::hash(&normalise(&code).unwrap_or_default());
-    let now = now_ms();
-    let expires_at = now + cfg.pairing_ttl.as_millis() as i64;
-    let created =
-        state.store().create_pairing(&user.user.id, &hash, now, expires_at, i64::from(cfg.max_live_pairings)).await?;
-    if created.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "you already have {} unused pairing codes; use one or wait for them to expire",
-                cfg.max_live_pairings
-            ),
-        ));
-    }
+    let Issued { code, expires_at } =
+        issue(state.store(), &user.user.id, cfg.pairing_ttl, cfg.max_live_pairings).await.map_err(|e| match e {
+            IssueError::TooMany(_) => ApiError::new(ErrorCode::RateLimited, format!("you {e}")),
+            IssueError::Store(e) => e.into(),
+        })?;
     tracing::info!(user_id = %user.user.id, "pairing code created");
     Ok((
         StatusCode::CREATED,
@@ -124,30 +154,6 @@ pub struct ExchangeResponse {
     pub tunnel_url: String,
 }
 
-/// Checks the user-controlled device fields shared by exchange and PATCH.
-pub(crate) fn check_name(name: &str) -> Result<String, ApiError> {
-    let n = name.trim();
-    if n.is_empty() || n.chars().count() > 128 || n.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("name must be 1 to 128 printable characters"));
-    }
-    Ok(n.to_owned())
-}
-
-pub(crate) fn check_label(what: &str, v: &str) -> Result<String, ApiError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok { Ok(v.to_owned()) } else { Err(ApiError::bad_request(format!("{what} must be 1 to 64 of [A-Za-z0-9-_.:]"))) }
-}
-
-pub(crate) fn check_metadata(m: &serde_json::Map<String, serde_json::Value>) -> Result<String, ApiError> {
-    let text = serde_json::to_string(m).map_err(ApiError::internal)?;
-    if text.len() > 8 * 1024 {
-        return Err(ApiError::bad_request("metadata must be at most 8 KiB of JSON"));
-    }
-    Ok(text)
-}
-
 /// `POST /api/v1/pairings/exchange` (anonymous, rate limited): 201 with the
 /// new device, or a clear error; nothing is created on any error.
 pub async fn exchange(
@@ -157,14 +163,12 @@ pub async fn exchange(
     let code = normalise(&req.code).ok_or_else(|| {
         ApiError::new(ErrorCode::PairingCodeInvalid, "that is not a pairing code (8 characters like 7KQF-M2XD)")
     })?;
-    let name = check_name(&req.name)?;
-    let device_type = check_label("type", req.device_type.as_deref().unwrap_or("generic"))?;
-    if req.capabilities.len() > 32 {
-        return Err(ApiError::bad_request("at most 32 capabilities"));
-    }
-    let capabilities = req.capabilities.iter().map(|c| check_label("capability", c)).collect::<Result<Vec<_>, _>>()?;
-    let region = req.region.as_deref().map(|r| check_label("region", r)).transpose()?;
-    let metadata = check_metadata(&req.metadata.unwrap_or_default())?;
+    let name = fields::name(&req.name)?;
+    let device_type = fields::label("type", req.device_type.as_deref().unwrap_or("generic"))?;
+    let capabilities = fields::capabilities(&req.capabilities)?;
+    let region = req.region.as_deref().map(|r| fields::label("region", r)).transpose()?;
+    let metadata =
+        serde_json::to_string(&fields::metadata(req.metadata.unwrap_or_default())?).map_err(ApiError::internal)?;
     let key =
         DevicePublicKey::from_pem(&req.public_key).map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
     let new = NewDevice {
@@ -224,15 +228,5 @@ mod tests {
         for bad in ["", "ABCD", "ABCD-EFG0", "ABCD-EFGI", "ABCDEFGHJ", &"A".repeat(100)] {
             assert_eq!(normalise(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn labels_and_names_are_bounded() {
-        assert!(check_label("type", "camera.v2:x-y_z").is_ok());
-        assert!(check_label("type", "a b").is_err());
-        assert!(check_label("type", "").is_err());
-        assert!(check_name("  cam  ").unwrap() == "cam");
-        assert!(check_name("a\u{0}b").is_err());
-        assert!(check_name(&"x".repeat(129)).is_err());
     }
 }

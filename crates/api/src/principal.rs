@@ -17,14 +17,10 @@ use axum::response::{IntoResponse, Response};
 use edgelink_auth::cookie::SessionId;
 use edgelink_auth::token::TokenError;
 use edgelink_protocol::error::ErrorCode;
-use edgelink_store::{User, now_ms};
+use edgelink_store::User;
 
 use crate::error::ApiError;
 use crate::{AppState, cookies};
-
-/// Session activity is written back at most this often (ms), so a busy
-/// browser does not turn every request into a database write.
-const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// Who a route admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,24 +44,6 @@ pub struct UserPrincipal {
     pub session_hash: String,
     /// Public handle of that session.
     pub session_public_id: String,
-}
-
-/// A session lookup kept in memory for a few seconds.
-#[derive(Debug, Clone)]
-pub struct CachedSession {
-    principal: UserPrincipal,
-    /// The session ends at this time (ms) at the latest.
-    expires_at: i64,
-}
-
-impl CachedSession {
-    pub(crate) fn user_id(&self) -> &str {
-        &self.principal.user.id
-    }
-
-    pub(crate) fn public_id(&self) -> &str {
-        &self.principal.session_public_id
-    }
 }
 
 /// A device authenticated by its access token.
@@ -126,35 +104,11 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Ref
     let session_expired =
         || Refusal::Invalid(ApiError::new(ErrorCode::Unauthenticated, "session expired or signed out; sign in again"));
     let id: SessionId = state.cookie_keys().verify(policy.session_name(), value).ok_or_else(session_expired)?;
-    let hash = id.storage_hash();
-    let now = now_ms();
-    if let Some(c) = state.session_cache().get(&hash)
-        && c.expires_at > now
-    {
-        return Ok(Principal::User(c.principal));
+    match state.sessions().resolve(&id).await {
+        Ok(Some(principal)) => Ok(Principal::User(principal)),
+        Ok(None) => Err(session_expired()),
+        Err(e) => Err(Refusal::Invalid(e.into())),
     }
-    let session = state
-        .store()
-        .get_user_session(&hash, now)
-        .await
-        .map_err(|e| Refusal::Invalid(e.into()))?
-        .ok_or_else(session_expired)?;
-    let user = state
-        .store()
-        .get_user(&session.user_id)
-        .await
-        .map_err(|e| Refusal::Invalid(e.into()))?
-        .ok_or_else(session_expired)?;
-    if now - session.last_seen_at >= TOUCH_EVERY_MS {
-        let idle = now + state.config().session.idle_timeout.as_millis() as i64;
-        if let Err(e) = state.store().touch_user_session(&hash, now, idle).await {
-            tracing::warn!(error = %e, "recording session activity failed");
-        }
-    }
-    let principal = UserPrincipal { user, session_hash: hash.clone(), session_public_id: session.public_id };
-    let expires_at = session.idle_expires_at.min(session.absolute_expires_at);
-    state.session_cache().insert(hash, CachedSession { principal: principal.clone(), expires_at });
-    Ok(Principal::User(principal))
 }
 
 /// Cross-site request check for cookie-authenticated unsafe methods: the

@@ -10,9 +10,15 @@ pub enum Error {
     /// The public key could not be parsed.
     #[error("public key: {0}")]
     Key(#[from] edgelink_auth::Error),
+    /// A device field breaks its rule.
+    #[error(transparent)]
+    Field(#[from] crate::device_fields::FieldError),
     /// A field is out of bounds.
     #[error("{0}")]
     Invalid(String),
+    /// No code was issued.
+    #[error(transparent)]
+    Pairing(#[from] crate::pairing::IssueError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] edgelink_store::Error),
@@ -37,20 +43,15 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
     if email.is_empty() || email.len() > 254 || !email.contains('@') {
         return Err(Error::Invalid("owner must be an email address".into()));
     }
-    let name = spec.name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(Error::Invalid("name must be 1 to 128 characters".into()));
-    }
-    if spec.device_type.is_empty() || spec.device_type.len() > 64 {
-        return Err(Error::Invalid("type must be 1 to 64 characters".into()));
-    }
+    let name = crate::device_fields::name(&spec.name)?;
+    let device_type = crate::device_fields::label("type", &spec.device_type)?;
     let key = DevicePublicKey::from_pem(&spec.public_key_pem)?;
     let owner = store.upsert_user_by_email(email, email.split('@').next().unwrap_or(email)).await?;
     let device = store
         .create_device(&NewDevice {
             owner_id: owner.id,
-            name: name.to_owned(),
-            device_type: spec.device_type.clone(),
+            name,
+            device_type,
             capabilities: "[]".into(),
             region: None,
             metadata: "{}".into(),
@@ -75,15 +76,8 @@ pub async fn create_pairing(
         return Err(Error::Invalid("owner must be an email address".into()));
     }
     let owner = store.upsert_user_by_email(email, email.split('@').next().unwrap_or(email)).await?;
-    let code = crate::pairing::new_code();
-    let hash = edgelink_auth::secret::hash(&crate::pairing::normalise(&code).unwrap_or_default());
-    let now = edgelink_store::now_ms();
-    let created =
-        store.create_pairing(&owner.id, &hash, now, now + ttl.as_millis() as i64, i64::from(max_live)).await?;
-    if created.is_none() {
-        return Err(Error::Invalid(format!("{email} already has {max_live} unused pairing codes")));
-    }
-    Ok(code)
+    let issued = crate::pairing::issue(store, &owner.id, ttl, max_live).await?;
+    Ok(issued.code)
 }
 
 /// Ends every browser session of the user with `email` (an operator's

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate};
 use crate::ratelimit::Limit;
-use crate::{AppState, browser, device_auth, devices, pairing, ui};
+use crate::{AppState, browser, device_auth, device_proxy, devices, pairing, ui};
 
 /// One route.
 pub struct Route {
@@ -99,9 +99,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/api/v1/devices/{id}/session", User, devices::session),
         Route::new(Method::POST, "/api/v1/devices/{id}/session/close", User, devices::close_session),
         // The device's web service: every method, with and without a path.
-        Route::any("/api/v1/devices/{id}/http", User, devices::http),
-        Route::any("/api/v1/devices/{id}/http/", User, devices::http),
-        Route::any("/api/v1/devices/{id}/http/{*path}", User, devices::http),
+        Route::any("/api/v1/devices/{id}/http", User, device_proxy::http),
+        Route::any("/api/v1/devices/{id}/http/", User, device_proxy::http),
+        Route::any("/api/v1/devices/{id}/http/{*path}", User, device_proxy::http),
         // Browser sign-in.
         Route::new(Method::GET, "/api/auth/login", Public, browser::login),
         Route::new(Method::GET, "/api/auth/callback", Public, browser::callback),

@@ -5,7 +5,6 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::device_key::DevicePublicKey;
 use crate::{Error, pem};
 
 /// An Ed25519 private key with its public half.
@@ -55,14 +54,13 @@ impl AgentKey {
 
     /// The public key as SPKI PEM, the form api-server stores.
     pub fn public_key_pem(&self) -> String {
-        self.public_key().to_pem()
+        pem::encode("PUBLIC KEY", &pem::ed25519_spki(&self.public_key_raw()))
     }
 
     /// The public key.
-    pub fn public_key(&self) -> DevicePublicKey {
-        let mut raw = [0u8; 32];
-        raw.copy_from_slice(self.pair.public_key().as_ref());
-        DevicePublicKey::Ed25519(raw)
+    #[cfg(feature = "server")]
+    pub fn public_key(&self) -> crate::device_key::DevicePublicKey {
+        crate::device_key::DevicePublicKey::Ed25519(self.public_key_raw())
     }
 
     /// The raw 32-byte public key.
@@ -87,6 +85,8 @@ mod tests {
         let key = AgentKey::generate().unwrap();
         let again = AgentKey::from_pem(&key.private_key_pem()).unwrap();
         assert_eq!(key.public_key_pem(), again.public_key_pem());
+        #[cfg(feature = "server")]
+        assert_eq!(key.public_key().to_pem(), key.public_key_pem());
         assert!(format!("{key:?}").contains("redacted"));
     }
 }

@@ -128,7 +128,7 @@ impl CookieKeys {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
                 let text = format!("{}\n", base64::engine::general_purpose::STANDARD.encode(key));
-                crate::signing::write_private(path, text.as_bytes()).map_err(|e| file_err(&e))?;
+                crate::keyfile::write_private(path, text.as_bytes()).map_err(|e| file_err(&e))?;
                 Ok((Self::new(vec![key.to_vec()])?, true))
             }
             Err(e) => Err(file_err(&e)),

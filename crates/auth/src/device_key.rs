@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, pem};
 
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (OID 1.3.101.112).
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+use crate::pem::ED25519_SPKI_PREFIX;
 const RSA_MIN_BITS: usize = 2048;
 const RSA_MAX_BITS: usize = 8192;
 
@@ -110,11 +109,7 @@ impl DevicePublicKey {
     /// The key as SPKI PEM: the normalised form that is stored.
     pub fn to_pem(&self) -> String {
         match self {
-            DevicePublicKey::Ed25519(raw) => {
-                let mut der = ED25519_SPKI_PREFIX.to_vec();
-                der.extend_from_slice(raw);
-                pem::encode("PUBLIC KEY", &der)
-            }
+            DevicePublicKey::Ed25519(raw) => pem::encode("PUBLIC KEY", &pem::ed25519_spki(raw)),
             DevicePublicKey::Rsa(key) => match key.to_public_key_der() {
                 Ok(doc) => pem::encode("PUBLIC KEY", doc.as_bytes()),
                 Err(_) => String::new(),

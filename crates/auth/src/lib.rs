@@ -2,9 +2,13 @@
 //! api-server issues to devices, and the opaque secrets (refresh tokens)
 //! stored only as hashes.
 //!
-//! This crate does no IO except reading and writing key files in
-//! [`signing::SigningKey::load_or_generate`]. It knows nothing about HTTP or
+//! This crate does no IO except reading and writing key files
+//! ([`keyfile`], [`signing::SigningKey::load_or_generate`],
+//! [`cookie::CookieKeys::load_or_generate`]). It knows nothing about HTTP or
 //! SQL.
+//!
+//! Without the `server` feature only what a device needs is built (its own
+//! key pair and key files): edge-agent links no RSA, JWT or HMAC code.
 //!
 //! # Layout
 //! * [`device_key`]: a device's public key (Ed25519 or RSA) and signature
@@ -15,13 +19,20 @@
 //! * [`token`]: issuing and verifying device access tokens.
 //! * [`secret`]: random opaque secrets, their hashes, constant-time compare.
 //! * [`pem`]: the small PEM codec the key types share.
+//! * [`keyfile`]: writing private key files (mode 0600, never overwritten).
 
 pub mod agent_key;
+#[cfg(feature = "server")]
 pub mod cookie;
+#[cfg(feature = "server")]
 pub mod device_key;
+pub mod keyfile;
 pub mod pem;
+#[cfg(feature = "server")]
 pub mod secret;
+#[cfg(feature = "server")]
 pub mod signing;
+#[cfg(feature = "server")]
 pub mod token;
 
 /// Errors from this crate.

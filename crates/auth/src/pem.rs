@@ -19,6 +19,16 @@ pub fn decode(text: &str) -> Result<(String, Vec<u8>), Error> {
     Ok((label, der))
 }
 
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (OID 1.3.101.112).
+pub const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+/// The SubjectPublicKeyInfo DER of a raw Ed25519 public key.
+pub fn ed25519_spki(raw: &[u8; 32]) -> Vec<u8> {
+    let mut der = ED25519_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(raw);
+    der
+}
+
 /// Encodes DER as PEM with 64-column lines.
 pub fn encode(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);

@@ -5,7 +5,6 @@
 //! exist. A file that exists but cannot be parsed is an error: replacing it
 //! silently would invalidate every token in circulation and hide the fault.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -14,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 use crate::agent_key::AgentKey;
+use crate::keyfile::write_private;
 
 /// The signing key with its key id.
 pub struct SigningKey {
@@ -89,25 +89,6 @@ impl SigningKey {
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({ "keys": [self.public_jwk()] })
     }
-}
-
-/// Writes `bytes` to a new file readable only by its owner.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

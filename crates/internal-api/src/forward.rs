@@ -1,22 +1,20 @@
 //! Streaming forward through a relay's `ANY /internal/forward/{id}/{*path}`:
-//! bodies are streamed both ways, HTTP upgrades (WebSocket) are spliced,
-//! and connections to each relay are pooled and kept alive, so a forwarded
-//! request costs no new TCP connection.
+//! bodies are streamed both ways and connections to each relay are pooled
+//! and kept alive, so a forwarded request costs no new TCP connection. The
+//! caller prepares the request and finishes the answer (upgrades included)
+//! with `edgelink_hop`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Body type of forwarded requests.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Bytes copied per direction per read on spliced upgrades.
-const SPLICE_BUF: usize = 64 * 1024;
 
 /// Why a forward failed before the device answered.
 #[derive(Debug, thiserror::Error)]
@@ -60,17 +58,15 @@ impl Forwarder {
         Forwarder { client, secret, timeout }
     }
 
-    /// Sends `req` (already stripped of the caller's credentials and
-    /// hop-by-hop headers by the caller) to `relay_url`'s forward of device
-    /// or session `id`, at `target` (path and query on the device). With
-    /// `client_upgrade`, a `101` answer is spliced to it.
+    /// Sends `req` (already prepared for this hop by the caller) to
+    /// `relay_url`'s forward of device or session `id`, at `target` (path
+    /// and query on the device).
     pub async fn forward(
         &self,
         relay_url: &str,
         id: &str,
         target: &str,
         mut req: Request<BoxBody>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
         let uri = format!(
             "{}/internal/forward/{}/{}",
@@ -83,32 +79,11 @@ impl Forwarder {
         let auth = HeaderValue::from_str(&format!("Bearer {}", self.secret.expose_secret()))
             .map_err(|_| ForwardError::Target("internal secret is not a valid header value".into()))?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
-        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
+        tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| ForwardError::Timeout(self.timeout))?
-            .map_err(|e| ForwardError::Relay(error_chain(&e)))?;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
-            splice(client_upgrade, hyper::upgrade::on(&mut resp));
-        }
-        Ok(resp)
+            .map_err(|e| ForwardError::Relay(error_chain(&e)))
     }
-}
-
-/// Once both sides of an HTTP upgrade complete, copies bytes between them
-/// until either closes (in a task of its own).
-pub fn splice(a: hyper::upgrade::OnUpgrade, b: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        match tokio::join!(a, b) {
-            (Ok(a), Ok(b)) => {
-                let mut a = TokioIo::new(a);
-                let mut b = TokioIo::new(b);
-                let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUF, SPLICE_BUF).await;
-            }
-            (a, b) => tracing::debug!(caller_ok = a.is_ok(), device_side_ok = b.is_ok(), "upgrade did not complete"),
-        }
-    });
 }
 
 /// An error and its causes on one line (hyper-util's top-level message

@@ -7,20 +7,22 @@
 //! plain values. `docs/protocol.md` is the prose version of this file.
 //!
 //! # Layout
+//! * [`bearer`]: reading a bearer token from `Authorization`.
 //! * [`paths`]: HTTP paths on the tunnel port and inside the tunnel.
 //! * [`claims`]: the device access token's claims.
 //! * [`close`]: why a tunnel was closed, as WebSocket close codes.
 //! * [`heartbeat`]: the heartbeat a device sends on its own stream.
 //! * [`limits`]: sizes and counts both ends refuse to exceed.
 //! * [`challenge`]: the text a device signs to prove its key.
+//! * [`time`]: the one wire format of instants.
 //! * [`error`]: the JSON error body every edgelink HTTP endpoint returns.
-//! * [`hop`]: hop-by-hop header rules every HTTP hop of a tunnel applies.
 
+pub mod bearer;
 pub mod challenge;
 pub mod claims;
 pub mod close;
 pub mod error;
 pub mod heartbeat;
-pub mod hop;
 pub mod limits;
 pub mod paths;
+pub mod time;

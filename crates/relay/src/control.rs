@@ -13,7 +13,7 @@ use edgelink_tunnel::TunnelStream;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use tracing::Instrument;
 
 use crate::Relay;
 use crate::error::{rfc3339_ms, timestamp};
@@ -24,14 +24,14 @@ const HEARTBEAT_STORE_EVERY_MS: i64 = 10_000;
 /// Serves one device-opened stream on its own task.
 pub fn spawn_device_stream(relay: Relay, session_id: String, stream: TunnelStream) {
     let header_timeout = relay.header_timeout();
-    tokio::spawn(async move {
-        let svc = hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_header_size(limits::MAX_HEADER_BYTES);
-        if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-            tracing::debug!(error = %e, "device control stream ended with an error");
+    let span = tracing::debug_span!("device_stream", session_id = %session_id);
+    tokio::spawn(
+        async move {
+            let svc = hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
+            edgelink_hop::serve(stream, svc, header_timeout).await;
         }
-    });
+        .instrument(span),
+    );
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {

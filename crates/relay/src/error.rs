@@ -80,14 +80,10 @@ impl From<edgelink_store::Error> for RelayError {
     }
 }
 
-/// Now, RFC 3339.
-pub fn timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+/// Milliseconds since the epoch in the one wire format.
+pub use edgelink_protocol::time::rfc3339 as rfc3339_ms;
 
-/// Milliseconds since the epoch as RFC 3339.
-pub fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+/// Now, in the one wire format.
+pub fn timestamp() -> String {
+    rfc3339_ms(edgelink_store::now_ms())
 }

@@ -3,11 +3,11 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, Version, header};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
-use edgelink_internal_api::forward::{error_chain, splice};
+use edgelink_internal_api::forward::error_chain;
 use edgelink_protocol::error::ErrorCode;
-use edgelink_protocol::{hop, paths};
+use edgelink_protocol::paths;
 
 use crate::Relay;
 use crate::error::RelayError;
@@ -55,41 +55,22 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
         .or_else(|| relay.registry().by_device(&id))
         .filter(|s| !s.handle.is_closed())
         .ok_or_else(|| RelayError::client(ErrorCode::SessionNotFound, "no such live session"))?;
-    let upgrade = hop::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-
-    let (mut parts, body) = req.into_parts();
+    // The caller's credentials for this API are never the device's business.
+    let pending = edgelink_hop::prepare(&mut req, &[header::AUTHORIZATION]);
     // The pool keys connections by authority: the session id is the host.
-    parts.uri = format!("http://{}{}", session.id, target)
+    *req.uri_mut() = format!("http://{}{}", session.id, target)
         .parse()
         .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
-    parts.version = Version::HTTP_11;
-    hop::strip(&mut parts.headers, upgrade);
-    // The caller's credentials for this API are never the device's business.
-    parts.headers.remove(header::AUTHORIZATION);
-    let out = Request::from_parts(parts, body);
 
-    let mut resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(out))
+    let mut resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(req))
         .await
         .map_err(|_| RelayError::DeviceTimeout)?
         .map_err(|e| RelayError::Device(error_chain(&e)))?;
-
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(RelayError::Device("device switched protocols without being asked".into()));
-        };
-        splice(client_upgrade, hyper::upgrade::on(&mut resp));
-        let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(parts, Body::empty()));
-    }
-    let (mut parts, body) = resp.into_parts();
-    hop::strip(&mut parts.headers, false);
+    edgelink_hop::finish(&mut resp, pending).map_err(|e| RelayError::Device(e.to_string()))?;
     // Only the relay's own errors carry this marker; a device cannot forge it.
-    parts.headers.remove(paths::RELAY_ERROR_HEADER);
-    // Each hop is its own connection: an HTTP/1.0 device answer must not
-    // make this hop's keep-alive connection close.
-    parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, Body::new(body)))
+    resp.headers_mut().remove(paths::RELAY_ERROR_HEADER);
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    Ok(resp.map(|body| if switched { Body::empty() } else { Body::new(body) }))
 }
 
 #[cfg(test)]

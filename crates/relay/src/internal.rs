@@ -31,7 +31,7 @@ pub fn router(relay: Relay) -> Router {
 /// time). Runs before routing, so unknown paths are 401 too.
 async fn require_secret(State(relay): State<Relay>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    match crate::tunnel::bearer(req.headers()) {
+    match edgelink_protocol::bearer::token(req.headers()) {
         None => RelayError::client(ErrorCode::TokenMissing, "internal secret required").into_response_at(&path),
         Some(given) if !relay.secret_matches(given) => {
             RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match").into_response_at(&path)

@@ -6,19 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderValue;
+use axum::response::Response;
 use edgelink_auth::token::TokenError;
 use edgelink_protocol::close::CloseReason;
 use edgelink_protocol::error::ErrorCode;
-use edgelink_protocol::paths;
+use edgelink_protocol::{bearer, paths};
 use edgelink_store::{TunnelSession, now_ms};
-use edgelink_tunnel::read_ahead::ReadAhead;
-use edgelink_tunnel::{Role, SessionEnd};
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tracing::Instrument;
 
 use crate::Relay;
@@ -41,13 +35,6 @@ fn log_refusal(e: &RelayError) {
     tracing::info!(error = e.code().name(), "tunnel refused");
 }
 
-/// The bearer token of a request, if it has one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
-}
-
 fn token_error(e: TokenError) -> RelayError {
     let code = match e {
         TokenError::Missing => ErrorCode::TokenMissing,
@@ -58,20 +45,11 @@ fn token_error(e: TokenError) -> RelayError {
     RelayError::client(code, format!("device access token refused: {e}"))
 }
 
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim().eq_ignore_ascii_case(token))
-}
-
 async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request) -> Result<Response, RelayError> {
     // Authenticate before anything else so an anonymous caller learns
     // nothing and costs nothing.
-    let token =
-        bearer(req.headers()).ok_or_else(|| RelayError::client(ErrorCode::TokenMissing, "bearer token required"))?;
+    let token = bearer::token(req.headers())
+        .ok_or_else(|| RelayError::client(ErrorCode::TokenMissing, "bearer token required"))?;
     let claims = relay.keys().verify(token).await.map_err(token_error)?;
     let creds = relay.store().device_credentials(&claims.sub).await?;
     match creds {
@@ -87,18 +65,8 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
         Some(_) => {}
     }
 
-    let headers = req.headers();
-    let is_ws = req.method() == axum::http::Method::GET
-        && header_has(headers, header::UPGRADE, "websocket")
-        && header_has(headers, header::CONNECTION, "upgrade")
-        && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|_| is_ws)
-        .ok_or_else(|| RelayError::client(ErrorCode::BadRequest, "a WebSocket upgrade (version 13) is required"))?;
-    let accept_key = derive_accept_key(key.as_bytes());
-    let wants_subprotocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, paths::SUBPROTOCOL);
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (upgrade_answer, upgrade) =
+        edgelink_tunnel::accept(&mut req).map_err(|e| RelayError::client(ErrorCode::BadRequest, e.to_string()))?;
 
     let session_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("tunnel", session_id = %session_id, device_id = %claims.sub);
@@ -106,49 +74,37 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
     let id2 = session_id.clone();
     relay.tasks().spawn(
         async move {
-            match on_upgrade.await {
-                Ok(upgraded) => run_session(relay2, upgraded, id2, claims.sub, claims.owner, addr).await,
+            let relay_in = relay2.clone();
+            let id_in = id2.clone();
+            let started = upgrade
+                .into_session(&relay2.tunnel_config(), move |stream| {
+                    crate::control::spawn_device_stream(relay_in.clone(), id_in.clone(), stream);
+                })
+                .await;
+            match started {
+                Ok(session) => run_session(relay2, session, id2, claims.sub, claims.owner, addr).await,
                 Err(e) => tracing::info!(error = %e, "tunnel upgrade failed"),
             }
         }
         .instrument(span),
     );
 
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept_key) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if wants_subprotocol {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
-    }
+    let mut resp = upgrade_answer.map(|()| axum::body::Body::empty());
     if let Ok(v) = HeaderValue::from_str(&session_id) {
-        h.insert(paths::SESSION_HEADER, v);
+        resp.headers_mut().insert(paths::SESSION_HEADER, v);
     }
     Ok(resp)
 }
 
 async fn run_session(
     relay: Relay,
-    upgraded: hyper::upgrade::Upgraded,
+    session: edgelink_tunnel::Session,
     id: String,
     device_id: String,
     owner_id: String,
     addr: SocketAddr,
 ) {
-    let cfg = relay.tunnel_config();
-    // Socket reads go through a read-ahead buffer that exists only while
-    // data flows: tungstenite's own buffer can then be small (idle memory)
-    // without making bulk transfers read the socket in small pieces.
-    let io = ReadAhead::new(TokioIo::new(upgraded), edgelink_tunnel::READ_AHEAD);
-    let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(cfg.websocket_config())).await;
-    let relay_in = relay.clone();
-    let id_in = id.clone();
-    let (handle, task) = edgelink_tunnel::session::spawn(ws, Role::Relay, &cfg, move |stream| {
-        crate::control::spawn_device_stream(relay_in.clone(), id_in.clone(), stream);
-    });
+    let edgelink_tunnel::Session { handle, ended } = session;
     let now = now_ms();
     let live = Arc::new(LiveSession {
         id: id.clone(),
@@ -183,59 +139,11 @@ async fn run_session(
     }
     tracing::info!(remote_addr = %addr, "tunnel up");
 
-    let end = task.await.unwrap_or_else(|e| SessionEnd::Broken(e.to_string()));
+    let end = ended.await;
     relay.registry().remove(&id);
-    let reason = close_reason(&end);
+    let reason = end.close_reason();
     tracing::info!(reason = reason.as_str(), ?end, "tunnel down");
     if let Err(e) = relay.store().close_session(&id, now_ms(), reason.as_str()).await {
         tracing::warn!(error = %e, "could not record session close");
-    }
-}
-
-/// Why a session ended, in registry terms.
-pub fn close_reason(end: &SessionEnd) -> CloseReason {
-    match end {
-        SessionEnd::Local(Some((code, _))) => CloseReason::from_code(*code).unwrap_or(CloseReason::ClosedByOperator),
-        SessionEnd::Local(None) => CloseReason::Shutdown,
-        SessionEnd::Remote(..) => CloseReason::Disconnected,
-        SessionEnd::TimedOut => CloseReason::Timeout,
-        SessionEnd::Broken(msg) => {
-            let m = msg.to_ascii_lowercase();
-            if m.contains("decode") || m.contains("invalid") || m.contains("protocol") || m.contains("text message") {
-                CloseReason::ProtocolError
-            } else {
-                CloseReason::Disconnected
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  xyz "));
-        assert_eq!(bearer(&h), Some("xyz"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer(&h), None);
-    }
-
-    #[test]
-    fn end_reasons_map_to_close_reasons() {
-        assert_eq!(close_reason(&SessionEnd::TimedOut), CloseReason::Timeout);
-        assert_eq!(close_reason(&SessionEnd::Local(Some((4000, "replaced".into())))), CloseReason::Replaced);
-        assert_eq!(close_reason(&SessionEnd::Remote(1000, String::new())), CloseReason::Disconnected);
-        assert_eq!(
-            close_reason(&SessionEnd::Broken("text message on a binary tunnel".into())),
-            CloseReason::ProtocolError
-        );
     }
 }

@@ -1,15 +1,20 @@
 //! The tunnel transport: a WebSocket carried as a byte stream, with a yamux
 //! session on top.
 //!
-//! This crate is the only place that knows about WebSocket framing and yamux.
-//! It knows nothing about HTTP, tokens or the store: the relay and the agent
-//! hand it an established WebSocket and get back a [`session::Handle`] to
-//! open streams and a future that ends when the session does.
+//! This crate is the only place that knows about WebSocket framing and yamux,
+//! including both ends of the upgrade handshake. It knows nothing about
+//! tokens, what streams carry, or the store: the relay hands [`accept`] a
+//! request it has already authenticated, the agent hands [`dial`] a URL and
+//! a token, and both get back a [`Session`]: a [`Handle`] to open streams
+//! and a future of the typed [`SessionEnd`].
 //!
 //! # Layout
+//! * [`handshake`]: [`accept`] (relay) and [`dial`] (device), with typed
+//!   refusals.
 //! * [`ws`]: [`ws::WsByteStream`], WebSocket messages as a byte stream, with
 //!   keepalive pings and an idle bound.
-//! * [`session`]: the task that owns a yamux connection; [`session::spawn`].
+//! * [`session`]: the task that owns a yamux connection, and how a session
+//!   ended ([`SessionEnd::close_reason`] maps it to docs/protocol.md §6).
 //! * [`read_ahead`]: [`read_ahead::ReadAhead`], big socket reads while busy,
 //!   no buffer while idle (idle tunnels cost little memory).
 //! * [`TunnelConfig`]: timing and buffer settings shared by both ends.
@@ -19,13 +24,15 @@
 //!   it through [`session::Handle`].
 //! * A silent peer is declared dead within `idle_timeout + ping_interval`.
 
+pub mod handshake;
 pub mod read_ahead;
 pub mod session;
 pub mod ws;
 
 use std::time::Duration;
 
-pub use session::{Handle, Role, SessionEnd, TunnelStream};
+pub use handshake::{AcceptError, DialError, Refusal, Upgrade, accept, dial};
+pub use session::{Ended, Handle, Role, Session, SessionEnd, TunnelStream, Violation};
 pub use ws::{CloseInfo, WsByteStream};
 
 /// Settings both ends of a tunnel use.

@@ -10,15 +10,16 @@ use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::task::Poll;
 
+use edgelink_protocol::close::CloseReason;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 use crate::TunnelConfig;
+use crate::ws::{CloseInfo, WsByteStream};
 
 /// Longest a close may take before the session is dropped regardless.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-use crate::ws::{CloseInfo, WsByteStream};
 
 /// A yamux stream with tokio's IO traits.
 pub type TunnelStream = Compat<yamux::Stream>;
@@ -53,8 +54,80 @@ pub enum SessionEnd {
     Remote(u16, String),
     /// The peer stopped answering within the idle bound.
     TimedOut,
-    /// The connection ended without a Close frame, or failed.
-    Broken(String),
+    /// The connection ended without a Close frame: the peer vanished, the
+    /// socket was reset, or the session task itself failed.
+    Lost,
+    /// The peer broke the protocol; the session was ended for it.
+    Violation(Violation),
+}
+
+/// How a peer broke the tunnel protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A Text message on the binary tunnel.
+    TextMessage,
+    /// A malformed WebSocket frame (bad opcode, masking, size, UTF-8 in a
+    /// Close reason…).
+    WebSocket,
+    /// Bytes that are not yamux, or yamux used against its rules.
+    Yamux,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Violation::TextMessage => "text message on a binary tunnel",
+            Violation::WebSocket => "malformed websocket frame",
+            Violation::Yamux => "malformed or illegal yamux frame",
+        })
+    }
+}
+
+impl SessionEnd {
+    /// The registry's close reason for this end (docs/protocol.md §6): the
+    /// one place where session ends become close reasons.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            SessionEnd::Local(Some((code, _))) => {
+                CloseReason::from_code(*code).unwrap_or(CloseReason::ClosedByOperator)
+            }
+            SessionEnd::Local(None) => CloseReason::Shutdown,
+            SessionEnd::Remote(..) | SessionEnd::Lost => CloseReason::Disconnected,
+            SessionEnd::TimedOut => CloseReason::Timeout,
+            SessionEnd::Violation(_) => CloseReason::ProtocolError,
+        }
+    }
+
+    /// The relay's reason when the peer closed with one of the codes of
+    /// docs/protocol.md §6.
+    pub fn remote_reason(&self) -> Option<CloseReason> {
+        match self {
+            SessionEnd::Remote(code, _) => CloseReason::from_code(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A running tunnel session: the handle to use it and the future of its end.
+#[derive(Debug)]
+pub struct Session {
+    /// Opens streams and closes the session; cheap to clone.
+    pub handle: Handle,
+    /// Resolves once the session has ended.
+    pub ended: Ended,
+}
+
+/// The end of a session, as a future. A session task that panicked ends
+/// as [`SessionEnd::Lost`].
+#[derive(Debug)]
+pub struct Ended(tokio::task::JoinHandle<SessionEnd>);
+
+impl Future for Ended {
+    type Output = SessionEnd;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<SessionEnd> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(SessionEnd::Lost))
+    }
 }
 
 enum Command {
@@ -91,16 +164,12 @@ impl Handle {
     }
 }
 
-/// Starts the task that drives a yamux session over `ws`.
+/// Starts the task that drives a yamux session over `ws`. The relay and
+/// the agent get here through [`crate::accept`] and [`crate::dial`].
 ///
 /// `on_inbound` is called on the session task for every stream the peer
 /// opens; it must not block (spawn the handling).
-pub fn spawn<S, F>(
-    ws: WebSocketStream<S>,
-    role: Role,
-    config: &TunnelConfig,
-    on_inbound: F,
-) -> (Handle, tokio::task::JoinHandle<SessionEnd>)
+pub fn spawn<S, F>(ws: WebSocketStream<S>, role: Role, config: &TunnelConfig, on_inbound: F) -> Session
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: FnMut(TunnelStream) + Send + 'static,
@@ -120,7 +189,7 @@ where
     let (tx, rx) = mpsc::channel(64);
     let mut on_inbound = on_inbound;
     let task = tokio::spawn(drive(conn, rx, info, move |s: yamux::Stream| on_inbound(s.compat())));
-    (Handle { tx }, task)
+    Session { handle: Handle { tx }, ended: Ended(task) }
 }
 
 async fn drive<T, F>(
@@ -213,7 +282,7 @@ where
             Poll::Ready(Some(Err(e))) => {
                 return Poll::Ready(match closing {
                     Some(reason) => SessionEnd::Local(reason.clone()),
-                    None => ended(info, Some(e.to_string())),
+                    None => ended(info, Some(e)),
                 });
             }
             Poll::Ready(None) => {
@@ -227,14 +296,35 @@ where
     }
 }
 
-fn ended(info: &CloseInfo, error: Option<String>) -> SessionEnd {
+/// Why the connection ended, from what the adapter saw and yamux's error.
+fn ended(info: &CloseInfo, error: Option<yamux::ConnectionError>) -> SessionEnd {
     if info.timed_out() {
         return SessionEnd::TimedOut;
+    }
+    if let Some(v) = info.violation() {
+        return SessionEnd::Violation(v);
     }
     if let Some((code, reason)) = info.remote() {
         return SessionEnd::Remote(code, reason);
     }
-    SessionEnd::Broken(error.unwrap_or_else(|| "connection closed without a close frame".into()))
+    match error {
+        // yamux reports the transport's read errors as decode errors too;
+        // those are the connection going away, not bad frames.
+        Some(yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(e))) => {
+            tracing::debug!(error = %e, "tunnel connection lost");
+            SessionEnd::Lost
+        }
+        Some(
+            yamux::ConnectionError::Decode(_)
+            | yamux::ConnectionError::TooManyStreams
+            | yamux::ConnectionError::InvalidWindowUpdate,
+        ) => SessionEnd::Violation(Violation::Yamux),
+        Some(e) => {
+            tracing::debug!(error = %e, "tunnel connection lost");
+            SessionEnd::Lost
+        }
+        None => SessionEnd::Lost,
+    }
 }
 
 #[cfg(test)]
@@ -244,19 +334,17 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 
-    async fn connected(
-        config: &TunnelConfig,
-    ) -> (Handle, tokio::task::JoinHandle<SessionEnd>, Handle, tokio::task::JoinHandle<SessionEnd>) {
+    async fn connected(config: &TunnelConfig) -> (Handle, Ended, Handle, Ended) {
         let (a, b) = tokio::io::duplex(1024 * 1024);
         let relay_ws = WebSocketStream::from_raw_socket(a, WsRole::Client, Some(config.websocket_config())).await;
         let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, Some(config.websocket_config())).await;
-        let (relay, relay_task) = spawn(relay_ws, Role::Relay, config, |s| {
+        let relay = spawn(relay_ws, Role::Relay, config, |s| {
             tokio::spawn(echo(s));
         });
-        let (device, device_task) = spawn(device_ws, Role::Device, config, |s| {
+        let device = spawn(device_ws, Role::Device, config, |s| {
             tokio::spawn(echo(s));
         });
-        (relay, relay_task, device, device_task)
+        (relay.handle, relay.ended, device.handle, device.ended)
     }
 
     async fn echo(mut s: TunnelStream) {
@@ -299,8 +387,8 @@ mod tests {
         let config = TunnelConfig::default();
         let (relay, relay_task, _device, device_task) = connected(&config).await;
         relay.close(4001, "closed_by_operator");
-        assert_eq!(relay_task.await.unwrap(), SessionEnd::Local(Some((4001, "closed_by_operator".into()))));
-        assert_eq!(device_task.await.unwrap(), SessionEnd::Remote(4001, "closed_by_operator".into()));
+        assert_eq!(relay_task.await, SessionEnd::Local(Some((4001, "closed_by_operator".into()))));
+        assert_eq!(device_task.await, SessionEnd::Remote(4001, "closed_by_operator".into()));
         assert!(matches!(relay.open_stream().await, Err(Error::Closed)));
     }
 
@@ -310,14 +398,45 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Client, None).await;
         let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
-        let (_h, task) = spawn(device_ws, Role::Device, &config, |_| {});
+        let session = spawn(device_ws, Role::Device, &config, |_| {});
         use futures::SinkExt;
         raw.send(tokio_tungstenite::tungstenite::Message::Binary(bytes::Bytes::from_static(
             b"\xff\xff\xff\xff not a yamux header at all",
         )))
         .await
         .unwrap();
-        let end = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
-        assert!(matches!(end, SessionEnd::Broken(_)), "{end:?}");
+        let end = tokio::time::timeout(Duration::from_secs(5), session.ended).await.unwrap();
+        assert_eq!(end, SessionEnd::Violation(Violation::Yamux));
+        assert_eq!(end.close_reason(), CloseReason::ProtocolError);
+    }
+
+    #[tokio::test]
+    async fn a_text_message_ends_the_session_as_a_violation() {
+        let config = TunnelConfig::default();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Client, None).await;
+        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
+        let session = spawn(device_ws, Role::Device, &config, |_| {});
+        use futures::SinkExt;
+        raw.send(tokio_tungstenite::tungstenite::Message::text("hello")).await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), session.ended).await.unwrap();
+        assert_eq!(end, SessionEnd::Violation(Violation::TextMessage));
+    }
+
+    #[tokio::test]
+    async fn a_vanished_peer_is_lost_and_close_reasons_map_in_one_place() {
+        let config = TunnelConfig::default();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
+        let session = spawn(device_ws, Role::Device, &config, |_| {});
+        drop(a);
+        let end = tokio::time::timeout(Duration::from_secs(5), session.ended).await.unwrap();
+        assert_eq!(end, SessionEnd::Lost);
+        assert_eq!(end.close_reason(), CloseReason::Disconnected);
+        assert_eq!(SessionEnd::TimedOut.close_reason(), CloseReason::Timeout);
+        assert_eq!(SessionEnd::Local(Some((4000, "replaced".into()))).close_reason(), CloseReason::Replaced);
+        assert_eq!(SessionEnd::Local(None).close_reason(), CloseReason::Shutdown);
+        assert_eq!(SessionEnd::Remote(1000, String::new()).close_reason(), CloseReason::Disconnected);
+        assert_eq!(SessionEnd::Remote(4002, "device_revoked".into()).remote_reason(), Some(CloseReason::DeviceRevoked));
     }
 }

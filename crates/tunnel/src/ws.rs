@@ -25,6 +25,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::session::Violation;
+
 /// Close codes and reasons exchanged on one connection, shared between the
 /// adapter (which the yamux task owns) and whoever wants to set or read them.
 #[derive(Debug, Default)]
@@ -43,6 +45,8 @@ struct CloseState {
     remote: Option<(u16, String)>,
     /// The read side failed because the peer was silent too long.
     timed_out: bool,
+    /// The read side failed because the peer broke the protocol.
+    violation: Option<Violation>,
 }
 
 impl CloseInfo {
@@ -75,6 +79,17 @@ impl CloseInfo {
     /// True when the connection ended because the peer went silent.
     pub fn timed_out(&self) -> bool {
         self.inner.lock().map(|s| s.timed_out).unwrap_or(false)
+    }
+
+    /// How the peer broke the protocol, if that is why the stream ended.
+    pub fn violation(&self) -> Option<Violation> {
+        self.inner.lock().ok().and_then(|s| s.violation)
+    }
+
+    fn set_violation(&self, v: Violation) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.violation.get_or_insert(v);
+        }
     }
 
     fn take_local(&self) -> Option<(u16, String)> {
@@ -301,7 +316,23 @@ where
                     this.eof = true;
                     return Poll::Ready(Ok(0));
                 }
-                Some(Err(e)) => return Poll::Ready(Err(ws_err(e))),
+                Some(Err(e)) => {
+                    // The peer going away (even abruptly) is not a
+                    // violation; malformed frames are.
+                    let gone = matches!(
+                        e,
+                        tungstenite::Error::Io(_)
+                            | tungstenite::Error::ConnectionClosed
+                            | tungstenite::Error::AlreadyClosed
+                            | tungstenite::Error::Protocol(
+                                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+                            )
+                    );
+                    if !gone {
+                        this.close.set_violation(Violation::WebSocket);
+                    }
+                    return Poll::Ready(Err(ws_err(e)));
+                }
                 Some(Ok(m)) => m,
             };
             if let Some(ka) = this.keepalive.as_mut() {
@@ -322,6 +353,7 @@ where
                     this.eof = true;
                 }
                 Message::Text(_) => {
+                    this.close.set_violation(Violation::TextMessage);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "text message on a binary tunnel",

@@ -108,12 +108,13 @@ async fn a_device_stream_that_never_sends_a_request_is_closed() {
     let mut req = stack.tunnel_url().into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {}", token(&stack, &dev).await).parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let (handle, _task) = edgelink_tunnel::session::spawn(
+    let session = edgelink_tunnel::session::spawn(
         ws,
         edgelink_tunnel::Role::Device,
         &edgelink_tunnel::TunnelConfig::default(),
         |_| {},
     );
+    let handle = session.handle.clone();
     // A yamux stream exists for the relay once its first frame arrives, so
     // "never sends a request" means: a byte or a partial head, then silence.
     let mut one_byte = handle.open_stream().await.unwrap();

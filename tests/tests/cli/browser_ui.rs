@@ -14,7 +14,7 @@ use edgelink_e2e::{Options, Stack, origin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing = [
         (!std::path::Path::new(&chromium).exists()).then(|| format!("{chromium} (apt-get install chromium)")),
@@ -40,7 +40,7 @@ async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
             .arg("pair_and_open.mjs")
             .current_dir(&dir)
             .env("API_URL", &stack.api_url)
-            .env("AGENT_BIN", env!("CARGO_BIN_EXE_edge-agent"))
+            .env("AGENT_BIN", edgelink_e2e::binary("edge-agent"))
             .env("WORK_DIR", &work)
             .env("ORIGIN_URL", format!("http://{}", stack.origin))
             .env("EXPECT", "Hello from the demo device")

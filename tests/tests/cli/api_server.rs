@@ -8,7 +8,7 @@ use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
 
 fn cli(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_api-server"))
+    let out = Command::new(edgelink_e2e::binary("api-server"))
         .args(args)
         .env("EDGELINK_API__DATABASE_URL", &stack.database_url)
         .output()
@@ -56,4 +56,17 @@ async fn operator_makes_pairing_codes_and_signs_users_out() {
         tokio::task::block_in_place(|| cli(&stack, &["user", "sign-out", "--email", "nobody@example.com"]));
     assert_ne!(code, 0);
     assert!(err.contains("no user"), "{err}");
+
+    // Every operator command speaks JSON when asked to.
+    let (code, out, err) =
+        tokio::task::block_in_place(|| cli(&stack, &["--json", "pairing", "create", "--owner", "alice@example.com"]));
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(created["code"].as_str().map(str::len), Some(9), "{out}");
+    let (code, out, err) =
+        tokio::task::block_in_place(|| cli(&stack, &["user", "sign-out", "--email", "alice@example.com", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let ended: serde_json::Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(ended["email"], "alice@example.com");
+    assert_eq!(ended["ended_sessions"], 0);
 }

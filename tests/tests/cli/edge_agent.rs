@@ -11,7 +11,7 @@ use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
 
 fn agent(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    let mut c = Command::new(edgelink_e2e::binary("edge-agent"));
     c.env("EDGELINK_AGENT__KEY_FILE", dir.join("device.key"))
         .env("EDGELINK_AGENT__STATE_FILE", dir.join("state.json"))
         .env_remove("EDGELINK_AGENT__DEVICE_ID");

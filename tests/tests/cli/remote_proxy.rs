@@ -7,7 +7,7 @@ use edgelink_agent::Status;
 use edgelink_e2e::{SECRET, Stack, wait_for};
 
 fn cli(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_remote-proxy"))
+    let out = Command::new(edgelink_e2e::binary("remote-proxy"))
         .arg("sessions")
         .arg("--internal-url")
         .arg(stack.internal_url())
@@ -53,7 +53,7 @@ async fn operator_lists_shows_and_closes_a_session() {
 
 #[test]
 fn missing_secret_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_remote-proxy"))
+    let out = Command::new(edgelink_e2e::binary("remote-proxy"))
         .args(["sessions", "--internal-url", "http://127.0.0.1:9", "list"])
         .env_remove("EDGELINK_RELAY__INTERNAL_SECRET")
         .output()
@@ -64,7 +64,7 @@ fn missing_secret_is_a_clear_error() {
 
 #[test]
 fn serve_without_a_secret_exits_64_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_remote-proxy"))
+    let out = Command::new(edgelink_e2e::binary("remote-proxy"))
         .arg("serve")
         .env_remove("EDGELINK_RELAY__INTERNAL_SECRET")
         .output()

@@ -1,6 +1,6 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1): each hop of a forwarded request
-//! (relay, agent) removes them, except the pair that carries an upgrade
-//! through.
+//! (api-server, relay, agent) removes them, except the pair that carries an
+//! upgrade through.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 

@@ -1,0 +1,258 @@
+//! A device's local web service through api-server:
+//! `ANY /api/v1/devices/{id}/http[/{*path}]`.
+//!
+//! [`DeviceProxy`] finds the relay holding the device's tunnel (the session
+//! registry in the store, cached a few seconds: ADR 13, ADR 14), forwards
+//! over a pooled keep-alive connection to that relay's internal forward,
+//! and resends a bodiless request once when the tunnel turns out to have
+//! moved. What passes through is decided by `edgelink_hop`; what only this
+//! hop adds (`X-Forwarded-*`, the sandbox CSP, no cookies) is here.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use edgelink_internal_api::forward::{BoxBody, ForwardError, Forwarder};
+use edgelink_protocol::error::ErrorCode;
+use edgelink_protocol::paths;
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+
+use crate::AppState;
+use crate::cache::TtlCache;
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::principal::UserPrincipal;
+
+/// Content-Security-Policy on everything a device's web service returns:
+/// its pages run in an opaque origin, so their scripts cannot use the
+/// user's api-server session (ADR 12).
+pub const DEVICE_CSP: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals";
+
+/// Where a device's requests go.
+#[derive(Debug, Clone)]
+struct Route {
+    device_id: String,
+    relay_url: String,
+}
+
+/// Reaching devices through the relays that hold their tunnels.
+pub struct DeviceProxy {
+    /// Streams requests to relays (None without `relay_internal_secret`).
+    forwarder: Option<Forwarder>,
+    /// The internal secret, for the internal-API clients.
+    secret: Option<SecretString>,
+    /// (owner, device) → the relay holding its tunnel (hot path).
+    routes: TtlCache<(String, String), Route>,
+    /// Internal-API clients by relay URL.
+    relay_clients: Mutex<HashMap<String, edgelink_internal_api::Client>>,
+}
+
+fn not_configured() -> ApiError {
+    ApiError::unavailable("api-server is not configured to reach relays (relay_internal_secret)")
+}
+
+impl DeviceProxy {
+    /// A proxy with the relay secret, timeout and cache TTL of `config`.
+    pub fn new(config: &ApiConfig) -> Self {
+        let secret = config.relay_internal_secret.clone();
+        DeviceProxy {
+            forwarder: secret.clone().map(|s| Forwarder::new(s, config.device_timeout)),
+            secret,
+            routes: TtlCache::new(config.cache_ttl, 100_000),
+            relay_clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops the cached route of a device (deleted, closed, moved).
+    pub fn forget_route(&self, owner_id: &str, device_id: &str) {
+        self.routes.remove(&(owner_id.to_owned(), device_id.to_owned()));
+    }
+
+    /// The internal-API client for the relay at `url`.
+    pub fn relay_client(&self, url: &str) -> Result<edgelink_internal_api::Client, ApiError> {
+        let secret = self.secret.clone().ok_or_else(not_configured)?;
+        let mut clients = self.relay_clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(c) = clients.get(url) {
+            return Ok(c.clone());
+        }
+        let client = edgelink_internal_api::Client::new(url, secret).map_err(ApiError::internal)?;
+        clients.insert(url.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    async fn route(&self, state: &AppState, user: &UserPrincipal, id: &str, fresh: bool) -> Result<Route, ApiError> {
+        let key = (user.user.id.clone(), id.to_owned());
+        if !fresh && let Some(r) = self.routes.get(&key) {
+            return Ok(r);
+        }
+        let device = crate::devices::device_of(state, user, id).await?;
+        let session = state
+            .store()
+            .open_session_for_device(&user.user.id, &device.id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::DeviceUnavailable, "the device is offline"))?;
+        let r = Route { device_id: device.id, relay_url: session.relay_url };
+        self.routes.insert(key, r.clone());
+        Ok(r)
+    }
+}
+
+/// `ANY /api/v1/devices/{id}/http[/{*path}]`: the device's local web
+/// service. The caller's cookies and Authorization never reach the device;
+/// hop-by-hop headers are dropped (Upgrade kept for WebSocket);
+/// `X-Forwarded-*` describe the original request; `/.edgelink/` is refused.
+pub async fn http(
+    State(state): State<AppState>,
+    user: UserPrincipal,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    match forward(&state, &user, params.get("id").map(String::as_str).unwrap_or(""), req).await {
+        Ok(resp) => resp,
+        Err(e) => e.at(&path).into_response(),
+    }
+}
+
+fn relay_error(resp: &axum::http::Response<hyper::body::Incoming>) -> Option<&str> {
+    resp.headers().get(paths::RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok())
+}
+
+/// The path and query on the device, from the request's raw path.
+fn device_target(uri: &axum::http::Uri, id: &str) -> Result<String, ApiError> {
+    let prefix = format!("/api/v1/devices/{id}/http");
+    let rest = uri.path().strip_prefix(&prefix).unwrap_or("");
+    let mut target = if rest.is_empty() { "/".to_owned() } else { rest.to_owned() };
+    if paths::is_control_path(&target) {
+        // Checked after ownership it would leak existence; the path alone
+        // decides, for everyone, before any lookup.
+        return Err(ApiError::new(ErrorCode::Forbidden, "the agent's control paths are not reachable"));
+    }
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    Ok(target)
+}
+
+/// Replaces any `X-Forwarded-*`/`Forwarded` the caller sent with this
+/// hop's own account of the original request.
+fn set_forwarded(headers: &mut axum::http::HeaderMap, peer: Option<std::net::IpAddr>, origin: &str, prefix: &str) {
+    for h in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "forwarded"] {
+        headers.remove(h);
+    }
+    let (proto, host) = origin.split_once("://").unwrap_or(("https", origin));
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(ip) = peer {
+        set("x-forwarded-for", &ip.to_string());
+    }
+    set("x-forwarded-proto", proto);
+    set("x-forwarded-host", host);
+    set("x-forwarded-prefix", prefix);
+}
+
+async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Request) -> Result<Response, ApiError> {
+    if id.len() > 64 {
+        return Err(crate::devices::not_found());
+    }
+    let target = device_target(req.uri(), id)?;
+    let proxy = state.device_proxy();
+    let mut route = proxy.route(state, user, id, false).await?;
+    let forwarder = proxy.forwarder.as_ref().ok_or_else(not_configured)?;
+
+    // A request without a body can be sent again if the cached route turns
+    // out stale (the tunnel moved to another relay). Decided before the hop
+    // strips Transfer-Encoding.
+    let bodiless = !req.headers().contains_key(header::TRANSFER_ENCODING)
+        && req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0");
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let peer = state.client_ip(peer, req.headers());
+    let pending = edgelink_hop::prepare(&mut req, &[header::COOKIE, header::AUTHORIZATION]);
+    set_forwarded(req.headers_mut(), peer, state.public_origin(), &format!("/api/v1/devices/{id}/http"));
+    let (parts, body) = req.into_parts();
+    // Taken on use: a request is resent at most once.
+    let mut resend =
+        (bodiless && !pending.is_upgrade()).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let body: BoxBody = body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
+    let mut out = axum::http::Request::from_parts(parts, body);
+
+    let mut resp = loop {
+        let resp = forwarder.forward(&route.relay_url, &route.device_id, &target, out).await.map_err(|e| match e {
+            ForwardError::Timeout(_) => ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"),
+            ForwardError::Relay(reason) => {
+                proxy.forget_route(&user.user.id, id);
+                tracing::warn!(relay = %route.relay_url, error = %reason, "relay unreachable");
+                ApiError::new(ErrorCode::DeviceUnavailable, "the relay holding this device is unreachable")
+            }
+            ForwardError::Target(reason) => ApiError::internal(reason),
+        })?;
+        match relay_error(&resp) {
+            Some("token_missing" | "token_invalid") => {
+                tracing::error!(relay = %route.relay_url, "the relay refused api-server's internal secret");
+                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "api-server cannot reach this device's relay"));
+            }
+            Some("session_not_found") => {
+                // The relay no longer holds the device: look again, and
+                // resend once if the request can be resent.
+                proxy.forget_route(&user.user.id, id);
+                if let Some((method, uri, headers)) = resend.take()
+                    && let Ok(fresh) = proxy.route(state, user, id, true).await
+                    && fresh.relay_url != route.relay_url
+                {
+                    route = fresh;
+                    out = axum::http::Request::new(BoxBody::default());
+                    *out.method_mut() = method;
+                    *out.uri_mut() = uri;
+                    *out.headers_mut() = headers;
+                    continue;
+                }
+                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "the device is offline"));
+            }
+            _ => break resp,
+        }
+    };
+    edgelink_hop::finish(&mut resp, pending).map_err(|e| ApiError::new(ErrorCode::DeviceUnavailable, e.to_string()))?;
+    let headers = resp.headers_mut();
+    headers.remove(paths::RELAY_ERROR_HEADER);
+    // Cookies from a device would land on api-server's origin: dropped.
+    headers.remove(header::SET_COOKIE);
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DEVICE_CSP));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    Ok(resp.map(|b| if switched { Body::empty() } else { Body::new(b) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keeps_encoding_and_query_and_refuses_control_paths() {
+        let uri: axum::http::Uri = "/api/v1/devices/d1/http/a%2Fb?x=1".parse().unwrap();
+        assert_eq!(device_target(&uri, "d1").unwrap(), "/a%2Fb?x=1");
+        let uri: axum::http::Uri = "/api/v1/devices/d1/http".parse().unwrap();
+        assert_eq!(device_target(&uri, "d1").unwrap(), "/");
+        let uri: axum::http::Uri = "/api/v1/devices/d1/http/.edgelink/v1/info".parse().unwrap();
+        assert!(device_target(&uri, "d1").is_err());
+    }
+
+    #[test]
+    fn forwarded_headers_are_this_hops_own() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        set_forwarded(&mut h, Some([10, 0, 0, 1].into()), "https://edge.example.com", "/api/v1/devices/d/http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "edge.example.com");
+        assert!(h.get("forwarded").is_none());
+    }
+}

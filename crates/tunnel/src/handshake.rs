@@ -1,0 +1,353 @@
+//! Both ends of the WebSocket handshake that starts a tunnel.
+//!
+//! * [`accept`] is the relay's side: it checks that a request head is a
+//!   WebSocket upgrade (RFC 6455 §4.2.1), builds the `101` answer and hands
+//!   back an [`Upgrade`] that becomes a [`Session`] once the connection has
+//!   switched protocols. Authentication is the caller's job and comes first.
+//! * [`dial`] is the device's side: URL, bearer token and TLS settings in,
+//!   a running [`Session`] or a typed [`DialError`] out, with the server's
+//!   JSON error body when it refused.
+//!
+//! The relay is always the yamux client and the device the yamux server
+//! (docs/protocol.md §3), so neither function takes a [`Role`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgelink_protocol::error::ErrorBody;
+use edgelink_protocol::paths;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+
+use crate::read_ahead::ReadAhead;
+use crate::session::{Role, Session, TunnelStream, spawn};
+use crate::{READ_AHEAD, TunnelConfig};
+
+/// Why a request cannot be accepted as a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    /// Not a `GET` with `Upgrade: websocket`, `Connection: upgrade`,
+    /// `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`.
+    #[error("a WebSocket upgrade (version 13) is required")]
+    NotWebSocket,
+}
+
+/// An accepted upgrade, waiting for the connection to switch protocols.
+#[derive(Debug)]
+pub struct Upgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+/// Checks `req` as a tunnel upgrade. On success returns the `101`
+/// response to send (the caller may add headers) and the [`Upgrade`] to
+/// turn into a session once it is sent.
+pub fn accept<B>(req: &mut http::Request<B>) -> Result<(http::Response<()>, Upgrade), AcceptError> {
+    let headers = req.headers();
+    let is_ws = req.method() == Method::GET
+        && header_has(headers, header::UPGRADE, "websocket")
+        && header_has(headers, header::CONNECTION, "upgrade")
+        && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let key =
+        headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| is_ws && !k.is_empty()).ok_or(AcceptError::NotWebSocket)?;
+    let accept_key = derive_accept_key(key.as_bytes());
+    let wants_subprotocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, paths::SUBPROTOCOL);
+
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // The accept key is base64: always a valid header value.
+    if let Ok(v) = HeaderValue::from_str(&accept_key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if wants_subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
+    }
+    Ok((resp, Upgrade { on_upgrade: hyper::upgrade::on(req) }))
+}
+
+impl Upgrade {
+    /// Waits for the switch and starts the relay's side of the session.
+    /// `on_inbound` is called for every stream the device opens.
+    pub async fn into_session<F>(self, config: &TunnelConfig, on_inbound: F) -> Result<Session, hyper::Error>
+    where
+        F: FnMut(TunnelStream) + Send + 'static,
+    {
+        let upgraded = self.on_upgrade.await?;
+        // Socket reads go through a read-ahead buffer that exists only while
+        // data flows: tungstenite's own buffer can then be small (idle
+        // memory) without making bulk transfers read the socket in small
+        // pieces.
+        let io = ReadAhead::new(TokioIo::new(upgraded), READ_AHEAD);
+        let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(config.websocket_config())).await;
+        Ok(spawn(ws, Role::Relay, config, on_inbound))
+    }
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case(token))
+}
+
+/// What the relay said when it refused a dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status of the refusal.
+    pub status: u16,
+    /// The error body's `error` name, when the body was one.
+    pub error: Option<String>,
+    /// The error body's message, or `HTTP <status>`.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.error {
+            Some(e) => write!(f, "{e}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Why a dial failed, by what the device should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The relay refused the token (401): authenticate again and retry.
+    #[error("tunnel refused the token: {0}")]
+    Unauthorized(Refusal),
+    /// The relay refused the device (403): it may not connect at all.
+    #[error("tunnel refused the device: {0}")]
+    Forbidden(Refusal),
+    /// The tunnel URL cannot be dialled; no retry will help.
+    #[error("bad tunnel url: {0}")]
+    BadUrl(String),
+    /// Network or server trouble (or another refusal): retry with backoff.
+    #[error("could not open the tunnel: {0}")]
+    Transient(String),
+}
+
+/// Dials `url` (`ws://` or `wss://…/tunnel`) with `bearer` as the device
+/// access token and starts the device's side of the session. `tls`
+/// verifies `wss://` servers; `timeout` bounds connect and handshake.
+pub async fn dial<F>(
+    url: &str,
+    bearer: &str,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    config: &TunnelConfig,
+    on_inbound: F,
+) -> Result<Session, DialError>
+where
+    F: FnMut(TunnelStream) + Send + 'static,
+{
+    let mut req = url.into_client_request().map_err(|e| DialError::BadUrl(e.to_string()))?;
+    let value =
+        HeaderValue::from_str(&format!("Bearer {bearer}")).map_err(|_| DialError::Unauthorized(refusal(401, None)))?;
+    req.headers_mut().insert(header::AUTHORIZATION, value);
+    req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let fut =
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(config.websocket_config()), true, Some(connector));
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(DialError::Transient(format!("no answer within {timeout:?}"))),
+        Ok(Ok((ws, _resp))) => Ok(spawn(ws, Role::Device, config, on_inbound)),
+        Ok(Err(WsError::Http(resp))) => {
+            let status = resp.status().as_u16();
+            let r = refusal(status, resp.body().as_deref());
+            Err(match status {
+                401 => DialError::Unauthorized(r),
+                403 => DialError::Forbidden(r),
+                _ => DialError::Transient(r.to_string()),
+            })
+        }
+        Ok(Err(WsError::Url(e))) => Err(DialError::BadUrl(e.to_string())),
+        Ok(Err(e)) => Err(DialError::Transient(e.to_string())),
+    }
+}
+
+fn refusal(status: u16, body: Option<&[u8]>) -> Refusal {
+    match body.and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok()) {
+        Some(b) => Refusal { status, error: Some(b.error), message: b.message },
+        None => Refusal { status, error: None, message: format!("HTTP {status}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgelink_protocol::error::ErrorCode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn upgrade_request() -> http::Request<()> {
+        http::Request::get("/tunnel")
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .header(header::SEC_WEBSOCKET_PROTOCOL, paths::SUBPROTOCOL)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn accept_answers_with_the_rfc6455_accept_key_and_the_subprotocol() {
+        let mut req = upgrade_request();
+        let (resp, _upgrade) = accept(&mut req).unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // The example of RFC 6455 §1.3.
+        assert_eq!(resp.headers()[header::SEC_WEBSOCKET_ACCEPT], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(resp.headers()[header::SEC_WEBSOCKET_PROTOCOL], paths::SUBPROTOCOL);
+        assert_eq!(resp.headers()[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn accept_refuses_what_is_not_a_websocket_upgrade() {
+        type Spoil = Box<dyn Fn(&mut http::Request<()>)>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            ("POST", Box::new(|r| *r.method_mut() = Method::POST)),
+            ("no Upgrade", Box::new(|r| drop(r.headers_mut().remove(header::UPGRADE)))),
+            ("h2c", Box::new(|r| drop(r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("h2c"))))),
+            ("no Connection", Box::new(|r| drop(r.headers_mut().remove(header::CONNECTION)))),
+            (
+                "version 8",
+                Box::new(|r| {
+                    drop(r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8")))
+                }),
+            ),
+            ("no key", Box::new(|r| drop(r.headers_mut().remove(header::SEC_WEBSOCKET_KEY)))),
+            (
+                "empty key",
+                Box::new(|r| drop(r.headers_mut().insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("")))),
+            ),
+        ];
+        for (what, spoil) in cases {
+            let mut req = upgrade_request();
+            spoil(&mut req);
+            assert_eq!(accept(&mut req).err(), Some(AcceptError::NotWebSocket), "{what}");
+        }
+        let mut req = upgrade_request();
+        req.headers_mut().remove(header::SEC_WEBSOCKET_PROTOCOL);
+        let (resp, _) = accept(&mut req).unwrap();
+        assert!(resp.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
+    }
+
+    fn tls() -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Arc::new(cfg)
+    }
+
+    /// A one-shot HTTP server on port 0 answering `status` with `body`.
+    async fn refusing_server(status: u16, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(reply.as_bytes()).await;
+        });
+        format!("ws://{addr}/tunnel")
+    }
+
+    fn body(code: ErrorCode, message: &str) -> &'static str {
+        let b = ErrorBody::new(code, message, "/tunnel", "2026-01-01T00:00:00Z".into());
+        Box::leak(serde_json::to_string(&b).unwrap().into_boxed_str())
+    }
+
+    async fn dial_to(url: &str) -> Result<Session, DialError> {
+        dial(url, "token", tls(), Duration::from_secs(5), &TunnelConfig::default(), |_| {}).await
+    }
+
+    #[tokio::test]
+    async fn dial_sorts_refusals_by_what_the_device_should_do() {
+        let url = refusing_server(401, body(ErrorCode::TokenExpired, "token expired")).await;
+        match dial_to(&url).await {
+            Err(DialError::Unauthorized(r)) => {
+                assert_eq!(r.status, 401);
+                assert_eq!(r.error.as_deref(), Some("token_expired"));
+                assert_eq!(r.message, "token expired");
+            }
+            other => panic!("{other:?}"),
+        }
+        let url = refusing_server(403, body(ErrorCode::DeviceRevoked, "device is revoked")).await;
+        assert!(
+            matches!(dial_to(&url).await, Err(DialError::Forbidden(r)) if r.error.as_deref() == Some("device_revoked"))
+        );
+        let url = refusing_server(503, "not json").await;
+        assert!(matches!(dial_to(&url).await, Err(DialError::Transient(m)) if m.contains("503")));
+        assert!(matches!(dial_to("http://x/tunnel").await, Err(DialError::BadUrl(_))));
+        assert!(matches!(dial_to("not a url").await, Err(DialError::BadUrl(_))));
+        // Nothing listens there.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        assert!(matches!(dial_to(&format!("ws://{closed}/tunnel")).await, Err(DialError::Transient(_))));
+    }
+
+    #[tokio::test]
+    async fn dial_and_accept_make_a_working_session() {
+        use hyper::server::conn::http1;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Session>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let tx = Arc::new(tx);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    let (resp, upgrade) = accept(&mut req).unwrap();
+                    tokio::spawn(async move {
+                        let s = upgrade.into_session(&TunnelConfig::default(), |_| {}).await.unwrap();
+                        let _ = tx.lock().unwrap().take().unwrap().send(s);
+                    });
+                    Ok::<_, std::convert::Infallible>(resp.map(|()| http_body_util::Empty::<bytes::Bytes>::new()))
+                }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).with_upgrades().await;
+        });
+        let device = dial(
+            &format!("ws://{addr}/tunnel"),
+            "token",
+            tls(),
+            Duration::from_secs(5),
+            &TunnelConfig::default(),
+            |mut s: TunnelStream| {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 5];
+                    s.read_exact(&mut buf).await.unwrap();
+                    s.write_all(&buf).await.unwrap();
+                    s.shutdown().await.unwrap();
+                });
+            },
+        )
+        .await
+        .unwrap();
+        let relay = rx.await.unwrap();
+        let mut s = relay.handle.open_stream().await.unwrap();
+        s.write_all(b"hello").await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello");
+        relay.handle.close(4003, "shutdown");
+        assert_eq!(device.ended.await.remote_reason(), Some(edgelink_protocol::close::CloseReason::Shutdown));
+    }
+}
