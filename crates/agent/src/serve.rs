@@ -125,7 +125,7 @@ async fn forward(ctx: &StreamContext, mut req: Request<Incoming>) -> Result<Resp
     if let Ok(v) = HeaderValue::from_str(&ctx.local_authority) {
         headers.insert(header::HOST, v);
     }
-    let mut resp = if pending.is_upgrade() {
+    let resp = if pending.is_upgrade() {
         // Upgrades get a connection of their own: it is handed over to the
         // spliced byte stream and never goes back to the pool.
         *req.uri_mut() = pq.parse().map_err(|_| "bad path".to_owned())?;
@@ -144,9 +144,9 @@ async fn forward(ctx: &StreamContext, mut req: Request<Incoming>) -> Result<Resp
         *req.uri_mut() = format!("{}{}", ctx.local_base, pq).parse().map_err(|_| "bad path".to_owned())?;
         ctx.client.request(req).await.map_err(|e| e.to_string())?
     };
-    edgelink_hop::finish(&mut resp, pending).map_err(|e| e.to_string())?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(resp.map(|_| Empty::new().map_err(|e| match e {}).boxed()));
-    }
-    Ok(resp.map(|b| b.map_err(Into::into).boxed()))
+    let resp = edgelink_hop::finish(resp, pending).map_err(|e| e.to_string())?;
+    Ok(resp.map(|b| match b {
+        Some(b) => b.map_err(Into::into).boxed(),
+        None => Empty::new().map_err(|e| match e {}).boxed(),
+    }))
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use edgelink_internal_api::forward::{BoxBody, ForwardError, Forwarder};
 use edgelink_protocol::error::ErrorCode;
@@ -184,7 +184,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
     let body: BoxBody = body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
     let mut out = axum::http::Request::from_parts(parts, body);
 
-    let mut resp = loop {
+    let resp = loop {
         let resp = forwarder.forward(&route.relay_url, &route.device_id, &target, out).await.map_err(|e| match e {
             ForwardError::Timeout(_) => ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"),
             ForwardError::Relay(reason) => {
@@ -219,30 +219,20 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
             _ => break resp,
         }
     };
-    edgelink_hop::finish(&mut resp, pending).map_err(|e| ApiError::new(ErrorCode::DeviceUnavailable, e.to_string()))?;
+    let mut resp =
+        edgelink_hop::finish(resp, pending).map_err(|e| ApiError::new(ErrorCode::DeviceUnavailable, e.to_string()))?;
     let headers = resp.headers_mut();
     headers.remove(paths::RELAY_ERROR_HEADER);
     // Cookies from a device would land on api-server's origin: dropped.
     headers.remove(header::SET_COOKIE);
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DEVICE_CSP));
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    Ok(resp.map(|b| if switched { Body::empty() } else { Body::new(b) }))
+    Ok(resp.map(|b| b.map_or_else(Body::empty, Body::new)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn target_keeps_encoding_and_query_and_refuses_control_paths() {
-        let uri: axum::http::Uri = "/api/v1/devices/d1/http/a%2Fb?x=1".parse().unwrap();
-        assert_eq!(device_target(&uri, "d1").unwrap(), "/a%2Fb?x=1");
-        let uri: axum::http::Uri = "/api/v1/devices/d1/http".parse().unwrap();
-        assert_eq!(device_target(&uri, "d1").unwrap(), "/");
-        let uri: axum::http::Uri = "/api/v1/devices/d1/http/.edgelink/v1/info".parse().unwrap();
-        assert!(device_target(&uri, "d1").is_err());
-    }
 
     #[test]
     fn forwarded_headers_are_this_hops_own() {
@@ -254,5 +244,15 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "edge.example.com");
         assert!(h.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn target_keeps_encoding_and_query_and_refuses_control_paths() {
+        let uri: axum::http::Uri = "/api/v1/devices/d1/http/a%2Fb?x=1".parse().unwrap();
+        assert_eq!(device_target(&uri, "d1").unwrap(), "/a%2Fb?x=1");
+        let uri: axum::http::Uri = "/api/v1/devices/d1/http".parse().unwrap();
+        assert_eq!(device_target(&uri, "d1").unwrap(), "/");
+        let uri: axum::http::Uri = "/api/v1/devices/d1/http/.edgelink/v1/info".parse().unwrap();
+        assert!(device_target(&uri, "d1").is_err());
     }
 }

@@ -70,19 +70,18 @@ pub fn prepare<B>(req: &mut Request<B>, credentials: &[HeaderName]) -> Pending {
 }
 
 /// Finishes the next hop's answer to a request [`prepare`]d as `pending`:
-/// a `101` is spliced to the caller (and keeps its upgrade headers); any
-/// other answer loses its hop-by-hop headers. The version is HTTP/1.1.
-/// The body of a `101` is the caller's to replace with an empty one.
-pub fn finish<B>(resp: &mut Response<B>, pending: Pending) -> Result<(), HopError> {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+/// a `101` is spliced to the caller (and keeps its upgrade headers) and
+/// has no body (`None`); any other answer loses its hop-by-hop headers and
+/// keeps its body. The version is HTTP/1.1.
+pub fn finish<B>(mut resp: Response<B>, pending: Pending) -> Result<Response<Option<B>>, HopError> {
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switched {
         let caller = pending.caller.ok_or(HopError::UnaskedUpgrade)?;
-        splice(caller, hyper::upgrade::on(&mut *resp));
-        headers::strip(resp.headers_mut(), true);
-    } else {
-        headers::strip(resp.headers_mut(), false);
+        splice(caller, hyper::upgrade::on(&mut resp));
     }
+    headers::strip(resp.headers_mut(), switched);
     *resp.version_mut() = Version::HTTP_11;
-    Ok(())
+    Ok(resp.map(|b| (!switched).then_some(b)))
 }
 
 /// Once both sides of an HTTP upgrade complete, copies bytes between them
@@ -168,7 +167,7 @@ mod tests {
 
     #[test]
     fn finish_strips_answers_and_refuses_an_unasked_upgrade() {
-        let mut resp = Response::builder()
+        let resp = Response::builder()
             .status(200)
             .version(Version::HTTP_10)
             .header(header::CONNECTION, "close")
@@ -176,19 +175,20 @@ mod tests {
             .header(header::CONTENT_TYPE, "text/plain")
             .body(())
             .unwrap();
-        finish(&mut resp, Pending::default()).unwrap();
+        let resp = finish(resp, Pending::default()).unwrap();
+        assert_eq!(resp.body(), &Some(()));
         assert!(resp.headers().get(header::CONNECTION).is_none());
         assert!(resp.headers().get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain");
         assert_eq!(resp.version(), Version::HTTP_11);
 
-        let mut switched = Response::builder()
+        let switched = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket")
             .body(())
             .unwrap();
-        assert_eq!(finish(&mut switched, Pending::default()), Err(HopError::UnaskedUpgrade));
+        assert_eq!(finish(switched, Pending::default()).err(), Some(HopError::UnaskedUpgrade));
     }
 
     #[tokio::test]
@@ -234,8 +234,8 @@ mod tests {
                 let tcp = tokio::net::TcpStream::connect(next_addr).await.unwrap();
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
                 tokio::spawn(conn.with_upgrades());
-                let mut resp = sender.send_request(req).await.unwrap();
-                finish(&mut resp, pending).unwrap();
+                let resp = finish(sender.send_request(req).await.unwrap(), pending).unwrap();
+                assert!(resp.body().is_none(), "a 101 has no body");
                 Ok::<_, std::convert::Infallible>(resp.map(|_| Empty::<bytes::Bytes>::new()))
             });
             serve(tcp, svc, Duration::from_secs(5)).await;

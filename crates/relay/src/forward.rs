@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::Response;
 use edgelink_internal_api::forward::error_chain;
 use edgelink_protocol::error::ErrorCode;
@@ -62,15 +62,15 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
         .parse()
         .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
 
-    let mut resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(req))
+    let resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(req))
         .await
         .map_err(|_| RelayError::DeviceTimeout)?
         .map_err(|e| RelayError::Device(error_chain(&e)))?;
-    edgelink_hop::finish(&mut resp, pending).map_err(|e| RelayError::Device(e.to_string()))?;
+    let mut resp = edgelink_hop::finish(resp, pending).map_err(|e| RelayError::Device(e.to_string()))?;
     // Only the relay's own errors carry this marker; a device cannot forge it.
     resp.headers_mut().remove(paths::RELAY_ERROR_HEADER);
-    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    Ok(resp.map(|body| if switched { Body::empty() } else { Body::new(body) }))
+    // A switched (101) answer has no body: an empty one.
+    Ok(resp.map(|b| b.map(Body::new).unwrap_or_default()))
 }
 
 #[cfg(test)]
