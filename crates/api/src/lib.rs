@@ -211,7 +211,18 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// One span per request: method, path (never the query, which may carry
+/// a sign-in code) and the device id when the path names one.
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument;
+    let path = req.uri().path();
+    let device_id = path.strip_prefix("/api/v1/devices/").and_then(|r| r.split('/').next()).unwrap_or("");
+    let span = tracing::info_span!("request", method = %req.method(), path = %path, device_id = %device_id);
+    next.run(req).instrument(span).await
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -75,11 +75,7 @@ enum Refusal {
 async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Refusal> {
     // Only a Bearer token is a credential here; other schemes (a browser's
     // Basic auth meant for a device's own page) are ignored, never forwarded.
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let bearer = edgelink_protocol::bearer::token(headers);
     if let Some(token) = bearer {
         return match state.token_verifier().verify(token) {
             Ok(claims) => {

@@ -10,6 +10,8 @@ use edgelink_internal_api::{CloseResult, SessionList};
 use edgelink_protocol::close::CloseReason;
 use edgelink_protocol::error::ErrorCode;
 
+use tracing::Instrument;
+
 use crate::Relay;
 use crate::error::RelayError;
 
@@ -31,12 +33,15 @@ pub fn router(relay: Relay) -> Router {
 /// time). Runs before routing, so unknown paths are 401 too.
 async fn require_secret(State(relay): State<Relay>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    // One span per request, with the session or device id the path names.
+    let target = path.strip_prefix("/internal/").and_then(|r| r.split('/').nth(1)).unwrap_or("");
+    let span = tracing::info_span!("internal", method = %req.method(), path = %path, target_id = %target);
     match edgelink_protocol::bearer::token(req.headers()) {
         None => RelayError::client(ErrorCode::TokenMissing, "internal secret required").into_response_at(&path),
         Some(given) if !relay.secret_matches(given) => {
             RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match").into_response_at(&path)
         }
-        Some(_) => next.run(req).await,
+        Some(_) => next.run(req).instrument(span).await,
     }
 }
 
