@@ -45,9 +45,9 @@ async fn main() -> anyhow::Result<()> {
                 owner_id: owner.id.clone(),
                 name: format!("swarm-{i}"),
                 device_type: "bench".into(),
-                capabilities: "[]".into(),
+                capabilities: Default::default(),
                 region: None,
-                metadata: "{}".into(),
+                metadata: Default::default(),
                 public_key: public.clone(),
                 key_algorithm: "ed25519".into(),
             })

@@ -428,66 +428,65 @@ impl Stack {
     /// not `not`; returns it.
     pub async fn wait_session(&self, device_id: &str, not: Option<&str>) -> SessionSummary {
         let client = self.internal();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(list) = client.list_sessions().await
-                && let Some(s) =
-                    list.sessions.into_iter().find(|s| s.device_id == device_id && Some(s.token.as_str()) != not)
-            {
-                return s;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no session for device {device_id}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(&format!("a session for device {device_id}"), Duration::from_secs(10), || async {
+            let list = client.list_sessions().await.ok()?;
+            list.sessions.into_iter().find(|s| s.device_id == device_id && Some(s.token.as_str()) != not)
+        })
+        .await
     }
 
     /// Waits (at most 10 s) until the shared registry in the store has an
     /// open session of `device` other than `not`, on any relay; returns it.
     pub async fn wait_session_row(&self, device: &Device, not: Option<&str>) -> edgelink_store::TunnelSession {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.store.open_session_for_device(&device.owner_id, &device.id).await.expect("store")
-                && Some(s.id.as_str()) != not
-            {
-                return s;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no open session row for device {}", device.id);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(&format!("an open session row for device {}", device.id), Duration::from_secs(10), || async {
+            let s = self.store.open_session_for_device(&device.owner_id, &device.id).await.expect("store")?;
+            (Some(s.id.as_str()) != not).then_some(s)
+        })
+        .await
     }
 
     /// Waits (at most `within`) until `device` has no live session.
     pub async fn wait_no_session(&self, device_id: &str, within: Duration) -> Duration {
         let client = self.internal();
         let start = tokio::time::Instant::now();
-        loop {
+        wait_until(&format!("no live session of {device_id}"), within, || async {
             let list = client.list_sessions().await.expect("list");
-            if !list.sessions.iter().any(|s| s.device_id == device_id) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < within, "session of {device_id} still live after {within:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (!list.sessions.iter().any(|s| s.device_id == device_id)).then_some(())
+        })
+        .await;
+        start.elapsed()
     }
 
     /// Waits (at most 5 s) until the store records session `id` as closed;
     /// the registry forgets a session just before the store is updated.
     pub async fn wait_closed_in_store(&self, id: &str) -> edgelink_store::TunnelSession {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = self.store.get_session(id).await.expect("store")
-                && s.disconnected_at.is_some()
-            {
-                return s;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "session {id} never recorded as closed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(&format!("session {id} recorded as closed"), Duration::from_secs(5), || async {
+            self.store.get_session(id).await.expect("store").filter(|s| s.disconnected_at.is_some())
+        })
+        .await
     }
 
     /// A raw forward URL for `session` and `path`.
     pub fn forward_url(&self, session: &str, path: &str) -> String {
         self.internal().forward_url(session, path)
+    }
+}
+
+/// Polls `check` every 20 ms until it gives a value; panics naming `what`
+/// when `within` passes first. The one way tests wait for something that
+/// happens in the background.
+pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -523,4 +522,19 @@ pub fn binary(name: &str) -> PathBuf {
     let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} is missing: build it first (cargo build -p {name}, or make test)", path.display());
     path
+}
+
+/// Runs one of the workspace's binaries to completion (with `env` set);
+/// returns its exit code, stdout and stderr.
+pub fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(binary(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

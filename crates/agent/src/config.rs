@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use edgelink_protocol::origin::parse_url;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of edge-agent.
@@ -72,10 +73,10 @@ impl AgentConfig {
                  or set EDGELINK_AGENT__DEVICE_ID / --device-id"
                 .into());
         }
-        if !(self.api_url.starts_with("http://") || self.api_url.starts_with("https://")) {
+        if parse_url(&self.api_url, &["http", "https"]).is_none() {
             return Err("api_url must be an http(s) URL".into());
         }
-        if !(self.tunnel_url.starts_with("ws://") || self.tunnel_url.starts_with("wss://")) {
+        if parse_url(&self.tunnel_url, &["ws", "wss"]).is_none() {
             return Err("tunnel_url must be a ws:// or wss:// URL".into());
         }
         if local_authority(&self.local_service).is_none() {
@@ -107,14 +108,11 @@ impl AgentConfig {
 
 /// `host:port` of an `http://host[:port][/]` URL.
 pub fn local_authority(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
-    let authority = rest.split('/').next()?;
-    if authority.is_empty() || authority.contains('@') {
+    let u = parse_url(url, &["http"])?;
+    if !u.username().is_empty() || u.password().is_some() {
         return None;
     }
-    let has_port =
-        authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !authority.ends_with(']');
-    Some(if has_port { authority.to_owned() } else { format!("{authority}:80") })
+    Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
 }
 
 #[cfg(test)]

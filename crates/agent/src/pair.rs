@@ -73,7 +73,7 @@ struct ErrorBody {
 
 /// Pairs this device; returns the state written.
 pub async fn pair(opts: &PairOptions) -> Result<AgentState, AgentError> {
-    if !(opts.server.starts_with("http://") || opts.server.starts_with("https://")) {
+    if edgelink_protocol::origin::parse_url(&opts.server, &["http", "https"]).is_none() {
         return Err(AgentError::Config("--server must be an http(s) URL".into()));
     }
     if opts.key_file.exists() {

@@ -5,48 +5,59 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use std::str::FromStr;
 
-/// An address block, `10.0.0.0/8` or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// An address block from configuration: `10.0.0.0/8`, `fd00::/8`, or one
+/// address (`192.0.2.7`, a /32 or /128). Read with the config, so a bad
+/// entry stops startup with the field's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr(IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(ip)));
+        }
+        s.parse::<IpNet>().map(Cidr).map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        c.0.to_string()
+    }
 }
 
 impl Cidr {
     /// Parses `ADDR` or `ADDR/PREFIX`.
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let net: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-            None => max,
-        };
-        Ok(Cidr { net, prefix })
+        s.parse()
     }
 
-    /// Whether `ip` is inside the block.
+    /// Whether `ip` is inside the block (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -94,9 +105,13 @@ mod tests {
         assert!(Cidr::parse("192.0.2.7").unwrap().contains("192.0.2.7".parse().unwrap()));
         assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "fd00::/129"] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
+        let from_config: Vec<Cidr> = serde_json::from_str(r#"["10.0.0.0/8", "192.0.2.7"]"#).unwrap();
+        assert_eq!(serde_json::to_string(&from_config).unwrap(), r#"["10.0.0.0/8","192.0.2.7/32"]"#);
+        let bad = serde_json::from_str::<Vec<Cidr>>(r#"["10.0.0.0/40"]"#).unwrap_err();
+        assert!(bad.to_string().contains("10.0.0.0/40"), "{bad}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edgelink_oidc::ClientAuth;
+use edgelink_protocol::origin::WebOrigin;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +55,7 @@ pub struct ApiConfig {
     /// Addresses or CIDR blocks of load balancers in front of api-server;
     /// from them (only), `X-Forwarded-For` names the client for rate
     /// limits, the session list and what devices are told.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
     /// remote-proxy's internal secret (the same on every relay instance);
     /// without it, reaching devices and closing tunnels answer 503.
     #[serde(serialize_with = "redact_opt")]
@@ -209,7 +210,7 @@ impl ApiConfig {
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
             return Err("database_url must start with sqlite:// or postgres://".into());
         }
-        if !(self.agent_tunnel_url.starts_with("ws://") || self.agent_tunnel_url.starts_with("wss://")) {
+        if edgelink_protocol::origin::parse_url(&self.agent_tunnel_url, &["ws", "wss"]).is_none() {
             return Err("agent_tunnel_url must be a ws:// or wss:// URL".into());
         }
         if self.pairing_ttl < Duration::from_secs(60) || self.pairing_ttl > Duration::from_secs(24 * 3600) {
@@ -231,15 +232,14 @@ impl ApiConfig {
         {
             return Err("relay_internal_secret must be at least 16 characters (remote-proxy's internal_secret)".into());
         }
-        self.trusted_proxy_blocks()?;
         let origin = self.public_origin()?;
-        if origin.starts_with("http://") && !self.session.insecure_cookies {
+        if !origin.is_https() && !self.session.insecure_cookies {
             return Err(format!(
                 "public_url {origin} is plain http, where browsers drop Secure cookies: serve https, \
                  or set session.insecure_cookies = true for local development"
             ));
         }
-        if origin.starts_with("https://") && self.session.insecure_cookies {
+        if origin.is_https() && self.session.insecure_cookies {
             return Err("session.insecure_cookies is only for a plain-http public_url".into());
         }
         if self.session.idle_timeout < Duration::from_secs(60) {
@@ -256,30 +256,14 @@ impl ApiConfig {
 
     /// `public_url` as a bare origin (`scheme://host[:port]`, no trailing
     /// slash), or why it is not one.
-    pub fn public_origin(&self) -> Result<String, String> {
-        let u = self.public_url.trim_end_matches('/');
-        let rest = u
-            .strip_prefix("https://")
-            .or_else(|| u.strip_prefix("http://"))
-            .ok_or_else(|| format!("public_url {u:?} must start with https:// or http://"))?;
-        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-            return Err(format!("public_url {u:?} must be an origin: scheme://host[:port], no path"));
-        }
-        Ok(u.to_ascii_lowercase())
-    }
-
-    /// `trusted_proxies` parsed.
-    pub fn trusted_proxy_blocks(&self) -> Result<Vec<crate::client_ip::Cidr>, String> {
-        self.trusted_proxies
-            .iter()
-            .map(|s| crate::client_ip::Cidr::parse(s).map_err(|e| format!("trusted_proxies: {e}")))
-            .collect()
+    pub fn public_origin(&self) -> Result<WebOrigin, String> {
+        WebOrigin::parse(&self.public_url).map_err(|e| format!("public_url {e}"))
     }
 
     /// The relying-party settings, when browser sign-in is configured.
     pub fn oidc_config(&self) -> Option<edgelink_oidc::OidcConfig> {
         let o = self.oidc.as_ref()?;
-        let origin = self.public_origin().unwrap_or_default();
+        let origin = self.public_origin().map(|o| o.to_string()).unwrap_or_default();
         let redirect = o.redirect_url.clone().unwrap_or_else(|| format!("{origin}/api/auth/callback"));
         let mut cfg = edgelink_oidc::OidcConfig::new(o.issuer.clone(), o.client_id.clone(), redirect);
         cfg.client_secret = o.client_secret.clone();
@@ -292,7 +276,7 @@ impl ApiConfig {
 
     /// Where the provider should send the browser after logout.
     pub fn post_logout_redirect(&self) -> String {
-        let origin = self.public_origin().unwrap_or_default();
+        let origin = self.public_origin().map(|o| o.to_string()).unwrap_or_default();
         self.oidc.as_ref().and_then(|o| o.post_logout_redirect_url.clone()).unwrap_or_else(|| format!("{origin}/"))
     }
 }
@@ -317,11 +301,13 @@ mod tests {
         let mut c = c;
         c.session.insecure_cookies = true;
         c.validate().unwrap();
-        assert_eq!(c.public_origin().unwrap(), "http://127.0.0.1:3721");
+        assert_eq!(c.public_origin().unwrap().as_str(), "http://127.0.0.1:3721");
         let c = ApiConfig { public_url: "https://edge.example/app".into(), ..ApiConfig::default() };
         assert!(c.validate().unwrap_err().contains("origin"));
         let c = ApiConfig { public_url: "https://Edge.Example/".into(), ..ApiConfig::default() };
-        assert_eq!(c.public_origin().unwrap(), "https://edge.example");
+        assert_eq!(c.public_origin().unwrap().as_str(), "https://edge.example");
+        let c = ApiConfig { public_url: "https://edge.example:443".into(), ..ApiConfig::default() };
+        assert_eq!(c.public_origin().unwrap().as_str(), "https://edge.example");
     }
 
     #[test]

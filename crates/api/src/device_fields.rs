@@ -2,6 +2,7 @@
 //! exchange, `PATCH /api/v1/devices/{id}`, the list filters and the
 //! operator's `api-server device add`.
 
+use edgelink_store::{Capabilities, Metadata};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -56,20 +57,20 @@ pub fn label(what: &'static str, v: &str) -> Result<String, FieldError> {
 }
 
 /// A capability list: each a label, at most [`MAX_CAPABILITIES`].
-pub fn capabilities<S: AsRef<str>>(list: &[S]) -> Result<Vec<String>, FieldError> {
+pub fn capabilities<S: AsRef<str>>(list: &[S]) -> Result<Capabilities, FieldError> {
     if list.len() > MAX_CAPABILITIES {
         return Err(FieldError::TooManyCapabilities);
     }
-    list.iter().map(|c| label("capability", c.as_ref())).collect()
+    list.iter().map(|c| label("capability", c.as_ref())).collect::<Result<_, _>>().map(Capabilities)
 }
 
 /// A metadata object of at most [`MAX_METADATA_BYTES`] as JSON.
-pub fn metadata(m: Map<String, Value>) -> Result<Map<String, Value>, FieldError> {
+pub fn metadata(m: Map<String, Value>) -> Result<Metadata, FieldError> {
     let size = serde_json::to_vec(&m).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(FieldError::MetadataTooLarge);
     }
-    Ok(m)
+    Ok(Metadata(m))
 }
 
 #[cfg(test)]
@@ -86,7 +87,7 @@ mod tests {
         assert_eq!(name("a\u{0}b"), Err(FieldError::Name));
         assert!(name(&"x".repeat(129)).is_err());
         assert!(name(&"é".repeat(128)).is_ok());
-        assert_eq!(capabilities(&["http", "ssh"]).unwrap(), vec!["http", "ssh"]);
+        assert_eq!(capabilities(&["http", "ssh"]).unwrap().0, vec!["http", "ssh"]);
         assert_eq!(capabilities(&vec!["x"; 33]), Err(FieldError::TooManyCapabilities));
         assert_eq!(capabilities(&["bad cap"]), Err(FieldError::Label("capability")));
         let mut big = Map::new();

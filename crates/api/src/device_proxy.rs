@@ -141,11 +141,15 @@ fn device_target(uri: &axum::http::Uri, id: &str) -> Result<String, ApiError> {
 
 /// Replaces any `X-Forwarded-*`/`Forwarded` the caller sent with this
 /// hop's own account of the original request.
-fn set_forwarded(headers: &mut axum::http::HeaderMap, peer: Option<std::net::IpAddr>, origin: &str, prefix: &str) {
+fn set_forwarded(
+    headers: &mut axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    origin: &edgelink_protocol::origin::WebOrigin,
+    prefix: &str,
+) {
     for h in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "forwarded"] {
         headers.remove(h);
     }
-    let (proto, host) = origin.split_once("://").unwrap_or(("https", origin));
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
@@ -154,8 +158,8 @@ fn set_forwarded(headers: &mut axum::http::HeaderMap, peer: Option<std::net::IpA
     if let Some(ip) = peer {
         set("x-forwarded-for", &ip.to_string());
     }
-    set("x-forwarded-proto", proto);
-    set("x-forwarded-host", host);
+    set("x-forwarded-proto", origin.scheme());
+    set("x-forwarded-host", origin.authority());
     set("x-forwarded-prefix", prefix);
 }
 
@@ -239,7 +243,8 @@ mod tests {
         let mut h = axum::http::HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
-        set_forwarded(&mut h, Some([10, 0, 0, 1].into()), "https://edge.example.com", "/api/v1/devices/d/http");
+        let origin = edgelink_protocol::origin::WebOrigin::parse("https://edge.example.com").unwrap();
+        set_forwarded(&mut h, Some([10, 0, 0, 1].into()), &origin, "/api/v1/devices/d/http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "edge.example.com");

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use edgelink_protocol::error::ErrorCode;
-use edgelink_store::{Device, DevicePatch, DeviceQuery, TunnelSession};
+use edgelink_store::{Capabilities, Device, DevicePatch, DeviceQuery, Metadata, TunnelSession};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -57,11 +57,11 @@ pub struct DeviceView {
     #[serde(rename = "type")]
     pub device_type: String,
     /// Capabilities.
-    pub capabilities: Vec<String>,
+    pub capabilities: Capabilities,
     /// Region.
     pub region: Option<String>,
     /// Metadata object.
-    pub metadata: serde_json::Value,
+    pub metadata: Metadata,
     /// `online` or `offline`.
     pub status: String,
     /// The live tunnel, when online.
@@ -74,8 +74,8 @@ pub struct DeviceView {
 
 fn view(d: Device, session: Option<&TunnelSession>) -> DeviceView {
     DeviceView {
-        capabilities: serde_json::from_str(&d.capabilities).unwrap_or_default(),
-        metadata: serde_json::from_str(&d.metadata).unwrap_or_else(|_| serde_json::json!({})),
+        capabilities: d.capabilities,
+        metadata: d.metadata,
         status: if session.is_some() { "online" } else { "offline" }.into(),
         session: session.map(SessionView::from),
         created_at: timestamp_ms(d.created_at),
@@ -144,7 +144,7 @@ pub async fn list(
         Some(_) => return Err(ApiError::bad_request("status must be online or offline")),
     };
     let capabilities = q.capability.as_deref().unwrap_or("").split(',').filter(|c| !c.is_empty()).collect::<Vec<_>>();
-    let capabilities = fields::capabilities(&capabilities)?;
+    let Capabilities(capabilities) = fields::capabilities(&capabilities)?;
     let query = DeviceQuery {
         device_type: q.device_type.as_deref().map(|t| fields::label("type", t)).transpose()?,
         region: q.region.as_deref().map(|r| fields::label("region", r)).transpose()?,
@@ -207,13 +207,7 @@ pub async fn patch(
     device_of(&state, &user, &id).await?;
     let patch = DevicePatch {
         name: req.name.as_deref().map(fields::name).transpose()?,
-        metadata: req
-            .metadata
-            .map(fields::metadata)
-            .transpose()?
-            .map(|m| serde_json::to_string(&m))
-            .transpose()
-            .map_err(ApiError::internal)?,
+        metadata: req.metadata.map(fields::metadata).transpose()?,
         region: req.region.map(|r| r.as_deref().map(|r| fields::label("region", r)).transpose()).transpose()?,
     };
     let device = state.store().update_device(&user.user.id, &id, &patch).await?.ok_or_else(not_found)?;

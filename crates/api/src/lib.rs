@@ -84,7 +84,7 @@ struct Inner {
     /// The browser sign-in provider, when configured.
     oidc: Option<Provider>,
     /// `public_url` as an origin.
-    public_origin: String,
+    public_origin: edgelink_protocol::origin::WebOrigin,
     /// Load balancers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<client_ip::Cidr>,
     /// Per-address limits of the anonymous device endpoints.
@@ -113,7 +113,7 @@ impl AppState {
         let verifier = TokenVerifier::new(&config.token_issuer).with_signing_key(&signing_key);
         let oidc = config.oidc_config().map(Provider::new).transpose().map_err(|e| e.to_string())?;
         let public_origin = config.public_origin()?;
-        let trusted_proxies = config.trusted_proxy_blocks()?;
+        let trusted_proxies = config.trusted_proxies.clone();
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
         let device_proxy = device_proxy::DeviceProxy::new(&config);
@@ -167,7 +167,7 @@ impl AppState {
         CookiePolicy { secure: !self.inner.config.session.insecure_cookies }
     }
 
-    fn public_origin(&self) -> &str {
+    fn public_origin(&self) -> &edgelink_protocol::origin::WebOrigin {
         &self.inner.public_origin
     }
 

@@ -167,15 +167,14 @@ pub async fn exchange(
     let device_type = fields::label("type", req.device_type.as_deref().unwrap_or("generic"))?;
     let capabilities = fields::capabilities(&req.capabilities)?;
     let region = req.region.as_deref().map(|r| fields::label("region", r)).transpose()?;
-    let metadata =
-        serde_json::to_string(&fields::metadata(req.metadata.unwrap_or_default())?).map_err(ApiError::internal)?;
+    let metadata = fields::metadata(req.metadata.unwrap_or_default())?;
     let key =
         DevicePublicKey::from_pem(&req.public_key).map_err(|e| ApiError::bad_request(format!("public_key: {e}")))?;
     let new = NewDevice {
         owner_id: String::new(),
         name,
         device_type,
-        capabilities: serde_json::to_string(&capabilities).map_err(ApiError::internal)?,
+        capabilities,
         region,
         metadata,
         public_key: key.to_pem(),
@@ -205,7 +204,7 @@ pub async fn exchange(
         axum::Json(ExchangeResponse {
             device_id: device.id,
             name: device.name,
-            api_url: state.public_origin().to_owned(),
+            api_url: state.public_origin().to_string(),
             tunnel_url: state.config().agent_tunnel_url.clone(),
         }),
     ))

@@ -113,7 +113,7 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Ref
 /// that could be tricked into sending the cookie sends one of them.
 fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        return origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(state.public_origin()));
+        return origin.to_str().is_ok_and(|o| state.public_origin().matches(o));
     }
     headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin")
 }
@@ -122,19 +122,6 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
 fn wants_page(req: &Request) -> bool {
     req.method() == Method::GET
         && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
-}
-
-/// Percent-encodes everything but unreserved characters and `/`.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -181,7 +168,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
                 target.push('?');
                 target.push_str(q);
             }
-            let login = format!("/api/auth/login?return_to={}", percent_encode(&target));
+            let login = format!("/api/auth/login?return_to={}", edgelink_protocol::paths::encode_path_value(&target));
             return (
                 axum::http::StatusCode::FOUND,
                 [(header::LOCATION, login), (header::CACHE_CONTROL, "no-store".to_owned())],

@@ -52,9 +52,9 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
             owner_id: owner.id,
             name,
             device_type,
-            capabilities: "[]".into(),
+            capabilities: Default::default(),
             region: None,
-            metadata: "{}".into(),
+            metadata: Default::default(),
             public_key: key.to_pem(),
             key_algorithm: key.algorithm().as_str().into(),
         })

@@ -1,22 +1,15 @@
-//! PEM: base64 DER between `-----BEGIN X-----` and `-----END X-----`.
+//! PEM documents (RFC 7468) through `pem-rfc7468`: strict grammar, text
+//! before the BEGIN line ignored, constant-time base64 for private keys.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use pem_rfc7468::LineEnding;
 
 use crate::Error;
 
-/// Decodes the first PEM block; returns its label and DER bytes.
+/// Decodes a PEM document; returns its label and DER bytes.
 pub fn decode(text: &str) -> Result<(String, Vec<u8>), Error> {
-    let begin = text.find("-----BEGIN ").ok_or_else(|| Error::InvalidKey("no PEM BEGIN line".into()))?;
-    let rest = &text[begin + "-----BEGIN ".len()..];
-    let label_end = rest.find("-----").ok_or_else(|| Error::InvalidKey("bad PEM BEGIN line".into()))?;
-    let label = rest[..label_end].to_owned();
-    let body_start = label_end + 5;
-    let end_marker = format!("-----END {label}-----");
-    let body_end = rest.find(&end_marker).ok_or_else(|| Error::InvalidKey("no PEM END line".into()))?;
-    let body: String = rest[body_start..body_end].chars().filter(|c| !c.is_whitespace()).collect();
-    let der = STANDARD.decode(body).map_err(|e| Error::InvalidKey(format!("PEM base64: {e}")))?;
-    Ok((label, der))
+    let (label, der) =
+        pem_rfc7468::decode_vec(text.trim_end().as_bytes()).map_err(|e| Error::InvalidKey(format!("PEM: {e}")))?;
+    Ok((label.to_owned(), der))
 }
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (OID 1.3.101.112).
@@ -29,16 +22,10 @@ pub fn ed25519_spki(raw: &[u8; 32]) -> Vec<u8> {
     der
 }
 
-/// Encodes DER as PEM with 64-column lines.
+/// Encodes DER as PEM with 64-column lines and a final newline.
 pub fn encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    // Only an invalid label fails, and callers pass fixed, valid ones.
+    pem_rfc7468::encode_string(label, LineEnding::LF, der).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -49,7 +36,12 @@ mod tests {
     fn round_trip() {
         let der: Vec<u8> = (0..100u8).collect();
         let text = encode("PUBLIC KEY", &der);
-        assert_eq!(decode(&text).unwrap(), ("PUBLIC KEY".to_owned(), der));
+        assert!(text.starts_with("-----BEGIN PUBLIC KEY-----\n") && text.ends_with("-----END PUBLIC KEY-----\n"));
+        assert!(text.lines().all(|l| l.len() <= 64));
+        assert_eq!(decode(&text).unwrap(), ("PUBLIC KEY".to_owned(), der.clone()));
+        // What people paste: a preamble, CRLF lines, trailing blank lines.
+        let pasted = format!("key for cam-1:\r\n{}\r\n\r\n", text.replace('\n', "\r\n"));
+        assert_eq!(decode(&pasted).unwrap(), ("PUBLIC KEY".to_owned(), der));
     }
 
     #[test]
@@ -57,5 +49,6 @@ mod tests {
         assert!(decode("nothing here").is_err());
         assert!(decode("-----BEGIN X-----\n!!!\n-----END X-----").is_err());
         assert!(decode("-----BEGIN X-----\nAAAA\n").is_err());
+        assert!(decode("-----BEGIN X-----\nAAAA\n-----END Y-----").is_err());
     }
 }

@@ -9,6 +9,10 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters,
+    OctetKeyPairType, PublicKeyUse,
+};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
@@ -73,21 +77,26 @@ impl SigningKey {
         self.key.pkcs8_der()
     }
 
-    /// The public key as a JWK (OKP, Ed25519).
-    pub fn public_jwk(&self) -> serde_json::Value {
-        serde_json::json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "alg": "EdDSA",
-            "use": "sig",
-            "kid": self.kid,
-            "x": URL_SAFE_NO_PAD.encode(self.key.public_key_raw()),
-        })
+    /// The public key as a JWK (OKP, Ed25519, `use: sig`, `alg: EdDSA`).
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk {
+            common: CommonParameters {
+                public_key_use: Some(PublicKeyUse::Signature),
+                key_algorithm: Some(KeyAlgorithm::EdDSA),
+                key_id: Some(self.kid.clone()),
+                ..CommonParameters::default()
+            },
+            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                key_type: OctetKeyPairType::OctetKeyPair,
+                curve: EllipticCurve::Ed25519,
+                x: URL_SAFE_NO_PAD.encode(self.key.public_key_raw()),
+            }),
+        }
     }
 
     /// The JWKS document api-server serves at `/.well-known/jwks.json`.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.public_jwk()] })
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet { keys: vec![self.public_jwk()] }
     }
 }
 

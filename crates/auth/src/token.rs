@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 
 use edgelink_protocol::claims::{DeviceClaims, SCOPE_TUNNEL, TUNNEL_AUDIENCE};
+/// A JWKS document, as api-server publishes it and the relay fetches it.
+pub use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::Error;
@@ -98,21 +101,21 @@ impl TokenVerifier {
         self
     }
 
-    /// Adds every Ed25519 key in a JWKS document; returns how many.
-    pub fn add_jwks(&mut self, jwks: &serde_json::Value) -> usize {
+    /// Adds every Ed25519 signing key in a JWKS document (keys of other
+    /// types or uses, or without a `kid`, are skipped); returns how many.
+    pub fn add_jwks(&mut self, jwks: &JwkSet) -> usize {
         let mut added = 0;
-        for jwk in jwks.get("keys").and_then(|k| k.as_array()).into_iter().flatten() {
-            let (Some(kid), Some(x)) = (jwk.get("kid").and_then(|v| v.as_str()), jwk.get("x").and_then(|v| v.as_str()))
-            else {
+        for jwk in &jwks.keys {
+            let (Some(kid), AlgorithmParameters::OctetKeyPair(okp)) = (&jwk.common.key_id, &jwk.algorithm) else {
                 continue;
             };
-            if jwk.get("kty").and_then(|v| v.as_str()) != Some("OKP")
-                || jwk.get("crv").and_then(|v| v.as_str()) != Some("Ed25519")
-            {
+            let for_signing = matches!(jwk.common.public_key_use, None | Some(PublicKeyUse::Signature))
+                && matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::EdDSA));
+            if okp.curve != EllipticCurve::Ed25519 || !for_signing {
                 continue;
             }
-            if let Ok(key) = DecodingKey::from_ed_components(x) {
-                self.keys.insert(kid.to_owned(), key);
+            if let Ok(key) = DecodingKey::from_jwk(jwk) {
+                self.keys.insert(kid.clone(), key);
                 added += 1;
             }
         }
@@ -171,6 +174,18 @@ mod tests {
         let mut verifier = TokenVerifier::new("edgelink-api");
         assert_eq!(verifier.verify(&token), Err(TokenError::UnknownKey));
         assert_eq!(verifier.add_jwks(&key.jwks()), 1);
+        // Keys for other uses, curves or without an id are skipped.
+        let mut odd = key.jwks();
+        odd.keys[0].common.key_id = None;
+        let mut enc = key.public_jwk();
+        enc.common.public_key_use = Some(PublicKeyUse::Encryption);
+        odd.keys.push(enc);
+        assert_eq!(TokenVerifier::new("edgelink-api").add_jwks(&odd), 0);
+        let published = serde_json::to_value(key.jwks()).unwrap();
+        assert_eq!(published["keys"][0]["kty"], "OKP");
+        assert_eq!(published["keys"][0]["crv"], "Ed25519");
+        assert_eq!(published["keys"][0]["use"], "sig");
+        assert_eq!(published["keys"][0]["kid"], key.kid());
         assert_eq!(verifier.verify(&token).unwrap(), claims);
         assert_eq!(TokenVerifier::kid_of(&token).as_deref(), Some(key.kid()));
     }

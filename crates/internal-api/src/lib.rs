@@ -101,7 +101,7 @@ impl Client {
     /// A client for the relay at `base_url` (e.g. `http://127.0.0.1:3801`).
     pub fn new(base_url: &str, secret: SecretString) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        if edgelink_protocol::origin::parse_url(&base, &["http", "https"]).is_none() {
             return Err(Error::Url(base));
         }
         let http = reqwest::Client::builder()
@@ -165,18 +165,10 @@ impl Client {
     }
 }
 
-/// Percent-encodes a path segment (session ids are UUIDs, but the client
-/// must not let a caller's string change the path).
+/// A session id as one path segment (ids are UUIDs, but the client must
+/// not let a caller's string change the path).
 pub(crate) fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    edgelink_protocol::paths::encode_segment(segment)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! * [`limits`]: sizes and counts both ends refuse to exceed.
 //! * [`challenge`]: the text a device signs to prove its key.
 //! * [`time`]: the one wire format of instants.
+//! * [`origin`]: web origins compared as browsers compare them.
 //! * [`error`]: the JSON error body every edgelink HTTP endpoint returns.
 
 pub mod bearer;
@@ -24,5 +25,6 @@ pub mod close;
 pub mod error;
 pub mod heartbeat;
 pub mod limits;
+pub mod origin;
 pub mod paths;
 pub mod time;

@@ -1,4 +1,25 @@
-//! HTTP paths on the tunnel port and inside tunnel streams.
+//! HTTP paths on the tunnel port and inside tunnel streams, and the one
+//! percent-encoding rule for the path pieces edgelink builds.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+/// Kept as they are in a path segment: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+/// Kept in a path carried as a query value: unreserved and `/`.
+const PATH_VALUE: &AsciiSet = &SEGMENT.remove(b'/');
+
+/// `s` as one path segment: everything but unreserved characters encoded,
+/// so a caller's string can never add a segment or a query.
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// A path (and its query) as the value of a query parameter such as
+/// `return_to`: `/` stays readable, everything else but unreserved
+/// characters is encoded.
+pub fn encode_path_value(s: &str) -> String {
+    utf8_percent_encode(s, PATH_VALUE).to_string()
+}
 
 /// The WebSocket endpoint a device dials on the tunnel port.
 pub const TUNNEL: &str = "/tunnel";
@@ -30,8 +51,7 @@ pub const RELAY_ERROR_HEADER: &str = "x-edgelink-relay-error";
 /// traffic). Percent-encoded and dot-segment variants are caught as well,
 /// because a proxy in front of the agent might normalise them.
 pub fn is_control_path(path: &str) -> bool {
-    let lowered = path.to_ascii_lowercase();
-    let decoded = lowered.replace("%2e", ".").replace("%2f", "/");
+    let decoded = percent_decode_str(path).decode_utf8_lossy().to_ascii_lowercase();
     let trimmed = decoded.trim_start_matches('/');
     // Collapse "./" and empty segments so "/./.edgelink/" and "//.edgelink/"
     // are recognised too.
@@ -53,11 +73,21 @@ mod tests {
             "/%2eedgelink/x",
             "/%2Eedgelink%2fx",
             "/.EDGELINK/x",
+            "/%2e%65dgelink/x",
         ] {
             assert!(is_control_path(p), "{p}");
         }
         for p in ["/", "/index.html", "/a/.edgelink/x", "/.edgelinkx/y", "/edgelink"] {
             assert!(!is_control_path(p), "{p}");
         }
+    }
+
+    #[test]
+    fn encoders_keep_only_unreserved_characters() {
+        assert_eq!(encode_segment("abc-123_.~"), "abc-123_.~");
+        assert_eq!(encode_segment("../x"), "..%2Fx");
+        assert_eq!(encode_segment("a b?c#d"), "a%20b%3Fc%23d");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+        assert_eq!(encode_path_value("/api/v1/devices/d/http/a b?x=1&y"), "/api/v1/devices/d/http/a%20b%3Fx%3D1%26y");
     }
 }

@@ -111,7 +111,7 @@ impl RelayConfig {
         if !(1024..=1024 * 1024).contains(&self.ws_read_buffer) {
             return Err("ws_read_buffer must be between 1024 and 1048576".into());
         }
-        if !(self.jwks_url.starts_with("http://") || self.jwks_url.starts_with("https://")) {
+        if edgelink_protocol::origin::parse_url(&self.jwks_url, &["http", "https"]).is_none() {
             return Err("jwks_url must be an http(s) URL".into());
         }
         Ok(())

@@ -65,7 +65,7 @@ impl KeySet {
         *last = Some(Instant::now());
         let fetched = async {
             let resp = self.http.get(&self.url).send().await?.error_for_status()?;
-            resp.json::<serde_json::Value>().await
+            resp.json::<edgelink_auth::token::JwkSet>().await
         }
         .await;
         match fetched {

@@ -23,9 +23,9 @@ macro_rules! insert_device {
         .bind($owner)
         .bind(&$new.name)
         .bind(&$new.device_type)
-        .bind(&$new.capabilities)
+        .bind($new.capabilities.to_column())
         .bind(&$new.region)
-        .bind(&$new.metadata)
+        .bind($new.metadata.to_column())
         .bind(&$new.public_key)
         .bind(&$new.key_algorithm)
         .bind($now)
@@ -56,8 +56,8 @@ pub struct DeviceQuery {
 pub struct DevicePatch {
     /// New name.
     pub name: Option<String>,
-    /// New metadata (JSON object text).
-    pub metadata: Option<String>,
+    /// New metadata.
+    pub metadata: Option<crate::Metadata>,
     /// New region; Some(None) clears it.
     pub region: Option<Option<String>>,
 }
@@ -131,7 +131,7 @@ impl Store {
                  WHERE owner_id = $5 AND id = $6 AND revoked_at IS NULL",
             )
             .bind(&p.name)
-            .bind(&p.metadata)
+            .bind(p.metadata.as_ref().map(crate::Metadata::to_column))
             .bind(set_region)
             .bind(region)
             .bind(owner_id)
@@ -234,9 +234,9 @@ mod query_tests {
             let bob = store.upsert_user_by_email("bob@example.com", "Bob").await.unwrap();
             let mut ids = Vec::new();
             for (i, (ty, caps, region)) in [
-                ("camera", r#"["http","ssh"]"#, Some("eu")),
-                ("camera", r#"["http"]"#, Some("us")),
-                ("gateway", r#"["ssh","a_b"]"#, None),
+                ("camera", vec!["http", "ssh"], Some("eu")),
+                ("camera", vec!["http"], Some("us")),
+                ("gateway", vec!["ssh", "a_b"], None),
             ]
             .into_iter()
             .enumerate()
@@ -244,7 +244,7 @@ mod query_tests {
                 let mut d = new_device(&alice.id);
                 d.name = format!("d{i}");
                 d.device_type = ty.into();
-                d.capabilities = caps.into();
+                d.capabilities = crate::Capabilities(caps.into_iter().map(Into::into).collect());
                 d.region = region.map(Into::into);
                 ids.push(store.create_device(&d).await.unwrap().id);
                 // Newest first needs distinct creation times (ms).

@@ -1,6 +1,7 @@
 //! Rows the store returns.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -26,12 +27,14 @@ pub struct Device {
     pub name: String,
     /// Free-form type ("gateway", "camera", …).
     pub device_type: String,
-    /// JSON array of capability strings.
-    pub capabilities: String,
+    /// What the device offers ("http", "ssh", …).
+    #[sqlx(try_from = "String")]
+    pub capabilities: Capabilities,
     /// Region label.
     pub region: Option<String>,
-    /// JSON object of metadata.
-    pub metadata: String,
+    /// Free-form metadata object.
+    #[sqlx(try_from = "String")]
+    pub metadata: Metadata,
     /// SPKI PEM public key.
     pub public_key: String,
     /// Signature algorithm of the key.
@@ -53,12 +56,12 @@ pub struct NewDevice {
     pub name: String,
     /// Type.
     pub device_type: String,
-    /// JSON array.
-    pub capabilities: String,
+    /// Capabilities.
+    pub capabilities: Capabilities,
     /// Region.
     pub region: Option<String>,
-    /// JSON object.
-    pub metadata: String,
+    /// Metadata.
+    pub metadata: Metadata,
     /// SPKI PEM.
     pub public_key: String,
     /// Algorithm name.
@@ -148,4 +151,68 @@ pub struct UserSession {
     pub user_agent: String,
     /// The client address at sign-in.
     pub ip: String,
+}
+
+/// A device's capability names, kept as a JSON array in one TEXT column on
+/// both backends. The rules for what a capability may be live with the
+/// callers that accept them (api's device fields); the store only keeps
+/// and reads them back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capabilities(pub Vec<String>);
+
+/// A device's metadata: one JSON object, kept as TEXT on both backends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metadata(pub Map<String, Value>);
+
+impl Capabilities {
+    /// The column's text.
+    pub fn to_column(&self) -> String {
+        Value::from(self.0.clone()).to_string()
+    }
+}
+
+impl Metadata {
+    /// The column's text.
+    pub fn to_column(&self) -> String {
+        Value::Object(self.0.clone()).to_string()
+    }
+}
+
+/// A column whose text is not what the store wrote (edited by hand, or
+/// damaged): reading the row fails loudly instead of showing an empty value.
+impl TryFrom<String> for Capabilities {
+    type Error = serde_json::Error;
+
+    fn try_from(column: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&column)
+    }
+}
+
+impl TryFrom<String> for Metadata {
+    type Error = serde_json::Error;
+
+    fn try_from(column: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_fields_round_trip_through_their_column_text() {
+        let caps = Capabilities(vec!["http".into(), "ssh".into()]);
+        assert_eq!(caps.to_column(), r#"["http","ssh"]"#);
+        assert_eq!(Capabilities::try_from(caps.to_column()).unwrap(), caps);
+        let mut m = Map::new();
+        m.insert("floor".into(), Value::from(1));
+        let meta = Metadata(m);
+        assert_eq!(Metadata::try_from(meta.to_column()).unwrap(), meta);
+        assert_eq!(Metadata::default().to_column(), "{}");
+        assert!(Capabilities::try_from("{}".to_owned()).is_err());
+        assert!(Metadata::try_from("[1]".to_owned()).is_err());
+    }
 }

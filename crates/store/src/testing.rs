@@ -60,9 +60,9 @@ pub fn new_device(owner_id: &str) -> NewDevice {
         owner_id: owner_id.to_owned(),
         name: "test device".into(),
         device_type: "gateway".into(),
-        capabilities: "[]".into(),
+        capabilities: Default::default(),
         region: None,
-        metadata: "{}".into(),
+        metadata: Default::default(),
         public_key: "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n".into(),
         key_algorithm: "ed25519".into(),
     }

@@ -2,22 +2,11 @@
 //! `pairing create` makes a code a device can exchange, `user sign-out`
 //! ends a user's browser sessions.
 
-use std::process::Command;
-
 use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
 
 fn cli(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(edgelink_e2e::binary("api-server"))
-        .args(args)
-        .env("EDGELINK_API__DATABASE_URL", &stack.database_url)
-        .output()
-        .expect("run api-server");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    edgelink_e2e::run_binary("api-server", args, &[("EDGELINK_API__DATABASE_URL", &stack.database_url)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

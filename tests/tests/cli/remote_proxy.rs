@@ -7,19 +7,9 @@ use edgelink_agent::Status;
 use edgelink_e2e::{SECRET, Stack, wait_for};
 
 fn cli(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(edgelink_e2e::binary("remote-proxy"))
-        .arg("sessions")
-        .arg("--internal-url")
-        .arg(stack.internal_url())
-        .args(args)
-        .env("EDGELINK_RELAY__INTERNAL_SECRET", SECRET)
-        .output()
-        .expect("run remote-proxy");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let url = stack.internal_url();
+    let args = [&["sessions", "--internal-url", url.as_str()], args].concat();
+    edgelink_e2e::run_binary("remote-proxy", &args, &[("EDGELINK_RELAY__INTERNAL_SECRET", SECRET)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

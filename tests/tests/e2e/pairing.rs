@@ -122,7 +122,7 @@ async fn an_exchange_flood_from_one_address_is_rate_limited() {
 
 #[tokio::test]
 async fn behind_a_trusted_load_balancer_each_client_address_has_its_own_limit() {
-    let options = Options { api: |c| c.trusted_proxies = vec!["127.0.0.0/8".into()], ..Options::default() };
+    let options = Options { api: |c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()], ..Options::default() };
     let stack = Stack::start_with(options).await.unwrap();
     let body = serde_json::json!({"code": "ZZZZ-ZZZZ", "public_key": "x", "name": "n"});
     let send = |xff: &'static str| {
