@@ -100,7 +100,7 @@ impl AgentRun {
 /// Opens a WebSocket at `url` (`http://` is turned into `ws://`) with
 /// `headers`, checks the upgrade and that text and binary messages come
 /// back unchanged (the test origin's `/ws` echoes), then closes it.
-pub async fn ws_echo(url: &str, headers: &[(&str, &str)]) {
+pub async fn ws_echo(url: &str, headers: &[(&str, &str)]) -> tokio_tungstenite::tungstenite::http::HeaderMap {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -113,6 +113,7 @@ pub async fn ws_echo(url: &str, headers: &[(&str, &str)]) {
     }
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
     assert_eq!(resp.status(), 101);
+    let answer = resp.headers().clone();
     let messages =
         [Message::text("hello 0"), Message::text("hello 1"), Message::Binary(bytes::Bytes::from_static(&[1, 2, 3]))];
     for m in messages {
@@ -121,6 +122,29 @@ pub async fn ws_echo(url: &str, headers: &[(&str, &str)]) {
         assert_eq!(reply.expect("a message").expect("not an error"), m);
     }
     let _ = ws.close(None).await;
+    answer
+}
+
+/// Attempts a WebSocket upgrade that is expected to be refused; returns the
+/// refusal's status and body.
+pub async fn ws_refused(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.replacen("http://", "ws://", 1).into_client_request().expect("ws url");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::header::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            v.parse().expect("header value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => panic!("the upgrade to {url} was accepted"),
+        Err(Error::Http(resp)) => {
+            let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            (resp.status().as_u16(), body)
+        }
+        Err(e) => panic!("upgrade to {url} failed without an HTTP answer: {e}"),
+    }
 }
 
 /// Waits (at most 10 s) until the watched status satisfies `pred`.

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use futures::StreamExt;
 
@@ -58,8 +59,49 @@ pub async fn serve(listener: tokio::net::TcpListener) {
                 "late"
             }),
         )
-        .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }));
+        .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }))
+        // Answers that try to change the browser state of the origin they
+        // are shown on, plain and as a WebSocket handshake.
+        .route("/hostile-headers", get(|| async { (hostile_headers(), "hostile") }))
+        .route(
+            "/ws-hostile",
+            get(|ws: WebSocketUpgrade| async move { (hostile_headers(), ws.on_upgrade(echo).into_response()) }),
+        )
+        // A redirect to `?to=`.
+        .route(
+            "/redirect",
+            get(|Query(q): Query<RedirectQuery>| async move {
+                (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, q.to)])
+            }),
+        );
     let _ = axum::serve(listener, app).await;
+}
+
+/// Headers no device answer may pass to a browser on a cloud origin.
+pub const HOSTILE_HEADERS: [(&str, &str); 10] = [
+    ("set-cookie", "planted=1; Path=/"),
+    ("nel", r#"{"report_to":"x","max_age":86400}"#),
+    ("report-to", r#"{"group":"x","max_age":86400,"endpoints":[{"url":"https://evil.example/r"}]}"#),
+    ("clear-site-data", "\"cookies\""),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("alt-svc", "h3=\"evil.example:443\""),
+    ("accept-ch", "Sec-CH-UA-Platform-Version"),
+    ("cache-control", "public, max-age=86400"),
+    ("access-control-allow-origin", "https://evil.example"),
+    ("access-control-allow-credentials", "true"),
+];
+
+fn hostile_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in HOSTILE_HEADERS {
+        h.insert(k, axum::http::HeaderValue::from_static(v));
+    }
+    h
+}
+
+#[derive(serde::Deserialize)]
+struct RedirectQuery {
+    to: String,
 }
 
 async fn count(req: Request) -> String {

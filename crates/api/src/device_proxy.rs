@@ -163,29 +163,98 @@ fn set_forwarded(
     set("x-forwarded-prefix", prefix);
 }
 
+/// Largest request body api-server keeps so that the request can be resent
+/// to the relay that now holds the device's tunnel.
+const RESEND_BODY_MAX: usize = 64 * 1024;
+
+fn full(bytes: axum::body::Bytes) -> BoxBody {
+    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Keeps a device's redirect on this device's pages: a path-absolute
+/// `Location` outside the prefix gets the prefix (as a reverse proxy
+/// rewrites it), anything that then resolves outside `origin` + `prefix`
+/// (another site, api-server's own pages) is removed.
+fn confine_location(
+    headers: &mut axum::http::HeaderMap,
+    origin: &edgelink_protocol::origin::WebOrigin,
+    prefix: &str,
+    request_path: &str,
+) {
+    let Some(value) = headers.get(header::LOCATION) else {
+        return;
+    };
+    let within = |path: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let confined = value.to_str().ok().and_then(|v| {
+        let v = if v.starts_with('/') && !v.starts_with("//") && !within(v.split(['?', '#']).next().unwrap_or(v)) {
+            format!("{prefix}{v}")
+        } else {
+            v.to_owned()
+        };
+        let base = url::Url::parse(&format!("{origin}{request_path}")).ok()?;
+        let resolved = base.join(&v).ok()?;
+        if !origin.matches(resolved.origin().ascii_serialization().as_str()) || !within(resolved.path()) {
+            return None;
+        }
+        let mut local = resolved.path().to_owned();
+        if let Some(q) = resolved.query() {
+            local.push('?');
+            local.push_str(q);
+        }
+        if let Some(f) = resolved.fragment() {
+            local.push('#');
+            local.push_str(f);
+        }
+        HeaderValue::from_str(&local).ok()
+    });
+    match confined {
+        Some(v) => {
+            headers.insert(header::LOCATION, v);
+        }
+        None => {
+            headers.remove(header::LOCATION);
+        }
+    }
+}
+
 async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Request) -> Result<Response, ApiError> {
     if id.len() > 64 {
         return Err(crate::devices::not_found());
     }
     let target = device_target(req.uri(), id)?;
+    let prefix = format!("/api/v1/devices/{id}/http");
+    let request_path = req.uri().path().to_owned();
     let proxy = state.device_proxy();
     let mut route = proxy.route(state, user, id, false).await?;
     let forwarder = proxy.forwarder.as_ref().ok_or_else(not_configured)?;
 
-    // A request without a body can be sent again if the cached route turns
-    // out stale (the tunnel moved to another relay). Decided before the hop
-    // strips Transfer-Encoding.
-    let bodiless = !req.headers().contains_key(header::TRANSFER_ENCODING)
-        && req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0");
+    // A request whose body is small and of known length is kept so it can
+    // be sent again, whole, if the cached route turns out stale (the tunnel
+    // moved to another relay); a streamed (chunked or large) body is sent
+    // once. Decided before the hop strips Transfer-Encoding.
+    let resendable = !req.headers().contains_key(header::TRANSFER_ENCODING)
+        && !edgelink_hop::headers::is_upgrade(req.headers())
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .map_or(Some(0), |v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()))
+            .is_some_and(|n| n <= RESEND_BODY_MAX);
     let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     let peer = state.client_ip(peer, req.headers());
     let pending = edgelink_hop::prepare(&mut req, &[header::COOKIE, header::AUTHORIZATION]);
-    set_forwarded(req.headers_mut(), peer, state.public_origin(), &format!("/api/v1/devices/{id}/http"));
+    set_forwarded(req.headers_mut(), peer, state.public_origin(), &prefix);
     let (parts, body) = req.into_parts();
     // Taken on use: a request is resent at most once.
-    let mut resend =
-        (bodiless && !pending.is_upgrade()).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-    let body: BoxBody = body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
+    let mut resend = None;
+    let body: BoxBody = if resendable {
+        let bytes = axum::body::to_bytes(body, RESEND_BODY_MAX)
+            .await
+            .map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        resend = Some((parts.method.clone(), parts.uri.clone(), parts.headers.clone(), bytes.clone()));
+        full(bytes)
+    } else {
+        body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()
+    };
     let mut out = axum::http::Request::from_parts(parts, body);
 
     let resp = loop {
@@ -207,18 +276,21 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
                 // The relay no longer holds the device: look again, and
                 // resend once if the request can be resent.
                 proxy.forget_route(&user.user.id, id);
-                if let Some((method, uri, headers)) = resend.take()
+                if let Some((method, uri, headers, body)) = resend.take()
                     && let Ok(fresh) = proxy.route(state, user, id, true).await
                     && fresh.relay_url != route.relay_url
                 {
                     route = fresh;
-                    out = axum::http::Request::new(BoxBody::default());
+                    out = axum::http::Request::new(full(body));
                     *out.method_mut() = method;
                     *out.uri_mut() = uri;
                     *out.headers_mut() = headers;
                     continue;
                 }
-                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "the device is offline"));
+                return Err(ApiError::new(
+                    ErrorCode::DeviceUnavailable,
+                    "the device is offline or moved to another relay while a streamed request was sent; retry",
+                ));
             }
             _ => break resp,
         }
@@ -226,9 +298,13 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
     let mut resp =
         edgelink_hop::finish(resp, pending).map_err(|e| ApiError::new(ErrorCode::DeviceUnavailable, e.to_string()))?;
     let headers = resp.headers_mut();
-    headers.remove(paths::RELAY_ERROR_HEADER);
-    // Cookies from a device would land on api-server's origin: dropped.
-    headers.remove(header::SET_COOKIE);
+    // The answer is on api-server's origin: only content headers pass
+    // (no cookies, CORS, NEL, HSTS, …; the relay's marker neither), a
+    // redirect stays under this device's prefix, and nothing is cached
+    // outside this user's browser session, 101 answers included.
+    edgelink_hop::headers::allow_device_response(headers);
+    confine_location(headers, state.public_origin(), &prefix, &request_path);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DEVICE_CSP));
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     Ok(resp.map(|b| b.map_or_else(Body::empty, Body::new)))
@@ -259,5 +335,33 @@ mod tests {
         assert_eq!(device_target(&uri, "d1").unwrap(), "/");
         let uri: axum::http::Uri = "/api/v1/devices/d1/http/.edgelink/v1/info".parse().unwrap();
         assert!(device_target(&uri, "d1").is_err());
+    }
+
+    #[test]
+    fn device_redirects_stay_under_the_device_prefix() {
+        let origin = edgelink_protocol::origin::WebOrigin::parse("https://edge.example.com").unwrap();
+        let prefix = "/api/v1/devices/d1/http";
+        let confine = |location: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::from_str(location).unwrap());
+            confine_location(&mut h, &origin, prefix, "/api/v1/devices/d1/http/app/page");
+            h.get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned())
+        };
+        let p = |s: &str| Some(format!("{prefix}{s}"));
+        assert_eq!(confine("/login?next=%2F"), p("/login?next=%2F"));
+        assert_eq!(confine("/api/v1/devices/d1/http/ok#top"), p("/ok#top"));
+        assert_eq!(confine("other"), p("/app/other"));
+        assert_eq!(confine("https://edge.example.com/api/v1/devices/d1/http/x"), p("/x"));
+        assert_eq!(confine("https://edge.example.com:443/api/v1/devices/d1/http"), Some(prefix.to_owned()));
+        for away in [
+            "https://evil.example/",
+            "//evil.example/x",
+            "https://edge.example.com/api/v1/devices/d2/http/x",
+            "https://edge.example.com/api/auth/logout",
+            "../../../../d2/http/x",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(confine(away), None, "{away}");
+        }
     }
 }

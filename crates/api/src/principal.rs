@@ -118,6 +118,21 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin")
 }
 
+/// A WebSocket handshake (`Upgrade: websocket`). Browsers send cookies
+/// with it from any page and the same-origin policy does not apply to
+/// WebSockets, so a cookie-authenticated one must carry our `Origin`
+/// (ASVS 5.0 V4.4); every browser sends `Origin` on a handshake.
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+}
+
+fn origin_is_ours(state: &AppState, headers: &HeaderMap) -> bool {
+    headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| state.public_origin().matches(o))
+}
+
 /// A top-level browser navigation (GET asking for HTML).
 fn wants_page(req: &Request) -> bool {
     req.method() == Method::GET
@@ -194,14 +209,17 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
             return ApiError::new(ErrorCode::Forbidden, "only devices can use this endpoint").at(&path).into_response();
         }
     };
-    if matches!(principal, Some(Principal::User(_)))
-        && gate.access != Access::Public
-        && !is_safe(req.method())
-        && !same_origin(&gate.state, req.headers())
-    {
-        return ApiError::new(ErrorCode::CsrfRejected, "cross-site request refused: Origin must be this site")
-            .at(&path)
-            .into_response();
+    if matches!(principal, Some(Principal::User(_))) && gate.access != Access::Public {
+        let cross_site = if is_websocket_upgrade(req.headers()) {
+            !origin_is_ours(&gate.state, req.headers())
+        } else {
+            !is_safe(req.method()) && !same_origin(&gate.state, req.headers())
+        };
+        if cross_site {
+            return ApiError::new(ErrorCode::CsrfRejected, "cross-site request refused: Origin must be this site")
+                .at(&path)
+                .into_response();
+        }
     }
     if let Some(p) = principal {
         req.extensions_mut().insert(p);

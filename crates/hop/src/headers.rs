@@ -49,6 +49,47 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Response headers a device's answer may hand a browser on a cloud
+/// origin: what describes the content and its caching validators, and what
+/// completes a WebSocket handshake. Everything else (cookies, CORS, NEL and
+/// Report-To, Clear-Site-Data, HSTS, Alt-Svc, Accept-CH, caching policy,
+/// authentication challenges, links) would act on that origin's browser
+/// state or on other users, and is dropped.
+const DEVICE_RESPONSE_ALLOWED: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "vary",
+    "location",
+    "date",
+    "retry-after",
+    "x-frame-options",
+    // A 101 answer.
+    "upgrade",
+    "connection",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
+
+/// Keeps only the device response headers on the allowlist (see
+/// `DEVICE_RESPONSE_ALLOWED`); returns how many were dropped.
+pub fn allow_device_response(headers: &mut HeaderMap) -> usize {
+    let before = headers.len();
+    let dropped: Vec<HeaderName> =
+        headers.keys().filter(|k| !DEVICE_RESPONSE_ALLOWED.contains(&k.as_str())).cloned().collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+    before - headers.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +114,33 @@ mod tests {
         strip(&mut h, true);
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn device_answers_keep_only_content_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "text/html"),
+            ("etag", "\"1\""),
+            ("location", "/x"),
+            ("sec-websocket-accept", "abc"),
+            ("set-cookie", "a=1"),
+            ("nel", "{}"),
+            ("report-to", "{}"),
+            ("clear-site-data", "\"*\""),
+            ("strict-transport-security", "max-age=1"),
+            ("alt-svc", "h3=\":443\""),
+            ("accept-ch", "Sec-CH-UA"),
+            ("cache-control", "public, max-age=3600"),
+            ("access-control-allow-origin", "https://evil.example"),
+            ("access-control-allow-credentials", "true"),
+            ("www-authenticate", "Basic"),
+            ("link", "<https://evil.example>; rel=preload"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        assert_eq!(allow_device_response(&mut h), 12);
+        let kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(kept, ["content-type", "etag", "location", "sec-websocket-accept"]);
     }
 }

@@ -8,7 +8,7 @@ use edgelink_agent::Status;
 use edgelink_api::principal::Access;
 use edgelink_auth::agent_key::AgentKey;
 use edgelink_e2e::signin::Browser;
-use edgelink_e2e::{Device, Options, Stack, wait_for, ws_echo};
+use edgelink_e2e::{Device, Options, Stack, wait_for, ws_echo, ws_refused};
 use edgelink_protocol::error::ErrorBody;
 use reqwest::Method;
 
@@ -123,6 +123,48 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     // WebSocket through the same route, with the session cookie.
     let cookie = format!("edgelink_session={}", alice.session_cookie().unwrap());
     ws_echo(&url(&stack, &device, "/http/ws"), &[("cookie", &cookie), ("origin", &stack.api_url)]).await;
+    // A page on another site cannot open it with the user's cookie (nor can
+    // a handshake without Origin), whatever the route.
+    for origin in [Some("https://evil.example"), Some("null"), None] {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        headers.extend(origin.map(|o| ("origin", o)));
+        for path in ["/http/ws", ""] {
+            let (status, body) = ws_refused(&url(&stack, &device, path), &headers).await;
+            assert_eq!(status, 403, "{origin:?} {path}");
+            assert!(body.contains("csrf_rejected"), "{body}");
+        }
+    }
+
+    // A device's answer cannot change api-server's origin's browser state,
+    // neither in a plain answer nor in a 101.
+    let resp = alice.client.get(url(&stack, &device, "/http/hostile-headers")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    for (name, _) in edgelink_e2e::origin::HOSTILE_HEADERS.iter().filter(|(n, _)| *n != "cache-control") {
+        assert!(resp.headers().get(*name).is_none(), "{name} passed through");
+    }
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    let answer =
+        ws_echo(&url(&stack, &device, "/http/ws-hostile"), &[("cookie", &cookie), ("origin", &stack.api_url)]).await;
+    for (name, _) in edgelink_e2e::origin::HOSTILE_HEADERS.iter().filter(|(n, _)| *n != "cache-control") {
+        assert!(answer.get(*name).is_none(), "{name} passed through a 101");
+    }
+    assert_eq!(answer["cache-control"], "private, no-store");
+    // Its redirects stay on its own pages.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let redirect = |to: &str| {
+        no_redirects
+            .get(format!(
+                "{}?to={}",
+                url(&stack, &device, "/http/redirect"),
+                edgelink_protocol::paths::encode_segment(to)
+            ))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let resp = redirect("/login").await.unwrap();
+    assert_eq!(resp.headers()["location"].to_str().unwrap(), format!("/api/v1/devices/{}/http/login", device.id));
+    let resp = redirect("https://evil.example/phish").await.unwrap();
+    assert!(resp.headers().get("location").is_none(), "an open redirect on api-server's origin");
 
     // Rename; the session is visible and can be closed (the agent comes back).
     let renamed: serde_json::Value = alice
@@ -278,9 +320,41 @@ async fn a_device_that_moves_to_another_relay_is_found_again_at_once() {
     moved.connected().await;
     let moved_to = stack.wait_session_row(&device, Some(&first.token)).await;
     assert_ne!(moved_to.relay_id, stack.store.get_session(&first.token).await.unwrap().unwrap().relay_id);
-    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
+    // A small body of known length is resent whole.
+    let payload = vec![b'x'; 20_000];
+    let resp = alice
+        .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/echo", device.id))
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "the stale route is noticed and the request resent");
+    assert!(resp.bytes().await.unwrap() == payload, "the resent request kept its body");
+    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);
+
+    // Back to relay 1: a streamed (chunked) body cannot be sent twice, so
+    // it is refused with a clear error instead of arriving empty.
     moved.stop().await;
+    let mut back = stack.spawn_agent(&device);
+    back.connected().await;
+    stack.wait_session_row(&device, Some(&moved_to.id)).await;
+    let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1000])));
+    let resp = alice
+        .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/count", device.id))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(error_body(resp).await.message.contains("retry"));
+    let resp = alice
+        .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/count", device.id))
+        .body(vec![b'y'; 4000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "4000");
+    back.stop().await;
     relay2.stop().await;
 }
