@@ -24,7 +24,8 @@ const MAX_REFRESH_LEN: usize = 128;
 
 /// `POST /api/v1/auth/challenge`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Unknown fields are ignored: a newer device must work with this server
+/// (docs/protocol.md, "Forward compatibility").
 pub struct ChallengeRequest {
     /// The device asking (`node_id` accepted for older clients).
     #[serde(alias = "node_id")]
@@ -44,7 +45,8 @@ pub struct ChallengeResponse {
 
 /// `POST /api/v1/auth/verify`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Unknown fields are ignored: a newer device must work with this server
+/// (docs/protocol.md, "Forward compatibility").
 pub struct VerifyRequest {
     /// The device (`node_id` accepted for older clients).
     #[serde(alias = "node_id")]
@@ -57,7 +59,8 @@ pub struct VerifyRequest {
 
 /// `POST /api/v1/auth/refresh`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Unknown fields are ignored: a newer device must work with this server
+/// (docs/protocol.md, "Forward compatibility").
 pub struct RefreshRequest {
     /// The refresh token from the last verify or refresh.
     pub refresh_token: String,
@@ -240,5 +243,27 @@ pub async fn purge_loop(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "browser session purge failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_bodies_ignore_unknown_fields_and_user_edits_do_not() {
+        let extra = |mut v: serde_json::Value| {
+            v["endpoint"] = "http://10.0.0.5".into();
+            v
+        };
+        serde_json::from_value::<ChallengeRequest>(extra(serde_json::json!({"device_id": "d"}))).unwrap();
+        let verify = serde_json::json!({"device_id": "d", "challenge": "c", "signature": "s"});
+        serde_json::from_value::<VerifyRequest>(extra(verify)).unwrap();
+        serde_json::from_value::<RefreshRequest>(extra(serde_json::json!({"refresh_token": "r"}))).unwrap();
+        let exchange = serde_json::json!({"code": "c", "public_key": "k", "name": "n"});
+        serde_json::from_value::<crate::pairing::ExchangeRequest>(extra(exchange)).unwrap();
+        let beat = serde_json::json!({"cpu_percent": 1.0});
+        serde_json::from_value::<edgelink_protocol::heartbeat::Heartbeat>(extra(beat)).unwrap();
+        assert!(serde_json::from_value::<crate::devices::PatchRequest>(extra(serde_json::json!({}))).is_err());
     }
 }

@@ -292,7 +292,16 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
                     "the device is offline or moved to another relay while a streamed request was sent; retry",
                 ));
             }
-            _ => break resp,
+            Some("device_timeout") => {
+                return Err(ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"));
+            }
+            // The relay's own error bodies name its internal paths and are
+            // meant for operators: the user gets api-server's own.
+            Some(other) => {
+                tracing::warn!(relay = %route.relay_url, error = other, "the relay could not forward to the device");
+                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "the device could not be reached"));
+            }
+            None => break resp,
         }
     };
     let mut resp =

@@ -119,7 +119,8 @@ pub async fn create(
 
 /// `POST /api/v1/pairings/exchange`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Unknown fields are ignored: a newer device must work with this server
+/// (docs/protocol.md, "Forward compatibility").
 pub struct ExchangeRequest {
     /// The code as typed.
     pub code: String,

@@ -52,8 +52,10 @@ impl RelayError {
                 "internal error".to_owned()
             }
             RelayError::Device(cause) => {
+                // The cause (stream and connection errors) is for the log;
+                // the caller may be a user behind api-server.
                 tracing::info!(error = %cause, "device side failed");
-                format!("device unavailable: {cause}")
+                "the device did not answer this request".to_owned()
             }
             other => other.to_string(),
         };

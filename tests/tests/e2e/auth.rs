@@ -227,13 +227,19 @@ else:
     };
     let d = edgelink_api::provision::add_device(&stack.store, &spec).await.unwrap();
     assert_eq!(d.key_algorithm, "rsa-pss-sha256");
-    // The old client calls the field node_id.
-    let (s, b) = post(&stack, "/api/v1/auth/challenge", json!({ "node_id": d.id })).await;
+    // The old client calls the field node_id, and sends fields this server
+    // does not know (they are ignored, not refused).
+    let (s, b) =
+        post(&stack, "/api/v1/auth/challenge", json!({ "node_id": d.id, "endpoint": "http://10.0.0.5" })).await;
     assert_eq!(s, 200, "{b}");
     let c = b["challenge"].as_str().unwrap().to_owned();
     let sig_hex = py(&[dir_s, "sign", &c]);
-    let (s, b) =
-        post(&stack, "/api/v1/auth/verify", json!({ "node_id": d.id, "challenge": c, "signature": sig_hex })).await;
+    let (s, b) = post(
+        &stack,
+        "/api/v1/auth/verify",
+        json!({ "node_id": d.id, "challenge": c, "signature": sig_hex, "agent": {"v": 2} }),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert!(b["access_token"].is_string());
     let _ = std::fs::remove_dir_all(&dir);

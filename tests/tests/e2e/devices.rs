@@ -214,6 +214,26 @@ async fn a_slow_device_is_a_504_after_the_configured_timeout() {
     agent.stop().await;
 }
 
+#[tokio::test]
+async fn relay_errors_reach_users_as_api_servers_own_without_internal_paths() {
+    // The relay gives up first: its 504 names its internal forward path.
+    let mut options = Options { dev_idp: true, ..Options::default() };
+    options.relay.forward_timeout = Duration::from_secs(1);
+    let stack = Stack::start_with(options).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let device = pair(&stack, &alice, "slow").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    stack.wait_session(&device.id, None).await;
+    let resp = alice.client.get(url(&stack, &device, "/http/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let body = error_body(resp).await;
+    assert_eq!(body.error, "device_timeout");
+    assert_eq!(body.path, format!("/api/v1/devices/{}/http/slow", device.id));
+    assert!(!serde_json::to_string(&body).unwrap().contains("internal"), "{body:?}");
+    agent.stop().await;
+}
+
 /// `{id}` routes of the route table, with a concrete path for `id`.
 fn device_routes(id: &str) -> Vec<(Method, String)> {
     let mut out = Vec::new();

@@ -23,7 +23,9 @@ async fn new_code(browser: &Browser) -> serde_json::Value {
 fn exchange_body(code: &str, name: &str) -> serde_json::Value {
     let key = AgentKey::generate().unwrap();
     serde_json::json!({"code": code, "public_key": key.public_key_pem(), "name": name, "type": "camera",
-                       "capabilities": ["http"], "metadata": {"site": "lab"}})
+                       "capabilities": ["http"], "metadata": {"site": "lab"},
+                       // A newer agent's field: ignored, not refused.
+                       "endpoint": "http://10.0.0.5:8080"})
 }
 
 async fn exchange(stack: &Stack, body: &serde_json::Value) -> reqwest::Response {
