@@ -11,13 +11,13 @@ use axum::http::{HeaderMap, HeaderValue, header};
 pub const SESSION_SECURE: &str = "__Host-edgelink_session";
 /// Session cookie name for plain-http development.
 pub const SESSION_PLAIN: &str = "edgelink_session";
-/// Pending sign-in cookie name when Secure (`__Secure-`: it is path-scoped,
-/// so `__Host-` is not possible).
-pub const LOGIN_SECURE: &str = "__Secure-edgelink_login";
+/// Pending sign-in cookie name when Secure. `__Host-` (so `Path=/`, no
+/// `Domain`): a sibling subdomain cannot plant its own pending sign-in in
+/// a victim's browser and have the victim finish the attacker's sign-in
+/// (login CSRF), which a path-scoped `__Secure-` cookie allowed.
+pub const LOGIN_SECURE: &str = "__Host-edgelink_login";
 /// Pending sign-in cookie name for plain-http development.
 pub const LOGIN_PLAIN: &str = "edgelink_login";
-/// The only path the pending sign-in cookie is sent to.
-pub const LOGIN_PATH: &str = "/api/auth/callback";
 /// Cookie headers longer than this are ignored (no identity from them).
 const MAX_COOKIE_HEADER: usize = 8 * 1024;
 
@@ -61,14 +61,14 @@ impl CookiePolicy {
         header_value(format!("{}={}", self.session_name(), self.attrs("/", None)))
     }
 
-    /// `Set-Cookie` for the pending sign-in, scoped to the callback path.
+    /// `Set-Cookie` for the pending sign-in (host-only, `Path=/`).
     pub fn set_login(self, value: &str, max_age: Duration) -> HeaderValue {
-        header_value(format!("{}={value}{}", self.login_name(), self.attrs(LOGIN_PATH, Some(max_age))))
+        header_value(format!("{}={value}{}", self.login_name(), self.attrs("/", Some(max_age))))
     }
 
     /// `Set-Cookie` that deletes the pending sign-in cookie.
     pub fn clear_login(self) -> HeaderValue {
-        header_value(format!("{}={}", self.login_name(), self.attrs(LOGIN_PATH, None)))
+        header_value(format!("{}={}", self.login_name(), self.attrs("/", None)))
     }
 }
 
@@ -113,8 +113,10 @@ mod tests {
         let v = v.to_str().unwrap();
         assert!(v.starts_with("__Host-edgelink_session=v; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=60"), "{v}");
         let l = p.set_login("x", Duration::from_secs(600));
-        assert!(l.to_str().unwrap().contains("Path=/api/auth/callback"));
-        assert!(l.to_str().unwrap().starts_with("__Secure-"));
+        let l = l.to_str().unwrap();
+        assert!(l.starts_with("__Host-edgelink_login=x; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=600"), "{l}");
+        assert!(!l.contains("Domain"), "{l}");
+        assert!(p.clear_login().to_str().unwrap().starts_with("__Host-edgelink_login=; Path=/;"));
         let plain = CookiePolicy { secure: false }.set_session("v", Duration::from_secs(60));
         assert!(!plain.to_str().unwrap().contains("Secure"));
         assert!(p.clear_session().to_str().unwrap().contains("Max-Age=0"));

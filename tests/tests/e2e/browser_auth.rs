@@ -129,6 +129,45 @@ async fn a_session_cookie_planted_before_login_is_not_the_session_after_login() 
 }
 
 #[tokio::test]
+async fn the_pending_sign_in_is_host_only_so_a_sibling_cannot_plant_one() {
+    // Served over https in production: Secure cookies with prefixed names.
+    init_logs();
+    let idp = dev_idp::spawn(&["https://edge.example/api/auth/callback".to_owned()]).await;
+    let settings = api::oidc_settings(&idp.issuer, "edgelink-web", None);
+    let store = edgelink_store::testing::sqlite().await;
+    let api = api::spawn(store, SigningKey::ephemeral().unwrap(), cookie_keys(&[1]), |c, _| {
+        c.public_url = "https://edge.example".into();
+        c.session.insecure_cookies = false;
+        c.oidc = Some(settings);
+    })
+    .await
+    .unwrap();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = no_redirects.get(format!("{}/api/auth/login", api.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    // `__Host-` with Path=/ and no Domain: a browser refuses such a cookie
+    // from any other host, so a sibling subdomain cannot plant its own.
+    assert!(set.starts_with("__Host-edgelink_login="), "{set}");
+    assert!(set.contains("; Path=/;") && set.contains("; Secure") && !set.contains("Domain"), "{set}");
+    let sealed = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let state = location.split(['?', '&']).find_map(|p| p.strip_prefix("state=")).unwrap().to_owned();
+    // What a sibling *can* set (a Domain cookie under another name) is
+    // never read as a pending sign-in.
+    for planted in ["__Secure-edgelink_login", "edgelink_login"] {
+        let resp = no_redirects
+            .get(format!("{}/api/auth/callback?state={state}&code=attackers-code", api.url))
+            .header("cookie", format!("{planted}={sealed}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{planted}");
+        assert!(error_body(resp).await.message.contains("no sign-in in progress"));
+    }
+}
+
+#[tokio::test]
 async fn tampered_foreign_key_and_expired_cookies_are_refused_and_rotation_keeps_old_ones() {
     let (idp, api, store) = with_dev_idp("edgelink-web", None).await;
     let browser = Browser::new(&api.url);
