@@ -50,6 +50,11 @@ pub enum Mode {
     ExtraAudienceWithoutAzp,
     /// `iat` an hour in the future.
     IssuedInFuture,
+    /// Correct, but `email_verified` is false (a provider with self-service
+    /// addresses).
+    UnverifiedEmail,
+    /// Correct, with no `email_verified` claim at all (Entra ID).
+    NoEmailVerified,
 }
 
 struct Key {
@@ -192,6 +197,10 @@ async fn token(State(s): State<Arc<Shared>>, Form(f): Form<HashMap<String, Strin
             claims["exp"] = json!(now - 3600);
         }
         Mode::NonceMismatch => claims["nonce"] = json!("not-the-nonce"),
+        Mode::UnverifiedEmail => claims["email_verified"] = json!(false),
+        Mode::NoEmailVerified => {
+            claims.as_object_mut().map(|c| c.remove("email_verified"));
+        }
         Mode::ExtraAudienceWithoutAzp => claims["aud"] = json!([s.client_id, "another-client"]),
         Mode::IssuedInFuture => {
             claims["iat"] = json!(now + 3600);

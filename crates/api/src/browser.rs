@@ -194,7 +194,7 @@ async fn finish(
             &identity.subject,
             &identity.email,
             identity.name.as_deref().unwrap_or(&identity.email),
-            identity.email_verified,
+            identity.email_verified || state.config().oidc.as_ref().is_some_and(|o| o.assume_email_verified),
         )
         .await
         .map_err(|e| match e {
@@ -273,6 +273,9 @@ pub struct Me {
     pub id: String,
     /// Email.
     pub email: String,
+    /// Whether the provider verified it (an unverified one is never used
+    /// to find this user: operators cannot provision to it).
+    pub email_verified: bool,
     /// Display name.
     pub name: String,
     /// Public id of the current browser session.
@@ -284,6 +287,7 @@ pub async fn me(user: UserPrincipal) -> axum::Json<Me> {
     axum::Json(Me {
         id: user.user.id,
         email: user.user.email,
+        email_verified: user.user.email_verified,
         name: user.user.name,
         session_id: user.session_public_id,
     })

@@ -103,6 +103,13 @@ pub struct OidcSettings {
     /// defaults to `{public_url}/`.
     #[serde(default)]
     pub post_logout_redirect_url: Option<String>,
+    /// Treat every email this provider returns as verified. Only for a
+    /// provider that sends no `email_verified` and issues addresses only in
+    /// domains the organisation owns (Microsoft Entra ID single-tenant with
+    /// the `email` claim from verified domains). Off: an email without
+    /// `email_verified: true` is shown, never used to find or claim a user.
+    #[serde(default)]
+    pub assume_email_verified: bool,
 }
 
 /// Secrets never leave the process through a config dump.
@@ -323,6 +330,7 @@ mod tests {
             http_timeout: default_oidc_timeout(),
             jwks_min_refresh_interval: default_jwks_interval(),
             post_logout_redirect_url: None,
+            assume_email_verified: false,
         });
         assert!(c.validate().unwrap_err().contains("https"));
         c.oidc.as_mut().unwrap().issuer = "https://idp.example".into();

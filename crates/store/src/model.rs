@@ -8,8 +8,12 @@ use serde_json::{Map, Value};
 pub struct User {
     /// Id.
     pub id: String,
-    /// Email address (unique).
+    /// Email address. Unique among verified ones; an unverified one is
+    /// shown, never used to find or claim a user.
     pub email: String,
+    /// Whether the provider (or the operator who created the user)
+    /// vouches for the email.
+    pub email_verified: bool,
     /// Display name.
     pub name: String,
     /// Creation time, ms.

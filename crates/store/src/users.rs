@@ -3,14 +3,16 @@
 use crate::{Result, Store, User, new_id, now_ms, with_pool};
 
 impl Store {
-    /// Returns the user with `email`, creating it when missing.
+    /// Returns the user with the verified `email`, creating it (verified:
+    /// the operator vouches for it) when missing. A user who signed in with
+    /// the same but unverified address is never returned.
     pub async fn upsert_user_by_email(&self, email: &str, name: &str) -> Result<User> {
         let id = new_id();
         let now = now_ms();
         with_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (email) DO NOTHING",
+                "INSERT INTO users (id, email, email_verified, name, created_at) VALUES ($1, $2, TRUE, $3, $4) \
+                 ON CONFLICT (email) WHERE email_verified DO NOTHING",
             )
             .bind(&id)
             .bind(email)
@@ -18,10 +20,12 @@ impl Store {
             .bind(now)
             .execute(pool)
             .await?;
-            let user = sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_one(pool)
-                .await?;
+            let user = sqlx::query_as::<_, User>(
+                "SELECT id, email, email_verified, name, created_at FROM users WHERE email = $1 AND email_verified",
+            )
+            .bind(email)
+            .fetch_one(pool)
+            .await?;
             Ok(user)
         })
     }
@@ -50,9 +54,10 @@ impl Store {
                 .await?;
             let id = match found {
                 Some((id,)) => {
-                    sqlx::query("UPDATE users SET email = $1, name = $2 WHERE id = $3")
+                    sqlx::query("UPDATE users SET email = $1, name = $2, email_verified = $3 WHERE id = $4")
                         .bind(email)
                         .bind(name)
+                        .bind(email_verified)
                         .bind(&id)
                         .execute(&mut *tx)
                         .await?;
@@ -62,7 +67,7 @@ impl Store {
                     let claimed = if email_verified {
                         sqlx::query_as::<_, (String,)>(
                             "UPDATE users SET issuer = $1, subject = $2, name = $3 \
-                             WHERE email = $4 AND issuer IS NULL RETURNING id",
+                             WHERE email = $4 AND email_verified AND issuer IS NULL RETURNING id",
                         )
                         .bind(issuer)
                         .bind(subject)
@@ -77,11 +82,12 @@ impl Store {
                         Some((id,)) => id,
                         None => {
                             sqlx::query(
-                                "INSERT INTO users (id, email, name, issuer, subject, created_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6)",
+                                "INSERT INTO users (id, email, email_verified, name, issuer, subject, created_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                             )
                             .bind(&new_id)
                             .bind(email)
+                            .bind(email_verified)
                             .bind(name)
                             .bind(issuer)
                             .bind(subject)
@@ -93,29 +99,33 @@ impl Store {
                     }
                 }
             };
-            let user = sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let user = sqlx::query_as::<_, User>(
+                "SELECT id, email, email_verified, name, created_at FROM users WHERE id = $1",
+            )
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(user)
         })
     }
 
-    /// The user with `email` (for operator commands).
+    /// The user with the verified `email` (for operator commands).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_optional(pool)
-                .await?)
+            Ok(sqlx::query_as::<_, User>(
+                "SELECT id, email, email_verified, name, created_at FROM users WHERE email = $1 AND email_verified",
+            )
+            .bind(email)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 
     /// The user with `id`.
     pub async fn get_user(&self, id: &str) -> Result<Option<User>> {
         with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, User>("SELECT id, email, name, created_at FROM users WHERE id = $1")
+            Ok(sqlx::query_as::<_, User>("SELECT id, email, email_verified, name, created_at FROM users WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
                 .await?)
@@ -138,12 +148,32 @@ mod tests {
             assert_eq!(again.id, a.id);
             assert_eq!(again.email, "alice@new.example");
 
-            // An operator-created user is claimed by a verified email only.
+            // An operator-created user is claimed by a verified email only;
+            // an unverified one gets a user of its own, never the operator's.
             let provisioned = store.upsert_user_by_email("carol@example.com", "carol").await.unwrap();
-            let unverified = store.upsert_user_by_subject(iss, "carol-x", "carol@example.com", "Carol", false).await;
-            assert!(matches!(unverified, Err(Error::Conflict)), "{unverified:?}");
+            assert!(provisioned.email_verified);
+            let unverified =
+                store.upsert_user_by_subject(iss, "carol-x", "carol@example.com", "Carol", false).await.unwrap();
+            assert_ne!(unverified.id, provisioned.id);
+            assert!(!unverified.email_verified);
             let carol = store.upsert_user_by_subject(iss, "carol", "carol@example.com", "Carol", true).await.unwrap();
             assert_eq!(carol.id, provisioned.id);
+
+            // Someone whose provider lets them type any address claims
+            // dave's before dave ever signs in: operators still find dave
+            // (a new, verified user), and dave's own sign-in is not blocked.
+            let mallory =
+                store.upsert_user_by_subject(iss, "mallory-d", "dave@example.com", "Dave?", false).await.unwrap();
+            assert_eq!(store.user_by_email("dave@example.com").await.unwrap(), None);
+            let for_dave = store.upsert_user_by_email("dave@example.com", "dave").await.unwrap();
+            assert_ne!(for_dave.id, mallory.id);
+            assert_eq!(store.user_by_email("dave@example.com").await.unwrap().map(|u| u.id), Some(for_dave.id.clone()));
+            let dave = store.upsert_user_by_subject(iss, "dave", "dave@example.com", "Dave", true).await.unwrap();
+            assert_eq!(dave.id, for_dave.id);
+            // A verified address taken by one identity cannot become another
+            // identity's verified address on its next sign-in either.
+            let moved = store.upsert_user_by_subject(iss, "mallory-d", "dave@example.com", "Dave?", true).await;
+            assert!(matches!(moved, Err(Error::Conflict)), "{moved:?}");
 
             // Another identity cannot take an email that already has one.
             let thief = store.upsert_user_by_subject(iss, "mallory", "carol@example.com", "M", true).await;

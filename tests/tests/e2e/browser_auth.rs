@@ -129,6 +129,63 @@ async fn a_session_cookie_planted_before_login_is_not_the_session_after_login() 
 }
 
 #[tokio::test]
+async fn an_unverified_email_never_receives_what_an_operator_provisions() {
+    init_logs();
+    let store = edgelink_store::testing::sqlite().await;
+    let idp = FakeIdp::spawn("fake-client").await;
+    // The operator makes a pairing code for alice@fake.example before she
+    // ever signed in.
+    let provision = |store: Store| async move {
+        let ttl = std::time::Duration::from_secs(600);
+        let code = edgelink_api::provision::create_pairing(&store, "alice@fake.example", ttl, 5).await.unwrap();
+        assert_eq!(code.len(), 9);
+        store.user_by_email("alice@fake.example").await.unwrap().unwrap()
+    };
+    let provisioned = provision(store.clone()).await;
+    let sign_in = |api: Api, mode: Mode| {
+        let idp = &idp;
+        async move {
+            idp.set_mode(mode);
+            let browser = Browser::new(&api.url);
+            let resp = browser.get(&browser.authorize_at_fake_idp().await).await;
+            assert_eq!(resp.status(), 303, "{mode:?}");
+            let me: serde_json::Value = browser.me().await.json().await.unwrap();
+            me
+        }
+    };
+    let plain = |store: &Store, assume: bool| {
+        let store = store.clone();
+        let settings = api::oidc_settings(&idp.issuer, "fake-client", None);
+        async move {
+            api::spawn(store, SigningKey::ephemeral().unwrap(), cookie_keys(&[1]), move |c, _| {
+                let mut s = settings;
+                s.assume_email_verified = assume;
+                c.oidc = Some(s)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Someone whose provider did not verify the address (or says nothing)
+    // signs in with it: a user of their own, shown as unverified.
+    for mode in [Mode::UnverifiedEmail, Mode::NoEmailVerified] {
+        let me = sign_in(plain(&store, false).await, mode).await;
+        assert_eq!(me["email"], "alice@fake.example");
+        assert_eq!(me["email_verified"], false);
+        assert_ne!(me["id"], provisioned.id.as_str(), "{mode:?} claimed the operator's user");
+    }
+    // Operator lookups still find the provisioned user only.
+    assert_eq!(store.user_by_email("alice@fake.example").await.unwrap().unwrap().id, provisioned.id);
+    // At a provider the operator vouches for (Entra ID), the first sign-in
+    // claims it.
+    let store = edgelink_store::testing::sqlite().await;
+    let provisioned = provision(store.clone()).await;
+    let me = sign_in(plain(&store, true).await, Mode::NoEmailVerified).await;
+    assert_eq!(me["email_verified"], true);
+    assert_eq!(me["id"], provisioned.id.as_str());
+}
+
+#[tokio::test]
 async fn the_pending_sign_in_is_host_only_so_a_sibling_cannot_plant_one() {
     // Served over https in production: Secure cookies with prefixed names.
     init_logs();
