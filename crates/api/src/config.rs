@@ -16,6 +16,13 @@ use serde::{Deserialize, Serialize};
 pub struct ApiConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// How long a connection may take to send a request head, and the
+    /// longest a keep-alive connection may sit idle between requests.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections served at once; beyond it, new ones wait (the log says
+    /// so). Upgraded WebSockets do not count once switched.
+    pub max_connections: usize,
     /// Database URL: `sqlite://PATH` (default) or `postgres://…`.
     pub database_url: String,
     /// PKCS#8 PEM file of the Ed25519 key that signs device tokens;
@@ -176,6 +183,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3721)),
+            header_timeout: Duration::from_secs(15),
+            max_connections: 10_000,
             database_url: "sqlite://edgelink.db".into(),
             signing_key_file: PathBuf::from("edgelink-signing-key.pem"),
             token_issuer: edgelink_protocol::claims::DEFAULT_ISSUER.into(),
@@ -230,6 +239,12 @@ impl ApiConfig {
         }
         if self.cache_ttl > Duration::from_secs(60) {
             return Err("cache_ttl must be at most 1m (it bounds how stale a revoked session may be)".into());
+        }
+        if self.header_timeout.is_zero() || self.header_timeout > Duration::from_secs(300) {
+            return Err("header_timeout must be between 1s and 5m".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
         }
         if self.device_timeout.is_zero() || self.device_timeout > Duration::from_secs(600) {
             return Err("device_timeout must be between 1s and 10m".into());

@@ -256,15 +256,15 @@ pub async fn serve(
         }
     });
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Responses are often written in two parts (head, then a streamed
-    // body): without TCP_NODELAY the second waits for the client's
-    // delayed ACK.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let res = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let limits = edgelink_hop::listen::Limits {
+        header_timeout: state.config().header_timeout,
+        max_connections: state.config().max_connections,
+        grace: std::time::Duration::from_secs(10),
+    };
+    // The shared accept loop: TCP_NODELAY, head and idle timeouts, a head
+    // size limit and a connection cap (slow clients cannot exhaust it).
+    let app = edgelink_hop::listen::router_service(router(state));
+    edgelink_hop::listen::serve(listener, None, app, limits, shutdown).await;
     janitor.abort();
-    res
+    Ok(())
 }

@@ -10,7 +10,8 @@
 //! hop-by-hop headers; pins HTTP/1.1 so each hop's keep-alive connection
 //! stays open whatever version the next hop spoke).
 //!
-//! It knows HTTP and nothing else: no tunnels, tokens or routing.
+//! It knows HTTP (and TLS on a listener) and nothing else: no tunnels,
+//! tokens or routing.
 //!
 //! # Layout
 //! * [`headers`]: hop-by-hop header rules ([`headers::strip`],
@@ -19,8 +20,11 @@
 //! * [`splice`]: copying bytes between two upgraded connections.
 //! * [`serve`]: HTTP/1.1 served on one stream (a tunnel stream) with the
 //!   limits every edgelink stream server applies.
+//! * [`listen`]: the accept loop of every edgelink TCP listener, with
+//!   head and idle timeouts, a head size limit and a connection cap.
 
 pub mod headers;
+pub mod listen;
 
 use std::time::Duration;
 

@@ -44,9 +44,13 @@ pub struct RelayConfig {
     /// How long a forwarded request waits for the device's response head.
     #[serde(with = "humantime_serde")]
     pub forward_timeout: Duration,
-    /// How long a new connection may take to send its request head.
+    /// How long a connection may take to send a request head (and a TLS
+    /// handshake), and the longest a keep-alive connection may sit idle.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Connections each listener serves at once (upgraded tunnels do not
+    /// count); beyond it, new ones wait and the log says so.
+    pub max_connections: usize,
     /// How long shutdown waits for tunnels to close.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -78,6 +82,7 @@ impl Default for RelayConfig {
             idle_timeout: Duration::from_secs(45),
             forward_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
             ws_read_buffer: 4 * 1024,
         }
@@ -107,6 +112,9 @@ impl RelayConfig {
         }
         if self.forward_timeout.is_zero() || self.header_timeout.is_zero() {
             return Err("forward_timeout and header_timeout must be > 0".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
         }
         if !(1024..=1024 * 1024).contains(&self.ws_read_buffer) {
             return Err("ws_read_buffer must be between 1024 and 1048576".into());

@@ -195,7 +195,11 @@ pub async fn run(
     let internal_addr = internal_listener.local_addr().map_err(|e| RelayError::Internal(e.to_string()))?;
     let relay = Relay::new(config, store, internal_addr);
     let grace = relay.inner.config.shutdown_grace;
-    let header_timeout = relay.inner.config.header_timeout;
+    let limits = edgelink_hop::listen::Limits {
+        header_timeout: relay.inner.config.header_timeout,
+        max_connections: relay.inner.config.max_connections,
+        grace,
+    };
 
     // A previous life of this instance may have died without recording
     // its sessions' end.
@@ -210,20 +214,19 @@ pub async fn run(
     tracing::info!(instance_id = relay.instance_id(), internal_url = relay.internal_url(), "remote-proxy ready");
 
     let stop_accepting = CancellationToken::new();
-    let tunnel_task = tokio::spawn(listener::serve(
+    use edgelink_hop::listen::{router_service, serve};
+    let tunnel_task = tokio::spawn(serve(
         tunnel_listener,
         tls,
-        tunnel_router(relay.clone()),
-        header_timeout,
-        grace,
+        router_service(tunnel_router(relay.clone())),
+        limits,
         stop_accepting.clone(),
     ));
-    let internal_task = tokio::spawn(listener::serve(
+    let internal_task = tokio::spawn(serve(
         internal_listener,
         None,
-        internal::router(relay.clone()),
-        header_timeout,
-        grace,
+        router_service(internal::router(relay.clone())),
+        limits,
         stop_accepting.clone(),
     ));
 

@@ -158,3 +158,30 @@ async fn oversized_headers_are_refused_on_both_ports() {
     assert_still_serving(&stack, &good).await;
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn slow_clients_are_closed_at_the_header_timeout_on_api_server_and_the_internal_api() {
+    let mut options = edgelink_e2e::Options {
+        api: |c| c.header_timeout = Duration::from_secs(1),
+        ..edgelink_e2e::Options::default()
+    };
+    options.relay.header_timeout = Duration::from_secs(1);
+    let stack = Stack::start_with(options).await.unwrap();
+    let api = stack.api_url.trim_start_matches("http://").to_owned();
+    let internal = stack.internal_url().trim_start_matches("http://").to_owned();
+    for addr in [api, internal] {
+        // Half a request head, never finished (slowloris).
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        let took = read_until_closed(&mut s).await;
+        assert!(took < Duration::from_secs(3), "{addr}: half a head kept open {took:?}");
+        // A keep-alive connection left idle after an answer.
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 "), "{addr}");
+        let took = read_until_closed(&mut s).await;
+        assert!(took < Duration::from_secs(3), "{addr}: idle keep-alive kept open {took:?}");
+    }
+}
