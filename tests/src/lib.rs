@@ -490,6 +490,21 @@ impl Stack {
         .await
     }
 
+    /// This stack's session key ring (as its api-servers have it).
+    pub fn cookie_keys(&self) -> CookieKeys {
+        CookieKeys::new(vec![self.cookie_key.clone()]).expect("keys")
+    }
+
+    /// A file holding this stack's session key (base64), for the operator
+    /// commands that must share the servers' key ring.
+    pub fn session_key_file(&self) -> PathBuf {
+        use base64::Engine;
+        let path = std::env::temp_dir().join(format!("edgelink-test-{}.key", uuid::Uuid::new_v4().simple()));
+        let text = base64::engine::general_purpose::STANDARD.encode(&self.cookie_key);
+        std::fs::write(&path, text).expect("write the session key file");
+        path
+    }
+
     /// A raw forward URL for `session` and `path`.
     pub fn forward_url(&self, session: &str, path: &str) -> String {
         self.internal().forward_url(session, path)

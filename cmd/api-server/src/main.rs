@@ -154,12 +154,30 @@ async fn run(command: Option<Command>, config: ApiConfig, json: bool) -> anyhow:
             report(json, value, format!("ended {n} session(s) of {email}"))
         }
         Some(Command::Pairing { command: PairingCommand::Create { owner } }) => {
-            let code =
-                edgelink_api::provision::create_pairing(&store, &owner, config.pairing_ttl, config.max_live_pairings)
-                    .await?;
+            // Codes are stored keyed with the session key ring: the same
+            // keys as the running servers (session.keys or session.key_file).
+            let keys = session_keys(&config)?;
+            let (ttl, max_live) = (config.pairing_ttl, config.max_live_pairings);
+            let code = edgelink_api::provision::create_pairing(&store, &keys, &owner, ttl, max_live).await?;
             let value = serde_json::json!({ "code": code, "expires_in": config.pairing_ttl.as_secs() });
             report(json, value, code)
         }
+    }
+}
+
+/// The deployment's key ring: `session.keys`, or the one key in
+/// `session.key_file` (generated on first use).
+fn session_keys(config: &ApiConfig) -> anyhow::Result<CookieKeys> {
+    if config.session.keys.is_empty() {
+        let path = &config.session.key_file;
+        let (keys, created) = CookieKeys::load_or_generate(path).context("loading the session cookie key")?;
+        if created {
+            tracing::info!(path = %path.display(), "generated a new session cookie key");
+        }
+        Ok(keys)
+    } else {
+        let encoded: Vec<&str> = config.session.keys.iter().map(|k| k.expose_secret()).collect();
+        CookieKeys::from_base64(&encoded).context("session.keys")
     }
 }
 
@@ -168,17 +186,7 @@ async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
     if origin == KeyOrigin::Generated {
         tracing::info!(path = %config.signing_key_file.display(), kid = key.kid(), "generated a new token signing key");
     }
-    let cookie_keys = if config.session.keys.is_empty() {
-        let path = &config.session.key_file;
-        let (keys, created) = CookieKeys::load_or_generate(path).context("loading the session cookie key")?;
-        if created {
-            tracing::info!(path = %path.display(), "generated a new session cookie key");
-        }
-        keys
-    } else {
-        let encoded: Vec<&str> = config.session.keys.iter().map(|k| k.expose_secret()).collect();
-        CookieKeys::from_base64(&encoded).context("session.keys")?
-    };
+    let cookie_keys = session_keys(&config)?;
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(

@@ -56,6 +56,10 @@ pub struct ApiConfig {
     /// Pairing exchanges accepted per client address per minute (burst
     /// the same).
     pub pairing_exchange_per_minute: u32,
+    /// Wrong pairing codes accepted per hour from all clients together;
+    /// when spent, every exchange is refused until it refills (a guessing
+    /// botnet gains nothing from more addresses). See docs/operations.md.
+    pub pairing_failures_per_hour: u32,
     /// Device challenge/verify/refresh calls per client address per minute
     /// (devices of a site may share one address behind NAT).
     pub device_auth_per_minute: u32,
@@ -197,6 +201,7 @@ impl Default for ApiConfig {
             pairing_ttl: Duration::from_secs(600),
             max_live_pairings: 5,
             pairing_exchange_per_minute: 10,
+            pairing_failures_per_hour: 1000,
             device_auth_per_minute: 600,
             trusted_proxies: Vec::new(),
             relay_internal_secret: None,
@@ -232,10 +237,14 @@ impl ApiConfig {
         if self.pairing_ttl < Duration::from_secs(60) || self.pairing_ttl > Duration::from_secs(24 * 3600) {
             return Err("pairing_ttl must be between 1m and 24h".into());
         }
-        if self.max_live_pairings == 0 || self.pairing_exchange_per_minute == 0 || self.device_auth_per_minute == 0 {
-            return Err(
-                "max_live_pairings, pairing_exchange_per_minute and device_auth_per_minute must be at least 1".into()
-            );
+        if self.max_live_pairings == 0
+            || self.pairing_exchange_per_minute == 0
+            || self.pairing_failures_per_hour == 0
+            || self.device_auth_per_minute == 0
+        {
+            return Err("max_live_pairings, pairing_exchange_per_minute, pairing_failures_per_hour and \
+                 device_auth_per_minute must be at least 1"
+                .into());
         }
         if self.cache_ttl > Duration::from_secs(60) {
             return Err("cache_ttl must be at most 1m (it bounds how stale a revoked session may be)".into());

@@ -14,12 +14,20 @@ pub struct ApiError {
     pub message: String,
     /// The request path, when known.
     pub path: String,
+    /// Seconds to wait before trying again (`Retry-After`), for 429/503.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with a client-facing message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), path: String::new() }
+        ApiError { code, message: message.into(), path: String::new(), retry_after: None }
+    }
+
+    /// Tells the client when to try again (at least 1 s).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait.as_secs().max(1));
+        self
     }
 
     /// Sets the request path shown in the body.
@@ -59,7 +67,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody::new(self.code, self.message, self.path, timestamp());
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -90,6 +90,11 @@ struct Inner {
     /// Per-address limits of the anonymous device endpoints.
     exchange_limiter: ratelimit::RateLimiter,
     device_auth_limiter: ratelimit::RateLimiter,
+    /// Wrong pairing codes from everyone, per hour.
+    pairing_budget: ratelimit::FailureBudget,
+    /// Whether the "X-Forwarded-For without trusted_proxies" warning was
+    /// logged (once per process).
+    warned_untrusted_proxy: std::sync::atomic::AtomicBool,
     /// Browser sessions: lookup (cached), creation, ending.
     sessions: sessions::BrowserSessions,
     /// Devices' web services through their relays.
@@ -116,6 +121,7 @@ impl AppState {
         let trusted_proxies = config.trusted_proxies.clone();
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
+        let pairing_budget = ratelimit::FailureBudget::per_hour(config.pairing_failures_per_hour);
         let device_proxy = device_proxy::DeviceProxy::new(&config);
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
@@ -135,6 +141,8 @@ impl AppState {
                 trusted_proxies,
                 exchange_limiter,
                 device_auth_limiter,
+                pairing_budget,
+                warned_untrusted_proxy: Default::default(),
                 sessions,
                 device_proxy,
                 config,
@@ -173,6 +181,17 @@ impl AppState {
 
     /// The caller's address (see [`client_ip`]).
     fn client_ip(&self, peer: Option<std::net::SocketAddr>, headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+        if self.inner.trusted_proxies.is_empty()
+            && headers.contains_key("x-forwarded-for")
+            && !self.inner.warned_untrusted_proxy.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                peer = ?peer.map(|p| p.ip()),
+                "requests arrive with X-Forwarded-For but trusted_proxies is empty: if a load balancer is in \
+                 front, every client behind it shares one rate-limit bucket (one guessing client blocks pairing \
+                 for all); list it in trusted_proxies"
+            );
+        }
         client_ip::client_ip(&self.inner.trusted_proxies, peer, headers)
     }
 
@@ -184,6 +203,10 @@ impl AppState {
     /// Devices' web services through their relays.
     pub(crate) fn device_proxy(&self) -> &device_proxy::DeviceProxy {
         &self.inner.device_proxy
+    }
+
+    fn pairing_budget(&self) -> &ratelimit::FailureBudget {
+        &self.inner.pairing_budget
     }
 
     fn rate_limiter(&self, limit: ratelimit::Limit) -> &ratelimit::RateLimiter {

@@ -9,8 +9,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use edgelink_auth::cookie::CookieKeys;
 use edgelink_auth::device_key::DevicePublicKey;
-use edgelink_auth::secret;
 use edgelink_protocol::error::ErrorCode;
 use edgelink_store::{NewDevice, PairingRefusal, now_ms};
 use rand::Rng;
@@ -75,17 +75,26 @@ pub struct Issued {
     pub expires_at: i64,
 }
 
+/// What is stored of a (normalised) code: an HMAC under the deployment's
+/// key ring (`session.keys`), newest key first. A code has 40 bits: a bare
+/// hash of it would fall to an offline search in seconds with a copy of the
+/// database.
+pub fn digests(keys: &CookieKeys, code: &str) -> Vec<String> {
+    keys.keyed_digests("pairing-code", code)
+}
+
 /// Issues a pairing code for `user_id`, alive `ttl`, unless they already
 /// hold `max_live` unused ones: the one way codes are made (the web UI's
 /// `POST /api/v1/pairings` and `api-server pairing create`).
 pub async fn issue(
     store: &edgelink_store::Store,
+    keys: &CookieKeys,
     user_id: &str,
     ttl: std::time::Duration,
     max_live: u32,
 ) -> Result<Issued, IssueError> {
     let code = new_code();
-    let hash = secret::hash(&normalise(&code).unwrap_or_default());
+    let hash = digests(keys, &normalise(&code).unwrap_or_default()).swap_remove(0);
     let now = now_ms();
     let expires_at = now + ttl.as_millis() as i64;
     match store.create_pairing(user_id, &hash, now, expires_at, i64::from(max_live)).await? {
@@ -101,10 +110,12 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<PairingCreated>), ApiError> {
     let cfg = state.config();
     let Issued { code, expires_at } =
-        issue(state.store(), &user.user.id, cfg.pairing_ttl, cfg.max_live_pairings).await.map_err(|e| match e {
-            IssueError::TooMany(_) => ApiError::new(ErrorCode::RateLimited, format!("you {e}")),
-            IssueError::Store(e) => e.into(),
-        })?;
+        issue(state.store(), state.cookie_keys(), &user.user.id, cfg.pairing_ttl, cfg.max_live_pairings)
+            .await
+            .map_err(|e| match e {
+                IssueError::TooMany(_) => ApiError::new(ErrorCode::RateLimited, format!("you {e}")),
+                IssueError::Store(e) => e.into(),
+            })?;
     tracing::info!(user_id = %user.user.id, "pairing code created");
     Ok((
         StatusCode::CREATED,
@@ -161,6 +172,11 @@ pub async fn exchange(
     State(state): State<AppState>,
     Json(req): Json<ExchangeRequest>,
 ) -> Result<(StatusCode, axum::Json<ExchangeResponse>), ApiError> {
+    // While the budget of wrong codes is spent, no code is even looked up.
+    state.pairing_budget().check().map_err(|wait| {
+        ApiError::new(ErrorCode::RateLimited, "too many wrong pairing codes recently, from everywhere; try again later")
+            .retry_after(wait)
+    })?;
     let code = normalise(&req.code).ok_or_else(|| {
         ApiError::new(ErrorCode::PairingCodeInvalid, "that is not a pairing code (8 characters like 7KQF-M2XD)")
     })?;
@@ -181,9 +197,19 @@ pub async fn exchange(
         public_key: key.to_pem(),
         key_algorithm: key.algorithm().as_str().into(),
     };
-    let device = match state.store().exchange_pairing(&secret::hash(&code), now_ms(), &new).await? {
+    // A code issued under an older key of the ring is found by its digest
+    // under that key.
+    let mut outcome = Err(PairingRefusal::Unknown);
+    for digest in digests(state.cookie_keys(), &code) {
+        outcome = state.store().exchange_pairing(&digest, now_ms(), &new).await?;
+        if !matches!(outcome, Err(PairingRefusal::Unknown)) {
+            break;
+        }
+    }
+    let device = match outcome {
         Ok(d) => d,
         Err(PairingRefusal::Unknown) => {
+            state.pairing_budget().fail();
             return Err(ApiError::new(
                 ErrorCode::PairingCodeInvalid,
                 "unknown pairing code; check it or create a new one",

@@ -159,14 +159,10 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         let ip =
             gate.state.client_ip(peer, req.headers()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if let Err(wait) = gate.state.rate_limiter(limit).check(ip) {
-            let mut resp = ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down")
+            return ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down")
+                .retry_after(wait)
                 .at(&path)
                 .into_response();
-            let secs = wait.as_secs().max(1).to_string();
-            if let Ok(v) = axum::http::HeaderValue::from_str(&secs) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
         }
     }
     let resolved = resolve(&gate.state, req.headers()).await;

@@ -67,6 +67,7 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
 /// bootstrap a device without a browser. Returns the code as shown to users.
 pub async fn create_pairing(
     store: &Store,
+    keys: &edgelink_auth::cookie::CookieKeys,
     owner_email: &str,
     ttl: std::time::Duration,
     max_live: u32,
@@ -76,7 +77,7 @@ pub async fn create_pairing(
         return Err(Error::Invalid("owner must be an email address".into()));
     }
     let owner = store.upsert_user_by_email(email, email.split('@').next().unwrap_or(email)).await?;
-    let issued = crate::pairing::issue(store, &owner.id, ttl, max_live).await?;
+    let issued = crate::pairing::issue(store, keys, &owner.id, ttl, max_live).await?;
     Ok(issued.code)
 }
 

@@ -152,6 +152,17 @@ impl CookieKeys {
         mac.finalize().into_bytes().to_vec()
     }
 
+    /// Keyed digests of a low-entropy secret kept at rest (a pairing code),
+    /// hex HMAC-SHA-256 under each key, newest first, separated by
+    /// `purpose`: without the key ring, a stolen database does not let
+    /// anyone test guesses offline. Store the first; look up any.
+    pub fn keyed_digests(&self, purpose: &str, value: &str) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| hex::encode(Self::tag_for(b"edgelink keyed digest v1\0", k, purpose, value.as_bytes())))
+            .collect()
+    }
+
     /// The cookie value for `id` under `cookie_name`, signed with the newest key.
     pub fn sign(&self, cookie_name: &str, id: &SessionId) -> String {
         let tag = Self::tag(&self.keys[0], cookie_name, &id.0);
@@ -234,6 +245,19 @@ fn decode_key(k: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_digests_depend_on_key_purpose_and_value() {
+        let ring = CookieKeys::new(vec![vec![1; 32], vec![2; 32]]).unwrap();
+        let d = ring.keyed_digests("pairing", "7KQFM2XD");
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].len(), 64);
+        assert_ne!(d[0], d[1]);
+        assert_eq!(CookieKeys::new(vec![vec![2; 32]]).unwrap().keyed_digests("pairing", "7KQFM2XD")[0], d[1]);
+        assert_ne!(ring.keyed_digests("other", "7KQFM2XD")[0], d[0]);
+        assert_ne!(ring.keyed_digests("pairing", "7KQFM2XE")[0], d[0]);
+        assert_ne!(d[0], crate::secret::hash("7KQFM2XD"), "not a bare hash");
+    }
 
     fn key(b: u8) -> Vec<u8> {
         vec![b; 32]

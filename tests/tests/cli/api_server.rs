@@ -6,7 +6,14 @@ use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
 
 fn cli(stack: &Stack, args: &[&str]) -> (i32, String, String) {
-    edgelink_e2e::run_binary("api-server", args, &[("EDGELINK_API__DATABASE_URL", &stack.database_url)])
+    let key_file = stack.session_key_file();
+    let env = [
+        ("EDGELINK_API__DATABASE_URL", stack.database_url.as_str()),
+        ("EDGELINK_API__SESSION__KEY_FILE", key_file.to_str().expect("utf-8 path")),
+    ];
+    let out = edgelink_e2e::run_binary("api-server", args, &env);
+    let _ = std::fs::remove_file(&key_file);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

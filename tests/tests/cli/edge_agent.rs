@@ -68,10 +68,11 @@ async fn edge_agent_pairs_with_a_code_and_runs_from_its_state_file() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);
 
-    // A WebSocket through the same route echoes.
+    // A WebSocket through the same route echoes (with the Origin every
+    // browser sends on a handshake).
     let cookie = format!("edgelink_session={}", browser.session_cookie().unwrap());
     let ws_url = format!("{}/api/v1/devices/{device_id}/http/ws", stack.api_url);
-    edgelink_e2e::ws_echo(&ws_url, &[("cookie", &cookie)]).await;
+    edgelink_e2e::ws_echo(&ws_url, &[("cookie", &cookie), ("origin", &stack.api_url)]).await;
     let _ = run.kill();
     let _ = run.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -137,7 +137,8 @@ async fn an_unverified_email_never_receives_what_an_operator_provisions() {
     // ever signed in.
     let provision = |store: Store| async move {
         let ttl = std::time::Duration::from_secs(600);
-        let code = edgelink_api::provision::create_pairing(&store, "alice@fake.example", ttl, 5).await.unwrap();
+        let keys = cookie_keys(&[1]);
+        let code = edgelink_api::provision::create_pairing(&store, &keys, "alice@fake.example", ttl, 5).await.unwrap();
         assert_eq!(code.len(), 9);
         store.user_by_email("alice@fake.example").await.unwrap().unwrap()
     };

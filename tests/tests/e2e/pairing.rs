@@ -82,7 +82,7 @@ async fn expired_used_unknown_and_malformed_codes_get_clear_errors() {
     // Expired: a code whose time ran out.
     let expired = "ABCD-EFGH";
     let now = now_ms();
-    let hash = edgelink_auth::secret::hash(&expired.replace('-', ""));
+    let hash = edgelink_api::pairing::digests(&stack.cookie_keys(), &expired.replace('-', "")).remove(0);
     stack.store.create_pairing(me["id"].as_str().unwrap(), &hash, now - 1_200_000, now - 600_000, 5).await.unwrap();
     let resp = exchange(&stack, &exchange_body(expired, "cam")).await;
     assert_eq!(resp.status(), 400);
@@ -142,4 +142,36 @@ async fn behind_a_trusted_load_balancer_each_client_address_has_its_own_limit() 
     // A client cannot escape by prepending its own header value: the
     // nearest untrusted hop counts.
     assert_eq!(send("198.51.100.7, 203.0.113.1").await.unwrap().status(), 429);
+    // IPv6 clients count per /64: one host holds all of it.
+    for _ in 0..10 {
+        assert_eq!(send("2001:db8:1:2::1").await.unwrap().status(), 400);
+    }
+    assert_eq!(send("2001:db8:1:2:ffff:ffff:ffff:ffff").await.unwrap().status(), 429, "same /64");
+    assert_eq!(send("2001:db8:1:3::1").await.unwrap().status(), 400, "another /64");
+}
+
+#[tokio::test]
+async fn wrong_codes_from_everywhere_spend_one_global_budget() {
+    let options = Options {
+        dev_idp: true,
+        api: |c| {
+            c.pairing_exchange_per_minute = 1000;
+            c.pairing_failures_per_hour = 3;
+        },
+        ..Options::default()
+    };
+    let stack = Stack::start_with(options).await.unwrap();
+    let browser = alice(&stack).await;
+    let good = new_code(&browser).await["code"].as_str().unwrap().to_owned();
+    // Guesses (as from many addresses: the budget is not per address).
+    for guess in ["ZZZZ-ZZZ2", "ZZZZ-ZZZ3", "ZZZZ-ZZZ4"] {
+        let resp = exchange(&stack, &exchange_body(guess, "guess")).await;
+        assert_eq!(resp.json::<ErrorBody>().await.unwrap().error, "pairing_code_invalid");
+    }
+    // Spent: even a right code waits, so guessing gains nothing.
+    let resp = exchange(&stack, &exchange_body(&good, "cam")).await;
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait > 60, "{wait}");
+    assert_eq!(resp.json::<ErrorBody>().await.unwrap().error, "rate_limited");
 }
