@@ -56,6 +56,8 @@ pub enum ErrorCode {
     Conflict,
     /// The pairing code was already used.
     PairingCodeUsed,
+    /// A request (head or body) did not arrive in time.
+    RequestTimeout,
     /// The request body is too large.
     PayloadTooLarge,
     /// The request headers are too large.
@@ -74,7 +76,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadRequest,
         ErrorCode::PairingCodeInvalid,
         ErrorCode::PairingCodeExpired,
@@ -97,6 +99,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::PairingCodeUsed,
+        ErrorCode::RequestTimeout,
         ErrorCode::PayloadTooLarge,
         ErrorCode::HeadersTooLarge,
         ErrorCode::RateLimited,
@@ -131,6 +134,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405001,
             ErrorCode::Conflict => 409001,
             ErrorCode::PairingCodeUsed => 409002,
+            ErrorCode::RequestTimeout => 408001,
             ErrorCode::PayloadTooLarge => 413001,
             ErrorCode::HeadersTooLarge => 431001,
             ErrorCode::RateLimited => 429001,
@@ -171,6 +175,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PairingCodeUsed => "pairing_code_used",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::RateLimited => "rate_limited",

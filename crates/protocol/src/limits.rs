@@ -22,5 +22,11 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Largest body accepted on a control path (heartbeats, acks).
 pub const MAX_CONTROL_BODY: usize = 64 * 1024;
 
+/// Streams a device may have open to the relay's control API at once;
+/// beyond this, a new one is closed at once (a device that opens 256
+/// streams and feeds them slowly cannot make the relay hold 256 stream
+/// windows).
+pub const MAX_DEVICE_STREAMS: usize = 8;
+
 /// Longest a challenge stays valid, seconds.
 pub const CHALLENGE_TTL_SECS: i64 = 60;

@@ -2,6 +2,7 @@
 //! (`/.edgelink/v1/heartbeat`). Each stream carries HTTP/1.1.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use edgelink_tunnel::TunnelStream;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::Relay;
@@ -21,12 +23,39 @@ use crate::error::{rfc3339_ms, timestamp};
 /// Heartbeats reach the store at most this often per session.
 const HEARTBEAT_STORE_EVERY_MS: i64 = 10_000;
 
-/// Serves one device-opened stream on its own task.
-pub fn spawn_device_stream(relay: Relay, session_id: String, stream: TunnelStream) {
+/// How many streams one tunnel's device may have open at once (see
+/// [`limits::MAX_DEVICE_STREAMS`]).
+#[derive(Clone)]
+pub struct StreamBudget(Arc<Semaphore>);
+
+impl StreamBudget {
+    /// A full budget for a new tunnel.
+    pub fn new() -> Self {
+        StreamBudget(Arc::new(Semaphore::new(limits::MAX_DEVICE_STREAMS)))
+    }
+}
+
+impl Default for StreamBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves one device-opened stream on its own task, if the tunnel's budget
+/// allows another; otherwise the stream is closed at once. A stream's
+/// request head, and its body, must each arrive within the relay's
+/// `header_timeout`, and an idle stream is closed after as long.
+pub fn spawn_device_stream(relay: Relay, session_id: String, budget: &StreamBudget, stream: TunnelStream) {
+    let Ok(permit) = budget.0.clone().try_acquire_owned() else {
+        tracing::debug!(session_id = %session_id, "device opened too many streams at once; closing the newest");
+        drop(stream);
+        return;
+    };
     let header_timeout = relay.header_timeout();
     let span = tracing::debug_span!("device_stream", session_id = %session_id);
     tokio::spawn(
         async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
             edgelink_hop::serve(stream, svc, header_timeout).await;
         }
@@ -55,11 +84,13 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
     if req.method() != hyper::Method::POST {
         return Ok(error(ErrorCode::MethodNotAllowed, "heartbeats are POSTed", &path));
     }
-    let body = match Limited::new(req.into_body(), limits::MAX_CONTROL_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let body = Limited::new(req.into_body(), limits::MAX_CONTROL_BODY).collect();
+    let body = match tokio::time::timeout(relay.header_timeout(), body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return Ok(error(ErrorCode::PayloadTooLarge, "heartbeat body too large", &path));
         }
+        Err(_) => return Ok(error(ErrorCode::RequestTimeout, "heartbeat body too slow", &path)),
     };
     let beat: Heartbeat = if body.is_empty() {
         Heartbeat::default()

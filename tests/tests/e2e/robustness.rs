@@ -185,3 +185,77 @@ async fn slow_clients_are_closed_at_the_header_timeout_on_api_server_and_the_int
         assert!(took < Duration::from_secs(3), "{addr}: idle keep-alive kept open {took:?}");
     }
 }
+
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_device_cannot_pin_relay_memory_with_many_slow_streams() {
+    // The harness relay's header_timeout (2 s) bounds heads and bodies.
+    let stack = Stack::start().await;
+    let (agent, good) = healthy(&stack).await;
+    let bad = stack.add_device("mallory@example.com").await;
+    let tls = edgelink_agent::tls::client_config(None).unwrap();
+    let config = edgelink_tunnel::TunnelConfig::default();
+    let session = edgelink_tunnel::dial(
+        &stack.tunnel_url(),
+        &token(&stack, &bad).await,
+        tls,
+        Duration::from_secs(5),
+        &config,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    stack.wait_session(&bad.id, None).await;
+    let before = vm_rss_kib();
+
+    // 256 streams, each announcing a 64 KiB heartbeat and then sending the
+    // body a trickle at a time, never finishing.
+    let mut streams = Vec::new();
+    for _ in 0..256 {
+        // yamux on this side stops at its own stream limit.
+        let Ok(mut s) = session.handle.open_stream().await else { break };
+        let head = "POST /.edgelink/v1/heartbeat HTTP/1.1\r\nHost: relay\r\nContent-Length: 65536\r\n\r\n";
+        if s.write_all(head.as_bytes()).await.is_ok() {
+            let _ = s.write_all(&[b' '; 1000]).await;
+        }
+        streams.push(s);
+    }
+    assert!(streams.len() >= 200, "only {} streams opened", streams.len());
+    // Beyond the per-tunnel budget, streams are closed at once; the rest
+    // are answered 408 and closed when their body is not done in time.
+    let start = std::time::Instant::now();
+    let mut timed_out = 0;
+    for s in &mut streams {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "a device stream was kept open");
+        if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(8), "streams closed after {:?}", start.elapsed());
+    assert_eq!(timed_out, edgelink_protocol::limits::MAX_DEVICE_STREAMS, "only the budgeted streams were served");
+    let grown_mib = vm_rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 32, "relay memory grew by {grown_mib} MiB");
+
+    // The device's tunnel still works, and so does everyone else's.
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = session.handle.open_stream().await.unwrap();
+    s.write_all(b"POST /.edgelink/v1/heartbeat HTTP/1.1\r\nHost: relay\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert_still_serving(&stack, &good).await;
+    session.handle.close(1000, "done");
+    agent.stop().await;
+}
