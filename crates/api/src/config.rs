@@ -71,6 +71,12 @@ pub struct ApiConfig {
     /// without it, reaching devices and closing tunnels answer 503.
     #[serde(serialize_with = "redact_opt")]
     pub relay_internal_secret: Option<SecretString>,
+    /// PEM file of a private CA that signed the relays' internal API
+    /// certificates (`https://` internal URLs); the web PKI is trusted too.
+    pub relay_ca_file: Option<PathBuf>,
+    /// Accept a plain `ws://` `agent_tunnel_url` off this machine (devices
+    /// would send their tokens in the clear).
+    pub allow_insecure_agent_tunnel_url: bool,
     /// How long a forwarded request waits for the device's response head.
     #[serde(with = "humantime_serde")]
     pub device_timeout: Duration,
@@ -205,6 +211,8 @@ impl Default for ApiConfig {
             device_auth_per_minute: 600,
             trusted_proxies: Vec::new(),
             relay_internal_secret: None,
+            relay_ca_file: None,
+            allow_insecure_agent_tunnel_url: false,
             device_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(5),
             session: SessionSettings::default(),
@@ -231,9 +239,12 @@ impl ApiConfig {
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
             return Err("database_url must start with sqlite:// or postgres://".into());
         }
-        if edgelink_protocol::origin::parse_url(&self.agent_tunnel_url, &["ws", "wss"]).is_none() {
-            return Err("agent_tunnel_url must be a ws:// or wss:// URL".into());
-        }
+        edgelink_protocol::origin::check_service_url(
+            "agent_tunnel_url",
+            &self.agent_tunnel_url,
+            &["ws", "wss"],
+            self.allow_insecure_agent_tunnel_url,
+        )?;
         if self.pairing_ttl < Duration::from_secs(60) || self.pairing_ttl > Duration::from_secs(24 * 3600) {
             return Err("pairing_ttl must be between 1m and 24h".into());
         }

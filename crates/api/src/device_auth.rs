@@ -171,8 +171,11 @@ pub async fn refresh(
             let tokens = issue_tokens(&state, &device_id, &owner_id, None, Some(new_refresh), now).await?;
             Ok(NoStore(tokens))
         }
-        RefreshOutcome::Reused => {
-            tracing::warn!("refresh token reuse detected; token family revoked");
+        RefreshOutcome::Reused { device_id, owner_id } => {
+            // Two holders of one token: one is a thief. Both must prove the
+            // device's key again, so its live tunnel is closed too.
+            tracing::warn!(device_id = %device_id, "refresh token reuse detected; token family revoked, tunnel closed");
+            crate::devices::close_live_tunnel(&state, &owner_id, &device_id).await;
             Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token already used; all its tokens are revoked")
                 .at(path))
         }

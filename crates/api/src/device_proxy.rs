@@ -45,6 +45,8 @@ pub struct DeviceProxy {
     forwarder: Option<Forwarder>,
     /// The internal secret, for the internal-API clients.
     secret: Option<SecretString>,
+    /// How relays' https internal URLs are verified (`relay_ca_file`).
+    tls: std::sync::Arc<edgelink_hop::tls::ClientConfig>,
     /// (owner, device) → the relay holding its tunnel (hot path).
     routes: TtlCache<(String, String), Route>,
     /// Internal-API clients by relay URL.
@@ -56,15 +58,19 @@ fn not_configured() -> ApiError {
 }
 
 impl DeviceProxy {
-    /// A proxy with the relay secret, timeout and cache TTL of `config`.
-    pub fn new(config: &ApiConfig) -> Self {
+    /// A proxy with the relay secret, timeout, TLS roots and cache TTL of
+    /// `config`; an unreadable `relay_ca_file` is an error.
+    pub fn new(config: &ApiConfig) -> Result<Self, String> {
         let secret = config.relay_internal_secret.clone();
-        DeviceProxy {
-            forwarder: secret.clone().map(|s| Forwarder::new(s, config.device_timeout)),
+        let tls =
+            edgelink_hop::tls::client_config(config.relay_ca_file.as_deref()).map_err(|e| format!("relay_{e}"))?;
+        Ok(DeviceProxy {
+            forwarder: secret.clone().map(|s| Forwarder::new(s, config.device_timeout, tls.clone())),
             secret,
+            tls,
             routes: TtlCache::new(config.cache_ttl, 100_000),
             relay_clients: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Drops the cached route of a device (deleted, closed, moved).
@@ -79,7 +85,8 @@ impl DeviceProxy {
         if let Some(c) = clients.get(url) {
             return Ok(c.clone());
         }
-        let client = edgelink_internal_api::Client::new(url, secret).map_err(ApiError::internal)?;
+        let client =
+            edgelink_internal_api::Client::with_tls(url, secret, Some(self.tls.clone())).map_err(ApiError::internal)?;
         clients.insert(url.to_owned(), client.clone());
         Ok(client)
     }

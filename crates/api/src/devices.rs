@@ -227,19 +227,32 @@ pub async fn delete(
     if !state.store().revoke_device(&user.user.id, &id).await? {
         return Err(not_found());
     }
-    state.device_proxy().forget_route(&user.user.id, &id);
-    if let Some(session) = state.store().open_session_for_device(&user.user.id, &id).await? {
-        match state.device_proxy().relay_client(&session.relay_url) {
-            Ok(client) => {
-                if let Err(e) = client.close_session(&session.id).await {
-                    tracing::warn!(device_id = %id, error = %e, "closing the deleted device's tunnel failed; its next dial is refused");
-                }
-            }
-            Err(e) => tracing::warn!(device_id = %id, error = %e.message, "cannot reach the relay to close the tunnel"),
-        }
-    }
+    close_live_tunnel(&state, &user.user.id, &id).await;
     tracing::info!(device_id = %id, user_id = %user.user.id, "device deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Closes `owner_id`'s device's live tunnel, if it has one, at the relay
+/// that holds it (a deleted device, a stolen refresh token). Failures are
+/// logged: the device's next dial is checked anyway.
+pub(crate) async fn close_live_tunnel(state: &AppState, owner_id: &str, device_id: &str) {
+    state.device_proxy().forget_route(owner_id, device_id);
+    let session = match state.store().open_session_for_device(owner_id, device_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(device_id, error = %e, "cannot look up the device's tunnel to close it");
+            return;
+        }
+    };
+    match state.device_proxy().relay_client(&session.relay_url) {
+        Ok(client) => {
+            if let Err(e) = client.close_session(&session.id).await {
+                tracing::warn!(device_id, error = %e, "closing the device's tunnel failed");
+            }
+        }
+        Err(e) => tracing::warn!(device_id, error = %e.message, "cannot reach the relay to close the tunnel"),
+    }
 }
 
 async fn open_session_of(state: &AppState, user: &UserPrincipal, id: &str) -> Result<TunnelSession, ApiError> {

@@ -122,7 +122,7 @@ impl AppState {
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
         let pairing_budget = ratelimit::FailureBudget::per_hour(config.pairing_failures_per_hour);
-        let device_proxy = device_proxy::DeviceProxy::new(&config);
+        let device_proxy = device_proxy::DeviceProxy::new(&config)?;
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
             config.cache_ttl,

@@ -122,6 +122,19 @@ impl TokenVerifier {
         added
     }
 
+    /// Makes the keys of `jwks` the only ones trusted (keys no longer
+    /// published are retired at once); returns how many there are. A
+    /// document without a usable key changes nothing and returns 0, so a
+    /// broken answer cannot lock every device out.
+    pub fn replace_jwks(&mut self, jwks: &JwkSet) -> usize {
+        let mut fresh = TokenVerifier { keys: HashMap::new(), validation: self.validation.clone() };
+        let n = fresh.add_jwks(jwks);
+        if n > 0 {
+            self.keys = fresh.keys;
+        }
+        n
+    }
+
     /// True when a key with this id is known.
     pub fn knows(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
@@ -174,6 +187,14 @@ mod tests {
         let mut verifier = TokenVerifier::new("edgelink-api");
         assert_eq!(verifier.verify(&token), Err(TokenError::UnknownKey));
         assert_eq!(verifier.add_jwks(&key.jwks()), 1);
+        // A rotation retires the old key; an empty document changes nothing.
+        let mut rotated = verifier.clone();
+        let next = SigningKey::ephemeral().unwrap();
+        assert_eq!(rotated.replace_jwks(&JwkSet { keys: vec![] }), 0);
+        assert!(rotated.knows(key.kid()));
+        assert_eq!(rotated.replace_jwks(&next.jwks()), 1);
+        assert!(!rotated.knows(key.kid()) && rotated.knows(next.kid()));
+        assert_eq!(rotated.verify(&token), Err(TokenError::UnknownKey));
         // Keys for other uses, curves or without an id are skipped.
         let mut odd = key.jwks();
         odd.keys[0].common.key_id = None;

@@ -22,9 +22,11 @@
 //!   limits every edgelink stream server applies.
 //! * [`listen`]: the accept loop of every edgelink TCP listener, with
 //!   head and idle timeouts, a head size limit and a connection cap.
+//! * [`tls`]: server and client TLS configs (one private CA optional).
 
 pub mod headers;
 pub mod listen;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,7 +34,7 @@ pub enum ForwardError {
 /// Forwards requests to relays. Cheap to clone.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: HyperClient<HttpConnector, BoxBody>,
+    client: HyperClient<HttpsConnector<HttpConnector>, BoxBody>,
     secret: SecretString,
     timeout: Duration,
 }
@@ -45,12 +46,19 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder presenting `secret` to relays; `timeout` bounds the wait
-    /// for the response head (bodies and upgraded streams are not bounded).
-    pub fn new(secret: SecretString, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    /// A forwarder presenting `secret` to relays (`http://` or, verified
+    /// with `tls`, `https://`); `timeout` bounds the wait for the response
+    /// head (bodies and upgraded streams are not bounded).
+    pub fn new(secret: SecretString, timeout: Duration, tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)

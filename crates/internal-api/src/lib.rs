@@ -98,18 +98,31 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for the relay at `base_url` (e.g. `http://127.0.0.1:3801`).
+    /// A client for the relay at `base_url` (e.g. `http://127.0.0.1:3801`),
+    /// trusting the web PKI for https.
     pub fn new(base_url: &str, secret: SecretString) -> Result<Self, Error> {
+        Self::with_tls(base_url, secret, None)
+    }
+
+    /// A client for the relay at `base_url` verifying https with `tls`
+    /// (`edgelink_hop::tls::client_config`, e.g. with a private CA).
+    pub fn with_tls(
+        base_url: &str,
+        secret: SecretString,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/').to_owned();
         if edgelink_protocol::origin::parse_url(&base, &["http", "https"]).is_none() {
             return Err(Error::Url(base));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Client { base, secret, http })
+            .timeout(Duration::from_secs(30));
+        if let Some(tls) = tls {
+            builder = builder.tls_backend_preconfigured((*tls).clone());
+        }
+        Ok(Client { base, secret, http: builder.build()? })
     }
 
     /// The relay's base URL.

@@ -97,6 +97,33 @@ pub fn parse_url(text: &str, schemes: &[&str]) -> Option<url::Url> {
     url::Url::parse(text.trim()).ok().filter(|u| schemes.contains(&u.scheme()) && u.host().is_some())
 }
 
+/// True when `u` names this machine (a loopback address, `localhost` or a
+/// `*.localhost` name): plain `http`/`ws` there never crosses a network.
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        None => false,
+    }
+}
+
+/// Checks a configured service URL: one of `schemes`, and a secure one
+/// (`https`, `wss`) unless it stays on this machine or `allow_insecure` is
+/// set. `field` names the setting in the message.
+pub fn check_service_url(field: &str, text: &str, schemes: &[&str], allow_insecure: bool) -> Result<url::Url, String> {
+    let u = parse_url(text, schemes).ok_or_else(|| format!("{field} must be a {} URL", schemes.join("/")))?;
+    if matches!(u.scheme(), "http" | "ws") && !is_loopback(&u) && !allow_insecure {
+        return Err(format!(
+            "{field} {text} is plain {} to another machine: anyone on the path could read or change it; \
+             use {}, or set allow_insecure_{field} = true if the network is trusted",
+            u.scheme(),
+            if u.scheme() == "ws" { "wss" } else { "https" }
+        ));
+    }
+    Ok(u)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +184,19 @@ mod tests {
         assert!(parse_url("https://relay.example/tunnel", &["ws", "wss"]).is_none());
         assert!(parse_url("http://", &["http"]).is_none());
         assert!(parse_url("relay.example:3800", &["http"]).is_none());
+    }
+
+    #[test]
+    fn plain_transport_is_refused_off_this_machine_unless_allowed() {
+        let web = &["http", "https"];
+        assert!(check_service_url("jwks_url", "http://127.0.0.1:3721/.well-known/jwks.json", web, false).is_ok());
+        assert!(check_service_url("jwks_url", "http://localhost:3721/x", web, false).is_ok());
+        assert!(check_service_url("jwks_url", "http://[::1]:3721/x", web, false).is_ok());
+        assert!(check_service_url("jwks_url", "https://api.example/x", web, false).is_ok());
+        let e = check_service_url("jwks_url", "http://api.example/x", web, false).unwrap_err();
+        assert!(e.contains("allow_insecure_jwks_url") && e.contains("https"), "{e}");
+        assert!(check_service_url("jwks_url", "http://10.0.0.5/x", web, true).is_ok());
+        let e = check_service_url("agent_tunnel_url", "ws://relay.example/tunnel", &["ws", "wss"], false).unwrap_err();
+        assert!(e.contains("wss"), "{e}");
     }
 }

@@ -22,12 +22,30 @@ pub struct RelayConfig {
     /// `<hostname>-<internal port>`.
     pub instance_id: Option<String>,
     /// The internal API URL other services use to reach this instance.
-    /// Defaults to `http://<internal_listen>`.
+    /// Defaults to `http(s)://<internal_listen>` (https with
+    /// `internal_tls_cert`).
     pub internal_url: Option<String>,
+    /// PEM certificate chain for TLS on the internal API (with
+    /// `internal_tls_key`): its callers send the internal secret, which
+    /// reaches every device, so across machines it needs TLS.
+    pub internal_tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the internal API.
+    pub internal_tls_key: Option<PathBuf>,
+    /// Accept a plain-http `internal_url` off this machine (a network you
+    /// trust, or TLS terminated in front of the relay).
+    pub allow_insecure_internal_url: bool,
     /// Database URL: `sqlite://PATH` or `postgres://…` (the one api-server uses).
     pub database_url: String,
     /// Where api-server publishes the device token keys.
     pub jwks_url: String,
+    /// Accept a plain-http `jwks_url` off this machine (whoever can change
+    /// that answer can mint device tokens).
+    pub allow_insecure_jwks_url: bool,
+    /// How often the keys are fetched again (keys api-server no longer
+    /// publishes stop being accepted then; an unknown `kid` also triggers
+    /// a fetch).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
     /// Expected `iss` of device tokens.
     pub token_issuer: String,
     /// PEM certificate chain for TLS on the tunnel port (with `tls_key`).
@@ -73,8 +91,13 @@ impl Default for RelayConfig {
             internal_secret: None,
             instance_id: None,
             internal_url: None,
+            internal_tls_cert: None,
+            internal_tls_key: None,
+            allow_insecure_internal_url: false,
             database_url: "sqlite://edgelink.db".into(),
             jwks_url: "http://127.0.0.1:3721/.well-known/jwks.json".into(),
+            allow_insecure_jwks_url: false,
+            jwks_refresh_interval: Duration::from_secs(300),
             token_issuer: edgelink_protocol::claims::DEFAULT_ISSUER.into(),
             tls_cert: None,
             tls_key: None,
@@ -119,8 +142,16 @@ impl RelayConfig {
         if !(1024..=1024 * 1024).contains(&self.ws_read_buffer) {
             return Err("ws_read_buffer must be between 1024 and 1048576".into());
         }
-        if edgelink_protocol::origin::parse_url(&self.jwks_url, &["http", "https"]).is_none() {
-            return Err("jwks_url must be an http(s) URL".into());
+        use edgelink_protocol::origin::check_service_url;
+        check_service_url("jwks_url", &self.jwks_url, &["http", "https"], self.allow_insecure_jwks_url)?;
+        if self.jwks_refresh_interval < Duration::from_secs(10) {
+            return Err("jwks_refresh_interval must be at least 10s".into());
+        }
+        if self.internal_tls_cert.is_some() != self.internal_tls_key.is_some() {
+            return Err("internal_tls_cert and internal_tls_key must be set together".into());
+        }
+        if let Some(u) = &self.internal_url {
+            check_service_url("internal_url", u, &["http", "https"], self.allow_insecure_internal_url)?;
         }
         Ok(())
     }
@@ -139,7 +170,8 @@ impl RelayConfig {
 
     /// The advertised internal URL, given the address actually bound.
     pub fn internal_url(&self, bound: SocketAddr) -> String {
-        self.internal_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+        let scheme = if self.internal_tls_cert.is_some() { "https" } else { "http" };
+        self.internal_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"))
     }
 
     /// The tunnel settings these values imply.
@@ -156,6 +188,27 @@ impl RelayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_the_internal_url_need_tls_off_this_machine() {
+        let mut c = RelayConfig { internal_secret: Some("0123456789abcdef".into()), ..RelayConfig::default() };
+        c.validate().unwrap();
+        c.jwks_url = "http://api.example/.well-known/jwks.json".into();
+        assert!(c.validate().unwrap_err().contains("allow_insecure_jwks_url"));
+        c.allow_insecure_jwks_url = true;
+        c.validate().unwrap();
+        c.internal_url = Some("http://relay-1.internal:3801".into());
+        assert!(c.validate().unwrap_err().contains("allow_insecure_internal_url"));
+        c.internal_url = Some("https://relay-1.internal:3801".into());
+        c.validate().unwrap();
+        let bound: SocketAddr = ([0, 0, 0, 0], 3801).into();
+        assert_eq!(c.internal_url(bound), "https://relay-1.internal:3801");
+        c.internal_url = None;
+        c.internal_tls_cert = Some("cert.pem".into());
+        assert!(c.validate().unwrap_err().contains("internal_tls_key"));
+        c.internal_tls_key = Some("key.pem".into());
+        assert_eq!(c.internal_url(bound), "https://0.0.0.0:3801");
+    }
 
     #[test]
     fn secret_is_required_and_redacted() {

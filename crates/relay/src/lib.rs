@@ -189,10 +189,24 @@ pub async fn run(
 ) -> Result<(), RelayError> {
     config.validate().map_err(RelayError::Internal)?;
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(listener::tls_acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(listener::tls_acceptor("tls_cert", cert, key)?),
+        _ => None,
+    };
+    let internal_tls = match (&config.internal_tls_cert, &config.internal_tls_key) {
+        (Some(cert), Some(key)) => Some(listener::tls_acceptor("internal_tls_cert", cert, key)?),
         _ => None,
     };
     let internal_addr = internal_listener.local_addr().map_err(|e| RelayError::Internal(e.to_string()))?;
+    // The URL callers will use, defaulted from the bound address: plain
+    // http across machines would carry the internal secret in the clear.
+    edgelink_protocol::origin::check_service_url(
+        "internal_url",
+        &config.internal_url(internal_addr),
+        &["http", "https"],
+        config.allow_insecure_internal_url,
+    )
+    .map_err(RelayError::Internal)?;
+    let jwks_every = config.jwks_refresh_interval;
     let relay = Relay::new(config, store, internal_addr);
     let grace = relay.inner.config.shutdown_grace;
     let limits = edgelink_hop::listen::Limits {
@@ -211,6 +225,12 @@ pub async fn run(
         tracing::info!(sessions = stale, "closed sessions left open by a previous run");
     }
     relay.keys().refresh().await;
+    let stop_refreshing = CancellationToken::new();
+    let refresher = {
+        let relay = relay.clone();
+        let stop = stop_refreshing.clone();
+        tokio::spawn(async move { relay.keys().refresh_every(jwks_every, stop).await })
+    };
     tracing::info!(instance_id = relay.instance_id(), internal_url = relay.internal_url(), "remote-proxy ready");
 
     let stop_accepting = CancellationToken::new();
@@ -224,7 +244,7 @@ pub async fn run(
     ));
     let internal_task = tokio::spawn(serve(
         internal_listener,
-        None,
+        internal_tls,
         router_service(internal::router(relay.clone())),
         limits,
         stop_accepting.clone(),
@@ -240,7 +260,8 @@ pub async fn run(
     if tokio::time::timeout(grace, relay.tasks().wait()).await.is_err() {
         tracing::warn!("some tunnels did not close within the grace period");
     }
-    let _ = tokio::join!(tunnel_task, internal_task);
+    stop_refreshing.cancel();
+    let _ = tokio::join!(tunnel_task, internal_task, refresher);
     relay.store().close_sessions_of_relay(relay.instance_id(), now_ms(), CloseReason::Shutdown.as_str()).await?;
     Ok(())
 }

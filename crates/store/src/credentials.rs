@@ -132,7 +132,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                return Ok(RefreshOutcome::Reused);
+                return Ok(RefreshOutcome::Reused { device_id, owner_id });
             }
             if expires_at <= now {
                 // Spending an expired token is harmless; keep the update so
@@ -188,7 +188,10 @@ mod tests {
             let out = store.rotate_refresh_token("h1", "h2", now, now + 1000).await.unwrap();
             assert_eq!(out, RefreshOutcome::Rotated { device_id: d.id.clone(), owner_id: u.id.clone() });
             // h1 again: reuse, family revoked, so h2 is dead too.
-            assert_eq!(store.rotate_refresh_token("h1", "h3", now, now + 1000).await.unwrap(), RefreshOutcome::Reused);
+            assert_eq!(
+                store.rotate_refresh_token("h1", "h3", now, now + 1000).await.unwrap(),
+                RefreshOutcome::Reused { device_id: d.id.clone(), owner_id: u.id.clone() }
+            );
             assert_eq!(store.rotate_refresh_token("h2", "h4", now, now + 1000).await.unwrap(), RefreshOutcome::Revoked);
             assert_eq!(
                 store.rotate_refresh_token("nope", "h5", now, now + 1000).await.unwrap(),

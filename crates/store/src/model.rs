@@ -124,8 +124,14 @@ pub enum RefreshOutcome {
         /// Its owner.
         owner_id: String,
     },
-    /// The token had already been used: the whole family is now revoked.
-    Reused,
+    /// The token had already been used: the whole family is now revoked
+    /// (someone holds a stolen copy).
+    Reused {
+        /// Device the token belongs to.
+        device_id: String,
+        /// Its owner.
+        owner_id: String,
+    },
     /// No such token.
     Unknown,
     /// The token expired.

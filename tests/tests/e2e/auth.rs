@@ -111,6 +111,28 @@ async fn reused_refresh_token_revokes_the_family() {
 }
 
 #[tokio::test]
+async fn a_reused_refresh_token_also_closes_the_devices_live_tunnel() {
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let auth = AuthClient::new(http(), &stack.api_url, &device.id);
+    let tokens = auth.authenticate(&device.key()).await.unwrap();
+    let access = secrecy::ExposeSecret::expose_secret(&tokens.access).to_owned();
+    let stolen = secrecy::ExposeSecret::expose_secret(&tokens.refresh).to_owned();
+    let tls = edgelink_agent::tls::client_config(None).unwrap();
+    let config = edgelink_tunnel::TunnelConfig::default();
+    let timeout = std::time::Duration::from_secs(5);
+    let session = edgelink_tunnel::dial(&stack.tunnel_url(), &access, tls, timeout, &config, |_| {}).await.unwrap();
+    stack.wait_session(&device.id, None).await;
+    // One holder rotates the token, the other presents the old one.
+    let (s, _) = post(&stack, "/api/v1/auth/refresh", json!({ "refresh_token": stolen })).await;
+    assert_eq!(s, 200);
+    let (s, b) = post(&stack, "/api/v1/auth/refresh", json!({ "refresh_token": stolen })).await;
+    assert_error(s, &b, 401, "refresh_token_reused");
+    stack.wait_no_session(&device.id, std::time::Duration::from_secs(5)).await;
+    let _ = session.ended.await;
+}
+
+#[tokio::test]
 async fn jwks_and_health_are_public() {
     let stack = Stack::start().await;
     let jwks: Value =
