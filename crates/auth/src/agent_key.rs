@@ -10,7 +10,8 @@ use crate::{Error, pem};
 /// An Ed25519 private key with its public half.
 pub struct AgentKey {
     pair: Ed25519KeyPair,
-    pkcs8: Vec<u8>,
+    /// Zeroed when dropped (aws-lc clears its own copy in `pair`).
+    pkcs8: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AgentKey {
@@ -39,7 +40,7 @@ impl AgentKey {
     fn from_pkcs8(der: &[u8]) -> Result<Self, Error> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|_| Error::InvalidKey("not an Ed25519 PKCS#8 key".into()))?;
-        Ok(AgentKey { pair, pkcs8: der.to_vec() })
+        Ok(AgentKey { pair, pkcs8: zeroize::Zeroizing::new(der.to_vec()) })
     }
 
     /// The private key as PKCS#8 PEM (write it with mode 0600).

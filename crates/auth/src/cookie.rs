@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -87,6 +88,15 @@ pub struct CookieKeys {
     keys: Vec<Vec<u8>>,
 }
 
+/// Key material does not outlive its use in freed memory.
+impl Drop for CookieKeys {
+    fn drop(&mut self) {
+        for k in &mut self.keys {
+            k.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for CookieKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CookieKeys({} keys, [redacted])", self.keys.len())
@@ -125,9 +135,10 @@ impl CookieKeys {
         match std::fs::read_to_string(path) {
             Ok(text) => Ok((Self::from_base64(&[text.trim()])?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                rand::rng().fill_bytes(&mut key);
-                let text = format!("{}\n", base64::engine::general_purpose::STANDARD.encode(key));
+                let mut key = zeroize::Zeroizing::new([0u8; 32]);
+                rand::rng().fill_bytes(key.as_mut());
+                let text =
+                    zeroize::Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(*key)));
                 crate::keyfile::write_private(path, text.as_bytes()).map_err(|e| file_err(&e))?;
                 Ok((Self::new(vec![key.to_vec()])?, true))
             }

@@ -9,11 +9,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use rsa::PublicKey;
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::{DecodePublicKey, EncodePublicKey};
+use rsa::signature::Verifier;
 use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPublicKey};
-use sha2::{Digest, Sha256};
 
 use crate::{Error, pem};
 
@@ -55,7 +55,7 @@ pub enum DevicePublicKey {
     /// The 32 raw bytes of an Ed25519 key.
     Ed25519([u8; 32]),
     /// An RSA key.
-    Rsa(Box<RsaPublicKey>),
+    Rsa(Box<PublicKey>),
 }
 
 impl std::fmt::Debug for DevicePublicKey {
@@ -71,7 +71,7 @@ impl DevicePublicKey {
         match label.as_str() {
             "PUBLIC KEY" => Self::from_spki_der(&der),
             "RSA PUBLIC KEY" => {
-                let key = RsaPublicKey::from_pkcs1_der(&der).map_err(|e| Error::InvalidKey(e.to_string()))?;
+                let key = PublicKey::from_pkcs1_der(&der).map_err(|e| Error::InvalidKey(e.to_string()))?;
                 Self::rsa(key)
             }
             other => Err(Error::InvalidKey(format!("unsupported PEM label {other:?}"))),
@@ -85,13 +85,13 @@ impl DevicePublicKey {
             raw.copy_from_slice(&der[12..]);
             return Ok(DevicePublicKey::Ed25519(raw));
         }
-        let key = RsaPublicKey::from_public_key_der(der)
+        let key = PublicKey::from_public_key_der(der)
             .map_err(|_| Error::InvalidKey("not an Ed25519 or RSA public key".into()))?;
         Self::rsa(key)
     }
 
-    fn rsa(key: RsaPublicKey) -> Result<Self, Error> {
-        let bits = key.n().bits();
+    fn rsa(key: PublicKey) -> Result<Self, Error> {
+        let bits = key.n().as_ref().bit_width() as usize;
         if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
             return Err(Error::InvalidKey(format!("RSA key of {bits} bits; 2048 to 8192 accepted")));
         }
@@ -138,7 +138,13 @@ impl DevicePublicKey {
                     .verify(message, signature)
                     .is_ok()
             }
-            DevicePublicKey::Rsa(key) => verify_pss_sha256_any_salt(key, message, signature),
+            DevicePublicKey::Rsa(key) => {
+                // RSASSA-PSS, SHA-256, MGF1-SHA-256, the salt length read
+                // from the signature (Python's PSS.MAX_LENGTH, the digest
+                // length, anything in between).
+                let verifier = rsa::pss::VerifyingKey::<rsa::sha2::Sha256>::new_with_auto_salt_len((**key).clone());
+                rsa::pss::Signature::try_from(signature).is_ok_and(|sig| verifier.verify(message, &sig).is_ok())
+            }
         };
         if ok { Ok(()) } else { Err(Error::BadSignature) }
     }
@@ -159,125 +165,53 @@ fn decode_signature(text: &str, expected_len: usize) -> Option<Vec<u8>> {
     None
 }
 
-/// EMSA-PSS-VERIFY (RFC 8017 §9.1.2) with SHA-256 and MGF1-SHA-256, where
-/// the salt length is read from the encoded message instead of fixed in
-/// advance. Everything here is public data, so no constant-time care is
-/// needed.
-fn verify_pss_sha256_any_salt(key: &RsaPublicKey, message: &[u8], signature: &[u8]) -> bool {
-    const H_LEN: usize = 32;
-    let k = key.size();
-    if signature.len() != k {
-        return false;
-    }
-    let s = BigUint::from_bytes_be(signature);
-    if &s >= key.n() {
-        return false;
-    }
-    let m = s.modpow(key.e(), key.n());
-    let mod_bits = key.n().bits();
-    let em_bits = mod_bits - 1;
-    let em_len = em_bits.div_ceil(8);
-    let m_bytes = m.to_bytes_be();
-    if m_bytes.len() > em_len || em_len < H_LEN + 2 {
-        return false;
-    }
-    let mut em = vec![0u8; em_len - m_bytes.len()];
-    em.extend_from_slice(&m_bytes);
-    if em[em_len - 1] != 0xbc {
-        return false;
-    }
-    let db_len = em_len - H_LEN - 1;
-    let (masked_db, rest) = em.split_at(db_len);
-    let h = &rest[..H_LEN];
-    let unused_bits = 8 * em_len - em_bits;
-    let top_mask = 0xffu8.checked_shr(unused_bits as u32).unwrap_or(0);
-    if masked_db[0] & !top_mask != 0 {
-        return false;
-    }
-    let mut db = mgf1_sha256(h, db_len);
-    for (d, m) in db.iter_mut().zip(masked_db) {
-        *d ^= m;
-    }
-    db[0] &= top_mask;
-    let Some(sep) = db.iter().position(|&b| b != 0) else {
-        return false;
-    };
-    if db[sep] != 0x01 {
-        return false;
-    }
-    let salt = &db[sep + 1..];
-    let mut hasher = Sha256::new();
-    hasher.update([0u8; 8]);
-    hasher.update(Sha256::digest(message));
-    hasher.update(salt);
-    hasher.finalize()[..] == *h
-}
-
-fn mgf1_sha256(seed: &[u8], len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut counter: u32 = 0;
-    while out.len() < len {
-        let mut hasher = Sha256::new();
-        hasher.update(seed);
-        hasher.update(counter.to_be_bytes());
-        out.extend_from_slice(&hasher.finalize());
-        counter += 1;
-    }
-    out.truncate(len);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rsa::RsaPrivateKey;
-    use rsa::pss::Pss;
 
-    fn rsa_key() -> RsaPrivateKey {
-        let mut rng = rsa::rand_core::OsRng;
-        RsaPrivateKey::new(&mut rng, 2048).unwrap()
+    /// A fixture from `testdata/` (made with openssl; see its README).
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     #[test]
-    fn rsa_pss_any_salt_length_verifies() {
-        let private = rsa_key();
-        let public = DevicePublicKey::rsa(private.to_public_key()).unwrap();
-        let msg = b"edgelink-device-auth:v1:dev:nonce";
-        let digest = Sha256::digest(msg);
-        let em_len = (2048 - 1usize).div_ceil(8);
-        let mut rng = rsa::rand_core::OsRng;
-        for salt in [0usize, 20, 32, 64, em_len - 32 - 2] {
-            let sig = private.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha256>(salt), &digest).unwrap();
-            public.verify(msg, &sig).unwrap_or_else(|_| panic!("salt {salt}"));
-            public.verify_encoded(msg, &hex::encode(&sig)).unwrap();
-            public.verify_encoded(msg, &STANDARD.encode(&sig)).unwrap();
-            assert!(public.verify(b"other message", &sig).is_err());
-            let mut bad = sig.clone();
-            bad[10] ^= 1;
-            assert!(public.verify(msg, &bad).is_err());
+    fn rsa_pss_verifies_at_every_accepted_size_and_salt_length() {
+        let msg = fixture("message.txt");
+        for bits in [2048, 3072, 4096, 8192] {
+            let pem = String::from_utf8(fixture(&format!("rsa-{bits}.pub.pem"))).unwrap();
+            let public = DevicePublicKey::from_pem(&pem).unwrap_or_else(|e| panic!("{bits}: {e}"));
+            assert_eq!(public.algorithm(), KeyAlgorithm::RsaPssSha256);
+            let pkcs1 = String::from_utf8(fixture(&format!("rsa-{bits}.pkcs1.pem"))).unwrap();
+            assert_eq!(DevicePublicKey::from_pem(&pkcs1).unwrap().to_pem(), public.to_pem(), "{bits}");
+            for salt in ["digest", "max", "0"] {
+                let sig = fixture(&format!("rsa-{bits}.salt-{salt}.sig"));
+                public.verify(&msg, &sig).unwrap_or_else(|_| panic!("{bits} bits, salt {salt}"));
+                public.verify_encoded(&msg, &hex::encode(&sig)).unwrap();
+                public.verify_encoded(&msg, &STANDARD.encode(&sig)).unwrap();
+                assert!(public.verify(b"other message", &sig).is_err());
+                let mut bad = sig.clone();
+                bad[10] ^= 1;
+                assert!(public.verify(&msg, &bad).is_err(), "{bits} {salt}");
+                assert!(public.verify(&msg, &sig[1..]).is_err());
+            }
         }
     }
 
     #[test]
-    fn rsa_pem_forms_parse_and_normalise() {
-        let private = rsa_key();
-        let spki = private.to_public_key().to_public_key_der().unwrap();
-        let pem = pem::encode("PUBLIC KEY", spki.as_bytes());
-        let key = DevicePublicKey::from_pem(&pem).unwrap();
-        assert_eq!(key.algorithm(), KeyAlgorithm::RsaPssSha256);
-        assert_eq!(key.to_pem(), pem);
-        use rsa::pkcs1::EncodeRsaPublicKey;
-        let pkcs1 = private.to_public_key().to_pkcs1_der().unwrap();
-        let key = DevicePublicKey::from_pem(&pem::encode("RSA PUBLIC KEY", pkcs1.as_bytes())).unwrap();
-        assert_eq!(key.to_pem(), pem);
+    fn rsa_keys_outside_2048_to_8192_bits_are_refused() {
+        let small = String::from_utf8(fixture("rsa-1024.pub.pem")).unwrap();
+        let e = DevicePublicKey::from_pem(&small).unwrap_err().to_string();
+        assert!(e.contains("1024") && e.contains("2048 to 8192"), "{e}");
+        let small = String::from_utf8(fixture("rsa-1024.pkcs1.pem")).unwrap();
+        assert!(DevicePublicKey::from_pem(&small).is_err());
     }
 
     #[test]
-    fn small_rsa_keys_are_refused() {
-        let mut rng = rsa::rand_core::OsRng;
-        let small = RsaPrivateKey::new(&mut rng, 1024).unwrap();
-        let der = small.to_public_key().to_public_key_der().unwrap();
-        assert!(DevicePublicKey::from_spki_der(der.as_bytes()).is_err());
+    fn rsa_pem_forms_normalise_to_spki() {
+        let pem = String::from_utf8(fixture("rsa-2048.pub.pem")).unwrap();
+        let key = DevicePublicKey::from_pem(&pem).unwrap();
+        assert_eq!(key.to_pem(), pem);
     }
 
     #[test]
