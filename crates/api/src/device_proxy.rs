@@ -380,4 +380,23 @@ mod tests {
             assert_eq!(confine(away), None, "{away}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_device_location_ends_under_its_prefix_or_is_removed(location in "\\PC{0,80}") {
+            let origin = edgelink_protocol::origin::WebOrigin::parse("https://edge.example.com").unwrap();
+            let prefix = "/api/v1/devices/d1/http";
+            let mut h = axum::http::HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            confine_location(&mut h, &origin, prefix, "/api/v1/devices/d1/http/a/b");
+            if let Some(v) = h.get(header::LOCATION) {
+                let v = v.to_str().unwrap();
+                let resolved = url::Url::parse("https://edge.example.com/").unwrap().join(v).unwrap();
+                proptest::prop_assert_eq!(resolved.origin().ascii_serialization(), "https://edge.example.com");
+                proptest::prop_assert!(resolved.path() == prefix || resolved.path().starts_with("/api/v1/devices/d1/http/"), "{}", v);
+            }
+        }
+    }
 }

@@ -291,3 +291,6 @@ pub async fn serve(
     janitor.abort();
     Ok(())
 }
+
+#[cfg(test)]
+mod props;

@@ -57,3 +57,6 @@ pub enum Error {
     #[error("token encoding failed: {0}")]
     Encode(String),
 }
+
+#[cfg(all(test, feature = "server"))]
+mod props;

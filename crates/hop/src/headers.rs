@@ -143,4 +143,35 @@ mod tests {
         let kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(kept, ["content-type", "etag", "location", "sec-websocket-accept"]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_hop_by_hop_or_named_header_survives_a_strip(
+            names in proptest::collection::vec("[a-z-]{1,12}", 0..8),
+            connection in "[a-zA-Z, -]{0,40}",
+            keep_upgrade in proptest::bool::ANY,
+        ) {
+            let mut h = HeaderMap::new();
+            for n in &names {
+                if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
+                    h.append(name, HeaderValue::from_static("v"));
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&connection) {
+                h.insert(header::CONNECTION, v);
+            }
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+            let named: Vec<String> = connection.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
+            strip(&mut h, keep_upgrade);
+            proptest::prop_assert!(h.get(header::TRANSFER_ENCODING).is_none() && h.get("proxy-connection").is_none());
+            for n in named {
+                if !keep_upgrade || !matches!(n.as_str(), "upgrade" | "connection") {
+                    proptest::prop_assert!(h.get(n.as_str()).is_none(), "{}", n);
+                }
+            }
+            let _ = allow_device_response(&mut h);
+            proptest::prop_assert!(h.keys().all(|k| DEVICE_RESPONSE_ALLOWED.contains(&k.as_str())));
+        }
+    }
 }

@@ -28,3 +28,6 @@ pub mod limits;
 pub mod origin;
 pub mod paths;
 pub mod time;
+
+#[cfg(test)]
+mod props;
