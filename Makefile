@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint fmt bench clean-test-dbs dev-idp browser-deps
+.PHONY: run test lint fmt bench clean-test-dbs dev-idp browser-deps deny fuzz
 
 ## run: build and start api-server, remote-proxy, a demo service and a demo agent
 run: dev-idp
@@ -26,6 +26,23 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## deny: advisories (RustSec), licences, banned duplicate versions, sources (deny.toml)
+# The RustSec database is a git clone where deny.toml expects it; without
+# internet it is cloned from ADVISORY_DB_SOURCE (a local mirror).
+ADVISORY_DB := /var/tmp/edgelink-advisory-db/advisory-db-3157b0e258782691
+ADVISORY_DB_SOURCE ?= $(firstword $(wildcard /work/.mirror/rustsec+advisory-db/repo) https://github.com/rustsec/advisory-db)
+deny:
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
+	@if [ -d $(ADVISORY_DB)/.git ]; then git -C $(ADVISORY_DB) pull -q --ff-only 2>/dev/null || true; \
+	else git clone -q $(ADVISORY_DB_SOURCE) $(ADVISORY_DB) 2>/dev/null || true; fi
+	$(CARGO) fetch -q
+	@if [ -d $(ADVISORY_DB)/.git ]; then \
+	  $(CARGO) deny --offline check; \
+	else \
+	  echo "!!! no RustSec database ($(ADVISORY_DB_SOURCE) unreachable): advisories are SKIPPED" >&2; \
+	  $(CARGO) deny --offline check bans licenses sources; \
+	fi
 
 ## bench: edgelink's relay path next to direct, rathole and bore (docs/benchmarks.md)
 bench:
