@@ -27,6 +27,24 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+## fuzz: every fuzz target for FUZZ_SECONDS each (cargo fuzz; stable toolchain via RUSTC_BOOTSTRAP)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET_DIR ?= /var/tmp/edgelink-fuzz-target
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@mkdir -p $(FUZZ_TARGET_DIR)
+	@cd fuzz && for t in $${FUZZ_TARGETS:-$$(cargo fuzz list)}; do \
+	  mkdir -p corpus/$$t; \
+	  log=$(FUZZ_TARGET_DIR)/$$t.log; \
+	  echo "== $$t: $(FUZZ_SECONDS) s (log $$log)"; \
+	  if ! RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo fuzz run --sanitizer none $$t \
+	      corpus/$$t $$( [ -d seeds/$$t ] && echo seeds/$$t ) -- \
+	      -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1; then \
+	    tail -40 $$log; echo "!!! $$t failed: the crashing input is under fuzz/artifacts/$$t/" >&2; exit 1; \
+	  fi; \
+	  grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*(DONE|cov:))" $$log | tail -3; \
+	done
+
 ## deny: advisories (RustSec), licences, banned duplicate versions, sources (deny.toml)
 # The RustSec database is a git clone where deny.toml expects it; without
 # internet it is cloned from ADVISORY_DB_SOURCE (a local mirror).

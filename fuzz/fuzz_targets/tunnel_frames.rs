@@ -1,0 +1,32 @@
+//! What a hostile device sends after the upgrade: arbitrary bytes as the
+//! client side of the WebSocket, read by the relay's WebSocket adapter and
+//! yamux. The session must end (or keep running) without a panic.
+#![no_main]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use tokio::io::AsyncWriteExt;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
+}
+
+fuzz_target!(|data: &[u8]| {
+    runtime().block_on(async {
+        let (mut device, relay) = tokio::io::duplex(256 * 1024);
+        let config = edgelink_tunnel::TunnelConfig::default();
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            relay,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            Some(config.websocket_config()),
+        )
+        .await;
+        let session = edgelink_tunnel::session::spawn(ws, edgelink_tunnel::Role::Relay, &config, drop);
+        let _ = device.write_all(data).await;
+        let _ = device.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), session.ended).await;
+    });
+});
