@@ -16,6 +16,7 @@
 //! * [`challenge`]: the text a device signs to prove its key.
 //! * [`time`]: the one wire format of instants.
 //! * [`origin`]: web origins compared as browsers compare them.
+//! * [`net`]: address blocks (allowlists, trusted proxies).
 //! * [`error`]: the JSON error body every edgelink HTTP endpoint returns.
 
 pub mod bearer;
@@ -25,6 +26,7 @@ pub mod close;
 pub mod error;
 pub mod heartbeat;
 pub mod limits;
+pub mod net;
 pub mod origin;
 pub mod paths;
 pub mod time;

@@ -9,10 +9,11 @@
 //! * [`Store`]: connecting, migrating, and the backend switch.
 //! * [`users`], [`devices`], [`credentials`] (challenges, refresh tokens),
 //!   [`sessions`] (the tunnel session registry), [`user_sessions`] (browser
-//!   sessions): the repository methods,
+//!   sessions), [`api_tokens`] (programs' tokens): the repository methods,
 //!   one `impl Store` block per noun.
 //! * [`model`]: the rows those methods return.
 
+pub mod api_tokens;
 pub mod credentials;
 pub mod devices;
 pub mod model;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use api_tokens::{ApiToken, NewApiToken};
 pub use devices::{DevicePatch, DeviceQuery};
 pub use model::*;
 pub use pairings::{Pairing, PairingRefusal};
