@@ -206,7 +206,7 @@ async fn finish(
         })?;
     // Rotation: whatever session this browser had is ended; the new one
     // gets a fresh id, so a planted cookie never becomes authenticated.
-    if let Some(Principal::User(old)) = principal {
+    if let Some(Principal::User(old)) = principal.filter(|p| matches!(p, Principal::User(u) if u.is_session())) {
         state.sessions().end(&old.user.id, &old.session_hash).await?;
     }
     let cfg = &state.config().session;

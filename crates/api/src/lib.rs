@@ -28,6 +28,7 @@
 //! * [`serve`]: run it on a listener until shutdown.
 //! * [`provision::add_device`]: the operator's `device add` command.
 
+pub mod api_tokens;
 pub mod browser;
 pub mod cache;
 pub mod client_ip;
@@ -92,6 +93,10 @@ struct Inner {
     device_auth_limiter: ratelimit::RateLimiter,
     /// Wrong pairing codes from everyone, per hour.
     pairing_budget: ratelimit::FailureBudget,
+    /// Programs' API tokens.
+    api_tokens: edgelink_tokens::ApiTokens,
+    /// API token uses refused for their address, since start.
+    ip_refusals: std::sync::atomic::AtomicU64,
     /// Whether the "X-Forwarded-For without trusted_proxies" warning was
     /// logged (once per process).
     warned_untrusted_proxy: std::sync::atomic::AtomicBool,
@@ -122,6 +127,7 @@ impl AppState {
         let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
         let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
         let pairing_budget = ratelimit::FailureBudget::per_hour(config.pairing_failures_per_hour);
+        let api_tokens = edgelink_tokens::ApiTokens::new(store.clone(), cookie_keys.clone(), config.cache_ttl);
         let device_proxy = device_proxy::DeviceProxy::new(&config)?;
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
@@ -143,6 +149,8 @@ impl AppState {
                 device_auth_limiter,
                 pairing_budget,
                 warned_untrusted_proxy: Default::default(),
+                api_tokens,
+                ip_refusals: Default::default(),
                 sessions,
                 device_proxy,
                 config,
@@ -203,6 +211,15 @@ impl AppState {
     /// Devices' web services through their relays.
     pub(crate) fn device_proxy(&self) -> &device_proxy::DeviceProxy {
         &self.inner.device_proxy
+    }
+
+    fn api_tokens(&self) -> &edgelink_tokens::ApiTokens {
+        &self.inner.api_tokens
+    }
+
+    /// Counts an API token refused for its address; returns the total.
+    fn count_ip_refusal(&self) -> u64 {
+        self.inner.ip_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     fn pairing_budget(&self) -> &ratelimit::FailureBudget {
@@ -279,6 +296,18 @@ pub async fn serve(
         }
     });
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
+    // Once a day, a log line for each API token that expires within a week.
+    let reminder = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = state.api_tokens().log_expiring(edgelink_store::now_ms()).await {
+                    tracing::warn!(error = %e, "could not check for expiring API tokens");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+            }
+        })
+    };
     let limits = edgelink_hop::listen::Limits {
         header_timeout: state.config().header_timeout,
         max_connections: state.config().max_connections,
@@ -289,6 +318,7 @@ pub async fn serve(
     let app = edgelink_hop::listen::router_service(router(state));
     edgelink_hop::listen::serve(listener, None, app, limits, shutdown).await;
     janitor.abort();
+    reminder.abort();
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use edgelink_auth::cookie::SessionId;
 use edgelink_auth::token::TokenError;
 use edgelink_protocol::error::ErrorCode;
 use edgelink_store::User;
+use edgelink_tokens::{Scope, Scopes};
 
 use crate::error::ApiError;
 use crate::{AppState, cookies};
@@ -35,15 +36,57 @@ pub enum Access {
     Device,
 }
 
-/// A signed-in browser user.
+/// A user: signed in with a browser session, or a program with one of
+/// their API tokens.
 #[derive(Debug, Clone)]
 pub struct UserPrincipal {
     /// The user.
     pub user: User,
-    /// Storage hash of the session id that authenticated this request.
+    /// Storage hash of the session id that authenticated this request
+    /// (empty for a token).
     pub session_hash: String,
-    /// Public handle of that session.
+    /// Public handle of that session (empty for a token).
     pub session_public_id: String,
+    /// How the request authenticated.
+    pub via: Via,
+    /// What it may do: every scope for a browser session, the token's own
+    /// for a token.
+    pub scopes: Scopes,
+}
+
+/// How a user's request authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The browser session cookie.
+    Session,
+    /// An API token (its id).
+    Token(String),
+}
+
+impl UserPrincipal {
+    /// A browser session's principal: every scope.
+    pub fn session(user: User, session_hash: String, session_public_id: String) -> Self {
+        UserPrincipal { user, session_hash, session_public_id, via: Via::Session, scopes: Scopes::all() }
+    }
+
+    /// True for a browser session (cookie), false for a token.
+    pub fn is_session(&self) -> bool {
+        self.via == Via::Session
+    }
+}
+
+/// Which scope a route needs of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any authenticated user, token or session.
+    Nothing,
+    /// This scope.
+    Scope(Scope),
+    /// `read` for GET/HEAD/OPTIONS, `write` for other methods (a device's
+    /// web service).
+    ByMethod(Scope, Scope),
+    /// A browser session only (the web UI, logout): tokens are refused.
+    BrowserSession,
 }
 
 /// A device authenticated by its access token.
@@ -72,10 +115,43 @@ enum Refusal {
     Invalid(ApiError),
 }
 
-async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Principal, Refusal> {
+async fn resolve(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Principal, Refusal> {
     // Only a Bearer token is a credential here; other schemes (a browser's
     // Basic auth meant for a device's own page) are ignored, never forwarded.
     let bearer = edgelink_protocol::bearer::token(headers);
+    if let Some(token) = bearer
+        && edgelink_tokens::secret::looks_like_token(token)
+    {
+        use edgelink_tokens::AuthError;
+        return match state.api_tokens().authenticate(token, client_ip, edgelink_store::now_ms()).await {
+            Ok(a) => Ok(Principal::User(UserPrincipal {
+                user: a.owner,
+                session_hash: String::new(),
+                session_public_id: String::new(),
+                via: Via::Token(a.token_id),
+                scopes: a.scopes,
+            })),
+            Err(AuthError::Invalid) => {
+                Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, "unknown or revoked API token")))
+            }
+            Err(AuthError::Expired) => {
+                Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenExpired, "API token expired; create a new one")))
+            }
+            Err(AuthError::IpNotAllowed { token_id }) => {
+                let refused = state.count_ip_refusal();
+                tracing::warn!(token_id = %token_id, client_ip = ?client_ip, refused_total = refused, "API token used from outside its allowlist");
+                Err(Refusal::Invalid(ApiError::new(
+                    ErrorCode::IpNotAllowed,
+                    "this API token may not be used from this address",
+                )))
+            }
+            Err(AuthError::Store(e)) => Err(Refusal::Invalid(e.into())),
+        };
+    }
     if let Some(token) = bearer {
         return match state.token_verifier().verify(token) {
             Ok(claims) => {
@@ -143,21 +219,40 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Why a user's request may not use this route: a token where only a
+/// browser session will do, or a token without the scope the route needs.
+fn scope_refusal(need: Need, user: &UserPrincipal, method: &Method) -> Option<ApiError> {
+    let scope = match need {
+        Need::Nothing => return None,
+        Need::BrowserSession if user.is_session() => return None,
+        Need::BrowserSession => {
+            return Some(ApiError::new(ErrorCode::Forbidden, "only a browser session can use this endpoint"));
+        }
+        Need::Scope(s) => s,
+        Need::ByMethod(read, _) if is_safe(method) => read,
+        Need::ByMethod(_, write) => write,
+    };
+    (!user.scopes.allows(scope)).then(|| {
+        ApiError::new(ErrorCode::InsufficientScope, format!("this token lacks the scope {scope} this endpoint needs"))
+    })
+}
+
 /// Middleware state: the app and the route's declared access.
 #[derive(Clone)]
 pub struct Gate {
     pub(crate) state: AppState,
     pub(crate) access: Access,
+    pub(crate) need: Need,
     pub(crate) limit: Option<crate::ratelimit::Limit>,
 }
 
 /// Resolves the principal and enforces the route's [`Access`].
 pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let client_ip = gate.state.client_ip(peer, req.headers());
     if let Some(limit) = gate.limit {
-        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-        let ip =
-            gate.state.client_ip(peer, req.headers()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let ip = client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if let Err(wait) = gate.state.rate_limiter(limit).check(ip) {
             return ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down")
                 .retry_after(wait)
@@ -165,7 +260,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
                 .into_response();
         }
     }
-    let resolved = resolve(&gate.state, req.headers()).await;
+    let resolved = resolve(&gate.state, req.headers(), client_ip).await;
     let principal = match (gate.access, resolved) {
         // Public routes get a principal when one is presented and valid,
         // and are never refused for a bad one.
@@ -205,7 +300,13 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
             return ApiError::new(ErrorCode::Forbidden, "only devices can use this endpoint").at(&path).into_response();
         }
     };
-    if matches!(principal, Some(Principal::User(_))) && gate.access != Access::Public {
+    if let Some(Principal::User(user)) = &principal
+        && gate.access != Access::Public
+        && let Some(refusal) = scope_refusal(gate.need, user, req.method())
+    {
+        return refusal.at(&path).into_response();
+    }
+    if matches!(&principal, Some(Principal::User(u)) if u.is_session()) && gate.access != Access::Public {
         let cross_site = if is_websocket_upgrade(req.headers()) {
             !origin_is_ours(&gate.state, req.headers())
         } else {

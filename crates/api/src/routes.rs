@@ -9,9 +9,10 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use crate::principal::{self, Access, Gate};
+use crate::principal::{self, Access, Gate, Need};
 use crate::ratelimit::Limit;
-use crate::{AppState, browser, device_auth, device_proxy, devices, pairing, ui};
+use crate::{AppState, api_tokens, browser, device_auth, device_proxy, devices, pairing, ui};
+use edgelink_tokens::Scope;
 
 /// One route.
 pub struct Route {
@@ -21,6 +22,8 @@ pub struct Route {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// What a token needs to use it (sessions hold every scope).
+    pub need: Need,
     /// Which per-client-address limit applies, if any.
     pub limit: Option<Limit>,
     handler: MethodRouter<AppState>,
@@ -33,7 +36,7 @@ impl Route {
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
-        Route { method, path, access, limit: None, handler: on(filter, handler) }
+        Route { method, path, access, need: Need::Nothing, limit: None, handler: on(filter, handler) }
     }
 
     /// A route for every method (`method` reads `*`).
@@ -56,7 +59,25 @@ impl Route {
         ]
         .into_iter()
         .fold(MethodFilter::GET, MethodFilter::or);
-        Route { method: any, path, access, limit: None, handler: on(all, handler) }
+        Route { method: any, path, access, need: Need::Nothing, limit: None, handler: on(all, handler) }
+    }
+
+    /// The scope a token needs.
+    fn scope(mut self, scope: Scope) -> Route {
+        self.need = Need::Scope(scope);
+        self
+    }
+
+    /// `read` for safe methods, `write` for the others.
+    fn scopes(mut self, read: Scope, write: Scope) -> Route {
+        self.need = Need::ByMethod(read, write);
+        self
+    }
+
+    /// Browser sessions only.
+    fn browser_only(mut self) -> Route {
+        self.need = Need::BrowserSession;
+        self
     }
 
     /// Rate limits this route per client address.
@@ -67,7 +88,7 @@ impl Route {
 
     /// The handler wrapped in the access gate.
     pub(crate) fn into_method_router(self, state: &AppState) -> MethodRouter<AppState> {
-        let gate = Gate { state: state.clone(), access: self.access, limit: self.limit };
+        let gate = Gate { state: state.clone(), access: self.access, need: self.need, limit: self.limit };
         self.handler.route_layer(axum::middleware::from_fn_with_state(gate, principal::gate))
     }
 }
@@ -75,11 +96,12 @@ impl Route {
 /// Every route, in the order the docs list them.
 pub fn routes() -> Vec<Route> {
     use Access::*;
+    use Scope::*;
     vec![
         // The web UI (signed-in users; anonymous browsers are sent to sign in).
-        Route::new(Method::GET, "/", User, ui::index),
-        Route::new(Method::GET, "/ui/app.js", User, ui::app_js),
-        Route::new(Method::GET, "/ui/app.css", User, ui::app_css),
+        Route::new(Method::GET, "/", User, ui::index).browser_only(),
+        Route::new(Method::GET, "/ui/app.js", User, ui::app_js).browser_only(),
+        Route::new(Method::GET, "/ui/app.css", User, ui::app_css).browser_only(),
         Route::new(Method::GET, "/healthz", Public, crate::health),
         Route::new(Method::GET, "/readyz", Public, crate::ready),
         Route::new(Method::GET, "/.well-known/jwks.json", Public, crate::jwks),
@@ -88,26 +110,31 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/auth/verify", Public, device_auth::verify).limited(Limit::DeviceAuth),
         Route::new(Method::POST, "/api/v1/auth/refresh", Public, device_auth::refresh).limited(Limit::DeviceAuth),
         // Pairing: the user makes a code, the device exchanges it.
-        Route::new(Method::POST, "/api/v1/pairings", User, pairing::create),
+        Route::new(Method::POST, "/api/v1/pairings", User, pairing::create).scope(PairingCreate),
         Route::new(Method::POST, "/api/v1/pairings/exchange", Public, pairing::exchange)
             .limited(Limit::PairingExchange),
         // The user's devices.
-        Route::new(Method::GET, "/api/v1/devices", User, devices::list),
-        Route::new(Method::GET, "/api/v1/devices/{id}", User, devices::get),
-        Route::new(Method::PATCH, "/api/v1/devices/{id}", User, devices::patch),
-        Route::new(Method::DELETE, "/api/v1/devices/{id}", User, devices::delete),
-        Route::new(Method::GET, "/api/v1/devices/{id}/session", User, devices::session),
-        Route::new(Method::POST, "/api/v1/devices/{id}/session/close", User, devices::close_session),
+        Route::new(Method::GET, "/api/v1/devices", User, devices::list).scope(DeviceRead),
+        Route::new(Method::GET, "/api/v1/devices/{id}", User, devices::get).scope(DeviceRead),
+        Route::new(Method::PATCH, "/api/v1/devices/{id}", User, devices::patch).scope(DeviceWrite),
+        Route::new(Method::DELETE, "/api/v1/devices/{id}", User, devices::delete).scope(DeviceDelete),
+        Route::new(Method::GET, "/api/v1/devices/{id}/session", User, devices::session).scope(SessionRead),
+        Route::new(Method::POST, "/api/v1/devices/{id}/session/close", User, devices::close_session)
+            .scope(SessionManage),
         // The device's web service: every method, with and without a path.
-        Route::any("/api/v1/devices/{id}/http", User, device_proxy::http),
-        Route::any("/api/v1/devices/{id}/http/", User, device_proxy::http),
-        Route::any("/api/v1/devices/{id}/http/{*path}", User, device_proxy::http),
+        Route::any("/api/v1/devices/{id}/http", User, device_proxy::http).scopes(DeviceRead, DeviceWrite),
+        Route::any("/api/v1/devices/{id}/http/", User, device_proxy::http).scopes(DeviceRead, DeviceWrite),
+        Route::any("/api/v1/devices/{id}/http/{*path}", User, device_proxy::http).scopes(DeviceRead, DeviceWrite),
         // Browser sign-in.
         Route::new(Method::GET, "/api/auth/login", Public, browser::login),
         Route::new(Method::GET, "/api/auth/callback", Public, browser::callback),
         Route::new(Method::GET, "/api/auth/me", User, browser::me),
-        Route::new(Method::POST, "/api/auth/logout", User, browser::logout),
-        Route::new(Method::GET, "/api/v1/sessions/browser", User, browser::list_sessions),
-        Route::new(Method::DELETE, "/api/v1/sessions/browser/{id}", User, browser::delete_session),
+        Route::new(Method::POST, "/api/auth/logout", User, browser::logout).browser_only(),
+        Route::new(Method::GET, "/api/v1/sessions/browser", User, browser::list_sessions).scope(SessionRead),
+        Route::new(Method::DELETE, "/api/v1/sessions/browser/{id}", User, browser::delete_session).scope(SessionManage),
+        // Programs' API tokens.
+        Route::new(Method::POST, "/api/v1/tokens", User, api_tokens::create).scope(TokenManage),
+        Route::new(Method::GET, "/api/v1/tokens", User, api_tokens::list).scope(TokenManage),
+        Route::new(Method::DELETE, "/api/v1/tokens/{id}", User, api_tokens::revoke).scope(TokenManage),
     ]
 }

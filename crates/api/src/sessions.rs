@@ -74,7 +74,7 @@ impl BrowserSessions {
                 tracing::warn!(error = %e, "recording session activity failed");
             }
         }
-        let principal = UserPrincipal { user, session_hash: hash.clone(), session_public_id: session.public_id };
+        let principal = UserPrincipal::session(user, hash.clone(), session.public_id);
         let expires_at = session.idle_expires_at.min(session.absolute_expires_at);
         self.cache.insert(hash, Cached { principal: principal.clone(), expires_at });
         Ok(Some(principal))

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     DeviceRevoked,
     /// A cookie-authenticated unsafe request came from another origin.
     CsrfRejected,
+    /// An API token used from an address outside its allowlist.
+    IpNotAllowed,
     /// No such route or resource.
     NotFound,
     /// No such device (or not yours).
@@ -76,7 +78,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::BadRequest,
         ErrorCode::PairingCodeInvalid,
         ErrorCode::PairingCodeExpired,
@@ -93,6 +95,7 @@ impl ErrorCode {
         ErrorCode::InsufficientScope,
         ErrorCode::DeviceRevoked,
         ErrorCode::CsrfRejected,
+        ErrorCode::IpNotAllowed,
         ErrorCode::NotFound,
         ErrorCode::DeviceNotFound,
         ErrorCode::SessionNotFound,
@@ -128,6 +131,7 @@ impl ErrorCode {
             ErrorCode::InsufficientScope => 403002,
             ErrorCode::DeviceRevoked => 403003,
             ErrorCode::CsrfRejected => 403004,
+            ErrorCode::IpNotAllowed => 403005,
             ErrorCode::NotFound => 404001,
             ErrorCode::DeviceNotFound => 404002,
             ErrorCode::SessionNotFound => 404003,
@@ -169,6 +173,7 @@ impl ErrorCode {
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::DeviceRevoked => "device_revoked",
             ErrorCode::CsrfRejected => "csrf_rejected",
+            ErrorCode::IpNotAllowed => "ip_not_allowed",
             ErrorCode::NotFound => "not_found",
             ErrorCode::DeviceNotFound => "device_not_found",
             ErrorCode::SessionNotFound => "session_not_found",

@@ -12,3 +12,4 @@ mod pairing;
 mod postgres;
 mod robustness;
 mod tls;
+mod tokens;
