@@ -356,13 +356,21 @@ impl Stack {
     /// Another api-server on the same database with the same signing and
     /// cookie keys (a second instance behind a load balancer).
     pub async fn extra_api(&self) -> api::Api {
+        self.extra_api_with(|_| {}).await
+    }
+
+    /// [`Stack::extra_api`] with `tweak` applied last (as `Options::api`).
+    pub async fn extra_api_with(&self, tweak: fn(&mut ApiConfig)) -> api::Api {
         let (key, _) = SigningKey::load_or_generate(&self.signing_key_file).expect("signing key");
         let shared = self.shared_api_settings();
         api::spawn(
             self.store.clone(),
             key,
             CookieKeys::new(vec![self.cookie_key.clone()]).expect("keys"),
-            move |c, _| shared(c),
+            move |c, _| {
+                shared(c);
+                tweak(c);
+            },
         )
         .await
         .expect("api-server")

@@ -87,6 +87,35 @@ pub struct ApiConfig {
     pub cache_ttl: Duration,
     /// Browser session cookies.
     pub session: SessionSettings,
+    /// Requests per principal per hour.
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Requests each principal may make per hour (fixed windows, shared by all
+/// api-server instances through the database).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Per API token.
+    pub token_per_hour: u32,
+    /// Per signed-in user (all their browser sessions together).
+    pub session_per_hour: u32,
+    /// Per device (its access token on device routes).
+    pub device_per_hour: u32,
+    /// How often each instance shares its counts (and learns the others').
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            token_per_hour: 1000,
+            session_per_hour: 20_000,
+            device_per_hour: 3600,
+            sync_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The OpenID Connect provider browsers sign in with.
@@ -216,6 +245,7 @@ impl Default for ApiConfig {
             device_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(5),
             session: SessionSettings::default(),
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }
@@ -256,6 +286,13 @@ impl ApiConfig {
             return Err("max_live_pairings, pairing_exchange_per_minute, pairing_failures_per_hour and \
                  device_auth_per_minute must be at least 1"
                 .into());
+        }
+        let r = &self.rate_limits;
+        if r.token_per_hour == 0 || r.session_per_hour == 0 || r.device_per_hour == 0 {
+            return Err("rate_limits.*_per_hour must be at least 1".into());
+        }
+        if r.sync_interval < Duration::from_millis(100) || r.sync_interval > Duration::from_secs(60) {
+            return Err("rate_limits.sync_interval must be between 100ms and 1m".into());
         }
         if self.cache_ttl > Duration::from_secs(60) {
             return Err("cache_ttl must be at most 1m (it bounds how stale a revoked session may be)".into());

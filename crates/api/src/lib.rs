@@ -89,8 +89,9 @@ struct Inner {
     /// Load balancers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<client_ip::Cidr>,
     /// Per-address limits of the anonymous device endpoints.
-    exchange_limiter: ratelimit::RateLimiter,
-    device_auth_limiter: ratelimit::RateLimiter,
+    /// Request counts per principal and per client address, shared with
+    /// the other instances through the store.
+    limiter: std::sync::Arc<edgelink_ratelimit::Limiter>,
     /// Wrong pairing codes from everyone, per hour.
     pairing_budget: ratelimit::FailureBudget,
     /// Programs' API tokens.
@@ -124,8 +125,7 @@ impl AppState {
         let oidc = config.oidc_config().map(Provider::new).transpose().map_err(|e| e.to_string())?;
         let public_origin = config.public_origin()?;
         let trusted_proxies = config.trusted_proxies.clone();
-        let exchange_limiter = ratelimit::RateLimiter::per_minute(config.pairing_exchange_per_minute);
-        let device_auth_limiter = ratelimit::RateLimiter::per_minute(config.device_auth_per_minute);
+        let limiter = std::sync::Arc::new(edgelink_ratelimit::Limiter::new(Some(store.clone())));
         let pairing_budget = ratelimit::FailureBudget::per_hour(config.pairing_failures_per_hour);
         let api_tokens = edgelink_tokens::ApiTokens::new(store.clone(), cookie_keys.clone(), config.cache_ttl);
         let device_proxy = device_proxy::DeviceProxy::new(&config)?;
@@ -145,8 +145,7 @@ impl AppState {
                 oidc,
                 public_origin,
                 trusted_proxies,
-                exchange_limiter,
-                device_auth_limiter,
+                limiter,
                 pairing_budget,
                 warned_untrusted_proxy: Default::default(),
                 api_tokens,
@@ -226,10 +225,15 @@ impl AppState {
         &self.inner.pairing_budget
     }
 
-    fn rate_limiter(&self, limit: ratelimit::Limit) -> &ratelimit::RateLimiter {
+    fn limiter(&self) -> &edgelink_ratelimit::Limiter {
+        &self.inner.limiter
+    }
+
+    /// Requests per minute of an anonymous route's per-address limit.
+    fn per_minute(&self, limit: ratelimit::Limit) -> u32 {
         match limit {
-            ratelimit::Limit::PairingExchange => &self.inner.exchange_limiter,
-            ratelimit::Limit::DeviceAuth => &self.inner.device_auth_limiter,
+            ratelimit::Limit::PairingExchange => self.inner.config.pairing_exchange_per_minute,
+            ratelimit::Limit::DeviceAuth => self.inner.config.device_auth_per_minute,
         }
     }
 
@@ -296,6 +300,7 @@ pub async fn serve(
         }
     });
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
+    let syncer = state.inner.limiter.spawn_sync(state.config().rate_limits.sync_interval);
     // Once a day, a log line for each API token that expires within a week.
     let reminder = {
         let state = state.clone();
@@ -319,6 +324,7 @@ pub async fn serve(
     edgelink_hop::listen::serve(listener, None, app, limits, shutdown).await;
     janitor.abort();
     reminder.abort();
+    syncer.abort();
     Ok(())
 }
 

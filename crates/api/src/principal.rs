@@ -219,6 +219,23 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds).
+fn rate_headers(headers: &mut HeaderMap, d: edgelink_ratelimit::Decision) {
+    headers.insert("x-ratelimit-limit", axum::http::HeaderValue::from(d.limit));
+    headers.insert("x-ratelimit-remaining", axum::http::HeaderValue::from(d.remaining));
+    headers.insert("x-ratelimit-reset", axum::http::HeaderValue::from(d.reset_at));
+}
+
+/// A `429` with `Retry-After` and the rate-limit headers.
+fn limited(e: ApiError, d: edgelink_ratelimit::Decision, path: &str) -> Response {
+    let mut resp = e.retry_after(std::time::Duration::from_secs(d.retry_after)).at(path).into_response();
+    rate_headers(resp.headers_mut(), d);
+    resp
+}
+
 /// Why a user's request may not use this route: a token where only a
 /// browser session will do, or a token without the scope the route needs.
 fn scope_refusal(need: Need, user: &UserPrincipal, method: &Method) -> Option<ApiError> {
@@ -251,14 +268,20 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     let path = req.uri().path().to_owned();
     let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     let client_ip = gate.state.client_ip(peer, req.headers());
+    let now = edgelink_store::now_ms();
+    let mut decision = None;
     if let Some(limit) = gate.limit {
         let ip = client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if let Err(wait) = gate.state.rate_limiter(limit).check(ip) {
-            return ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down")
-                .retry_after(wait)
-                .at(&path)
-                .into_response();
+        let key = format!("ip:{}:{}", limit.name(), crate::ratelimit::bucket_key(ip));
+        let d = gate.state.limiter().check(&key, gate.state.per_minute(limit), MINUTE, now);
+        if !d.allowed {
+            return limited(
+                ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down"),
+                d,
+                &path,
+            );
         }
+        decision = Some(d);
     }
     let resolved = resolve(&gate.state, req.headers(), client_ip).await;
     let principal = match (gate.access, resolved) {
@@ -306,6 +329,25 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     {
         return refusal.at(&path).into_response();
     }
+    if gate.access != Access::Public
+        && let Some(p) = &principal
+    {
+        let limits = &gate.state.config().rate_limits;
+        let (key, per_hour) = match p {
+            Principal::User(UserPrincipal { via: Via::Token(id), .. }) => (format!("tok:{id}"), limits.token_per_hour),
+            Principal::User(u) => (format!("user:{}", u.user.id), limits.session_per_hour),
+            Principal::Device(d) => (format!("dev:{}", d.device_id), limits.device_per_hour),
+        };
+        let d = gate.state.limiter().check(&key, per_hour, HOUR, now);
+        if !d.allowed {
+            return limited(
+                ApiError::new(ErrorCode::RateLimited, "rate limit reached for this hour; see Retry-After"),
+                d,
+                &path,
+            );
+        }
+        decision = Some(d);
+    }
     if matches!(&principal, Some(Principal::User(u)) if u.is_session()) && gate.access != Access::Public {
         let cross_site = if is_websocket_upgrade(req.headers()) {
             !origin_is_ours(&gate.state, req.headers())
@@ -322,6 +364,9 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         req.extensions_mut().insert(p);
     }
     let mut resp = next.run(req).await;
+    if let Some(d) = decision {
+        rate_headers(resp.headers_mut(), d);
+    }
     // Whatever a signed-in user gets is theirs alone: never stored by a
     // shared cache or the browser's disk cache unless the answer says so.
     if gate.access != Access::Public && !resp.headers().contains_key(header::CACHE_CONTROL) {

@@ -1,11 +1,10 @@
-//! A per-client-address token bucket for the anonymous endpoints that a
-//! stranger can hammer (pairing exchange, device challenge/verify/refresh),
-//! and the global budget of wrong pairing codes.
+//! The anonymous endpoints' per-address limits (counted by
+//! `edgelink_ratelimit` like every other limit), the address bucket they
+//! count against, and the global budget of wrong pairing codes.
 //!
 //! IPv6 clients are counted per /64: one host usually holds a whole /64,
 //! so per-address buckets would give it 2^64 of them.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,47 +19,12 @@ pub enum Limit {
     DeviceAuth,
 }
 
-/// Addresses tracked at most; beyond this, full buckets are forgotten first.
-const MAX_TRACKED: usize = 100_000;
-
-/// Token buckets keyed by client address.
-#[derive(Debug)]
-pub struct RateLimiter {
-    burst: f64,
-    per_sec: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    /// `per_minute` requests a minute per address, with bursts of as many.
-    pub fn per_minute(per_minute: u32) -> Self {
-        let n = f64::from(per_minute.max(1));
-        RateLimiter { burst: n, per_sec: n / 60.0, buckets: Mutex::new(HashMap::new()) }
-    }
-
-    /// Takes one token for `ip`; `Err(wait)` says how long until the next.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(ip, Instant::now())
-    }
-
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let ip = bucket_key(ip);
-        let mut map = match self.buckets.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
-            let (burst, per_sec) = (self.burst, self.per_sec);
-            map.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_sec < burst);
-        }
-        let (tokens, at) = map.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
+impl Limit {
+    /// The key prefix and requests per minute of this limit.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::PairingExchange => "pairing",
+            Limit::DeviceAuth => "device-auth",
         }
     }
 }
@@ -167,15 +131,11 @@ mod tests {
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
-        let rl = RateLimiter::per_minute(2);
-        let t = Instant::now();
-        rl.check_at("2001:db8:1:2::1".parse().unwrap(), t).unwrap();
-        rl.check_at("2001:db8:1:2:ffff::9".parse().unwrap(), t).unwrap();
-        rl.check_at("2001:db8:1:2:abcd::".parse().unwrap(), t).unwrap_err();
-        rl.check_at("2001:db8:1:3::1".parse().unwrap(), t).unwrap();
-        rl.check_at("192.0.2.1".parse().unwrap(), t).unwrap();
-        rl.check_at("::ffff:192.0.2.1".parse().unwrap(), t).unwrap();
-        rl.check_at("192.0.2.1".parse().unwrap(), t).unwrap_err();
+        let key = |s: &str| bucket_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
     }
 
     #[test]
@@ -190,21 +150,5 @@ mod tests {
         assert!(wait > Duration::from_secs(1000) && wait <= Duration::from_secs(1201), "{wait:?}");
         assert_eq!(b.counts(), (3, 1));
         b.check_at(t + Duration::from_secs(1200)).unwrap();
-    }
-
-    #[test]
-    fn bursts_then_refills_per_address() {
-        let rl = RateLimiter::per_minute(3);
-        let a: IpAddr = [10, 0, 0, 1].into();
-        let b: IpAddr = [10, 0, 0, 2].into();
-        let t = Instant::now();
-        for _ in 0..3 {
-            rl.check_at(a, t).unwrap();
-        }
-        let wait = rl.check_at(a, t).unwrap_err();
-        assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20), "{wait:?}");
-        rl.check_at(b, t).unwrap();
-        rl.check_at(a, t + Duration::from_secs(20)).unwrap();
-        rl.check_at(a, t + Duration::from_secs(20)).unwrap_err();
     }
 }

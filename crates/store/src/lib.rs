@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod devices;
 pub mod model;
 pub mod pairings;
+pub mod rate_limits;
 pub mod sessions;
 pub mod user_sessions;
 pub mod users;

@@ -210,3 +210,66 @@ async fn a_token_works_only_from_its_allowlist() {
         );
     }
 }
+
+fn small_limits(c: &mut edgelink_api::ApiConfig) {
+    c.rate_limits.token_per_hour = 6;
+    c.rate_limits.sync_interval = Duration::from_millis(100);
+}
+
+fn remaining(resp: &reqwest::Response) -> u32 {
+    resp.headers()["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_rate_limit_and_the_limit_is_a_429_with_retry_after() {
+    let options = Options { dev_idp: true, api: small_limits, ..Options::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let (_, secret) = token(&alice, json!({"name": "ci", "scopes": ["device:read"]})).await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let resp = call(&stack, Method::GET, "/api/v1/devices", &secret).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "6");
+        let reset: i64 = resp.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        let now = edgelink_store::now_ms() / 1000;
+        assert!(reset > now && reset <= now + 3600, "reset {reset} now {now}");
+        seen.push(remaining(&resp));
+    }
+    assert_eq!(seen, [5, 4, 3, 2, 1, 0]);
+    let resp = call(&stack, Method::GET, "/api/v1/devices", &secret).send().await.unwrap();
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(remaining(&resp), 0);
+    let (status, body) = error_of(resp).await;
+    assert_eq!((status, body.code, body.error.as_str()), (429, 429001, "rate_limited"));
+    // Another token, and the browser session, have limits of their own.
+    let (_, other) = token(&alice, json!({"name": "other", "scopes": ["device:read"]})).await;
+    assert_eq!(call(&stack, Method::GET, "/api/v1/devices", &other).send().await.unwrap().status(), 200);
+    let resp = alice.client.get(format!("{}/api/v1/devices", stack.api_url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "20000");
+}
+
+#[tokio::test]
+async fn two_api_servers_on_postgresql_share_one_limit() {
+    let options = Options { db: edgelink_e2e::Db::Postgres, dev_idp: true, api: small_limits, ..Options::default() };
+    let Some(stack) = Stack::start_with(options).await else {
+        eprintln!("SKIPPED two_api_servers_on_postgresql_share_one_limit: EDGELINK_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let api2 = stack.extra_api_with(small_limits).await;
+    let alice = signed_in(&stack, "alice").await;
+    let (_, secret) = token(&alice, json!({"name": "ci", "scopes": ["device:read"]})).await;
+    let at = |base: &str| reqwest::Client::new().get(format!("{base}/api/v1/devices")).bearer_auth(&secret).send();
+    for _ in 0..4 {
+        assert_eq!(at(&stack.api_url).await.unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The second instance learns the first one's 4 at its first sync.
+    assert_eq!(at(&api2.url).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let resp = at(&api2.url).await.unwrap();
+    assert_eq!((resp.status().as_u16(), remaining(&resp)), (200, 0), "6 in all, 4 of them at the first instance");
+    assert_eq!(at(&api2.url).await.unwrap().status(), 429);
+}
