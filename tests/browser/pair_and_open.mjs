@@ -68,6 +68,25 @@ try {
   if (!text.includes(env('EXPECT'))) throw new Error(`device page does not show the demo service: ${text}`);
   await device.screenshot({ path: join(shots, 'device.png'), fullPage: true });
   console.log('device page:', text.trim().slice(0, 80));
+
+  // An API token: created on the page, shown once, works, revoked.
+  await page.fill('#token-name', 'ci pipeline');
+  await page.check('#token-scopes input[value="device:read"]');
+  await page.click('#token-form button[type="submit"]');
+  await page.locator('#token-secret').waitFor();
+  const secret = (await page.textContent('#token-value')).trim();
+  if (!/^elk_[0-9A-Za-z]{38}$/.test(secret)) throw new Error(`not a token: ${secret}`);
+  const tokenRow = page.locator('#tokens tr', { hasText: 'ci pipeline' });
+  await tokenRow.waitFor();
+  const use = async () => (await fetch(`${api}/api/v1/devices`, { headers: { authorization: `Bearer ${secret}` } })).status;
+  if (await use() !== 200) throw new Error('the new token does not work');
+  await page.screenshot({ path: join(shots, 'tokens.png'), fullPage: true });
+  page.once('dialog', (d) => d.accept());
+  await tokenRow.locator('button', { hasText: 'Revoke' }).click();
+  await tokenRow.waitFor({ state: 'detached' });
+  const after = await use();
+  if (after !== 401) throw new Error(`a revoked token answered ${after}`);
+  console.log('token: created, used, revoked');
 } finally {
   if (agent) agent.kill();
   await browser.close();

@@ -115,6 +115,58 @@ async function loadSessions() {
   }
 }
 
+const SCOPES = ["device:read", "device:write", "device:delete", "device:manage", "session:read",
+                "session:manage", "pairing:create", "token:manage"];
+
+async function loadTokens() {
+  const { tokens } = await api("GET", "/api/v1/tokens");
+  const tbody = $("#tokens tbody");
+  tbody.replaceChildren();
+  for (const t of tokens) {
+    const expires = t.expires_at ? when(t.expires_at) : "never";
+    const exp = el("td", {}, expires);
+    if (t.expires_soon) exp.append(" ", el("span", { class: "badge soon" }, "expires soon"));
+    tbody.append(el("tr", { "data-token": t.id },
+      el("td", {}, t.name),
+      el("td", {}, t.scopes.join(" ")),
+      exp,
+      el("td", {}, t.last_used_at ? `${when(t.last_used_at)} from ${t.last_used_ip || "?"}` : "never"),
+      el("td", { class: "actions" }, el("button", { type: "button", class: "danger", onclick: async () => {
+        if (!confirm(`Revoke ${t.name}? Programs using it stop working at once.`)) return;
+        try { await api("DELETE", `/api/v1/tokens/${t.id}`); say(`${t.name} revoked.`); await loadTokens(); }
+        catch (e) { say(`Revoke failed: ${e.message}`); }
+      } }, "Revoke"))));
+  }
+}
+
+async function createToken(ev) {
+  ev.preventDefault();
+  const scopes = [...document.querySelectorAll("#token-scopes input:checked")].map((i) => i.value);
+  const expiry = $("#token-expiry").value;
+  const body = {
+    name: $("#token-name").value,
+    scopes,
+    expires_in_days: expiry ? Number(expiry) : null,
+    allowed_ips: $("#token-ips").value.split(/[\s,]+/).filter(Boolean),
+  };
+  try {
+    const t = await api("POST", "/api/v1/tokens", body);
+    $("#token-value").textContent = t.secret;
+    $("#token-secret").hidden = false;
+    say(`Token ${t.name} created.`);
+    await loadTokens();
+  } catch (e) { say(`Token not created: ${e.message}`); }
+}
+
+function setupTokens() {
+  const box = $("#token-scopes");
+  for (const s of SCOPES) {
+    box.append(el("label", { class: "scope" }, el("input", { type: "checkbox", value: s }), ` ${s}`));
+  }
+  $("#token-form").addEventListener("submit", createToken);
+  $("#token-copy").addEventListener("click", () => navigator.clipboard?.writeText($("#token-value").textContent));
+}
+
 async function logout() {
   const out = await api("POST", "/api/auth/logout");
   location.href = out.end_session_url || "/";
@@ -125,7 +177,8 @@ async function main() {
   $("#me").textContent = `${me.name} (${me.email})`;
   $("#logout").addEventListener("click", logout);
   $("#pair").addEventListener("click", pair);
-  await Promise.all([loadDevices(), loadSessions()]);
+  setupTokens();
+  await Promise.all([loadDevices(), loadSessions(), loadTokens()]);
   setInterval(() => loadDevices().catch((e) => say(e.message)), 3000);
 }
 
