@@ -2,19 +2,13 @@
 //! bytes served by `edgelink_hop::serve` (hyper with edgelink's limits).
 #![no_main]
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
-}
-
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
+    edgelink_fuzz::runtime().block_on(async {
         let (mut client, server) = tokio::io::duplex(128 * 1024);
         let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
             let mut req = req;

@@ -3,19 +3,13 @@
 //! yamux. The session must end (or keep running) without a panic.
 #![no_main]
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::AsyncWriteExt;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
-}
-
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
+    edgelink_fuzz::runtime().block_on(async {
         let (mut device, relay) = tokio::io::duplex(256 * 1024);
         let config = edgelink_tunnel::TunnelConfig::default();
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(

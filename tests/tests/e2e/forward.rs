@@ -61,13 +61,7 @@ async fn caller_credentials_and_hop_by_hop_headers_do_not_reach_the_device() {
 
 /// Peak resident memory of this process, KiB.
 fn vm_hwm_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    edgelink_e2e::proc_status_kib("VmHWM")
 }
 
 #[tokio::test]

@@ -187,13 +187,7 @@ async fn slow_clients_are_closed_at_the_header_timeout_on_api_server_and_the_int
 }
 
 fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    edgelink_e2e::proc_status_kib("VmRSS")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
