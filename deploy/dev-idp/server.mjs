@@ -5,8 +5,12 @@
 // Env: PORT (0 = any free port), HOST (127.0.0.1), REDIRECT_URIS and
 // POST_LOGOUT_REDIRECT_URIS (comma-separated, for both clients),
 // CONFIDENTIAL_SECRET. Prints `READY <issuer>` on stdout once listening.
+//
+// A machine client, `edgelink-service` (secret CONFIDENTIAL_SECRET), gets
+// JWT access tokens with the client-credentials grant for any `resource`
+// (the token's audience), with the scopes it asks for.
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const host = process.env.HOST ?? '127.0.0.1';
 const port = Number(process.env.PORT ?? 0);
@@ -54,11 +58,41 @@ server.listen(port, host, () => {
         grant_types: ['authorization_code'],
         response_types: ['code'],
       },
+      {
+        // A machine client (client-credentials grant, JWT access tokens).
+        client_id: 'edgelink-service',
+        client_secret: process.env.CONFIDENTIAL_SECRET ?? 'dev-confidential-secret',
+        token_endpoint_auth_method: 'client_secret_basic',
+        redirect_uris: [],
+        grant_types: ['client_credentials'],
+        response_types: [],
+      },
     ],
     pkce: { required: () => true },
     // Put the email and profile claims in the ID token too (the BFF reads them there).
     conformIdTokenClaims: false,
-    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+    features: {
+      devInteractions: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // Only the machine client gets audience-bound JWTs; browser
+        // sign-ins keep their opaque access tokens.
+        defaultResource: (_ctx, client, oneOf) => oneOf,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resource, client) => {
+          if (client.clientId !== 'edgelink-service') throw new errors.InvalidTarget();
+          return {
+            scope: 'device:read device:write device:delete device:manage session:read session:manage pairing:create token:manage',
+            audience: resource,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: 600,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
+    },
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
     async findAccount(_ctx, id) {
       const account = accounts[id];

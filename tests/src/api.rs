@@ -37,6 +37,7 @@ pub fn oidc_settings(issuer: &str, client_id: &str, secret: Option<&str>) -> edg
         jwks_min_refresh_interval: std::time::Duration::ZERO,
         post_logout_redirect_url: None,
         assume_email_verified: false,
+        service_audience: None,
     }
 }
 

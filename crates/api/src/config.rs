@@ -102,6 +102,8 @@ pub struct RateLimitSettings {
     pub session_per_hour: u32,
     /// Per device (its access token on device routes).
     pub device_per_hour: u32,
+    /// Per machine client (client-credentials token).
+    pub service_per_hour: u32,
     /// How often each instance shares its counts (and learns the others').
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
@@ -113,6 +115,7 @@ impl Default for RateLimitSettings {
             token_per_hour: 1000,
             session_per_hour: 20_000,
             device_per_hour: 3600,
+            service_per_hour: 500,
             sync_interval: Duration::from_secs(1),
         }
     }
@@ -156,6 +159,11 @@ pub struct OidcSettings {
     /// `email_verified: true` is shown, never used to find or claim a user.
     #[serde(default)]
     pub assume_email_verified: bool,
+    /// Accept this provider's client-credentials access tokens (JWTs)
+    /// whose `aud` is this value as machine clients ("service principals")
+    /// with the scopes of their `scope` claim. Absent: off.
+    #[serde(default)]
+    pub service_audience: Option<String>,
 }
 
 /// Secrets never leave the process through a config dump.
@@ -288,7 +296,7 @@ impl ApiConfig {
                 .into());
         }
         let r = &self.rate_limits;
-        if r.token_per_hour == 0 || r.session_per_hour == 0 || r.device_per_hour == 0 {
+        if r.token_per_hour == 0 || r.session_per_hour == 0 || r.device_per_hour == 0 || r.service_per_hour == 0 {
             return Err("rate_limits.*_per_hour must be at least 1".into());
         }
         if r.sync_interval < Duration::from_millis(100) || r.sync_interval > Duration::from_secs(60) {
@@ -403,6 +411,7 @@ mod tests {
             jwks_min_refresh_interval: default_jwks_interval(),
             post_logout_redirect_url: None,
             assume_email_verified: false,
+            service_audience: None,
         });
         assert!(c.validate().unwrap_err().contains("https"));
         c.oidc.as_mut().unwrap().issuer = "https://idp.example".into();

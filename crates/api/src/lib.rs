@@ -96,6 +96,8 @@ struct Inner {
     pairing_budget: ratelimit::FailureBudget,
     /// Programs' API tokens.
     api_tokens: edgelink_tokens::ApiTokens,
+    /// Verified machine-client tokens (token → principal), for cache_ttl.
+    service_cache: cache::TtlCache<String, principal::UserPrincipal>,
     /// API token uses refused for their address, since start.
     ip_refusals: std::sync::atomic::AtomicU64,
     /// Whether the "X-Forwarded-For without trusted_proxies" warning was
@@ -149,6 +151,7 @@ impl AppState {
                 pairing_budget,
                 warned_untrusted_proxy: Default::default(),
                 api_tokens,
+                service_cache: cache::TtlCache::new(config.cache_ttl, 10_000),
                 ip_refusals: Default::default(),
                 sessions,
                 device_proxy,
@@ -210,6 +213,10 @@ impl AppState {
     /// Devices' web services through their relays.
     pub(crate) fn device_proxy(&self) -> &device_proxy::DeviceProxy {
         &self.inner.device_proxy
+    }
+
+    fn service_cache(&self) -> &cache::TtlCache<String, principal::UserPrincipal> {
+        &self.inner.service_cache
     }
 
     fn api_tokens(&self) -> &edgelink_tokens::ApiTokens {

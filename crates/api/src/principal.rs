@@ -61,6 +61,9 @@ pub enum Via {
     Session,
     /// An API token (its id).
     Token(String),
+    /// A machine client's access token from the OpenID provider (its
+    /// subject).
+    Service(String),
 }
 
 impl UserPrincipal {
@@ -152,6 +155,11 @@ async fn resolve(
             Err(AuthError::Store(e)) => Err(Refusal::Invalid(e.into())),
         };
     }
+    if let Some(token) = bearer
+        && let Some(service) = service_principal(state, token).await
+    {
+        return service;
+    }
     if let Some(token) = bearer {
         return match state.token_verifier().verify(token) {
             Ok(claims) => {
@@ -181,6 +189,54 @@ async fn resolve(
         Ok(None) => Err(session_expired()),
         Err(e) => Err(Refusal::Invalid(e.into())),
     }
+}
+
+/// A machine client, when `token` is an access token of the configured
+/// provider for `oidc.service_audience`: it acts as its own user (found or
+/// made by issuer and subject; no email) with the scopes of its `scope`
+/// claim. None when service clients are off or the token is not one of
+/// theirs (then it may still be a device token).
+async fn service_principal(state: &AppState, token: &str) -> Option<Result<Principal, Refusal>> {
+    let audience = state.config().oidc.as_ref()?.service_audience.as_deref()?;
+    let provider = state.oidc()?;
+    // A device token is signed by api-server's own key: not a service one.
+    if edgelink_auth::token::TokenVerifier::kid_of(token).is_some_and(|kid| state.token_verifier().knows(&kid)) {
+        return None;
+    }
+    if let Some(p) = state.service_cache().get(&token.to_owned()) {
+        return Some(Ok(Principal::User(p)));
+    }
+    use edgelink_oidc::service::ServiceTokenError;
+    let verified = match provider.verify_access_token(token, audience).await {
+        Ok(v) => v,
+        Err(ServiceTokenError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "cannot verify a service token: provider unavailable");
+            return Some(Err(Refusal::Invalid(ApiError::unavailable(
+                "the identity provider is unreachable; try again",
+            ))));
+        }
+        Err(ServiceTokenError::Invalid(reason)) => {
+            tracing::debug!(reason = %reason, "bearer token is not a service token");
+            return Some(Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, "token invalid"))));
+        }
+    };
+    let issuer = provider.issuer().to_owned();
+    let name = format!("service {}", verified.subject);
+    // Machine clients have no mailbox: a placeholder no one can verify.
+    let email = format!("{}@service.invalid", verified.subject);
+    let user = match state.store().upsert_user_by_subject(&issuer, &verified.subject, &email, &name, false).await {
+        Ok(u) => u,
+        Err(e) => return Some(Err(Refusal::Invalid(e.into()))),
+    };
+    let p = UserPrincipal {
+        user,
+        session_hash: String::new(),
+        session_public_id: String::new(),
+        via: Via::Service(verified.subject),
+        scopes: Scopes::from_text(&verified.scopes.join(" ")),
+    };
+    state.service_cache().insert(token.to_owned(), p.clone());
+    Some(Ok(Principal::User(p)))
 }
 
 /// Cross-site request check for cookie-authenticated unsafe methods: the
@@ -335,6 +391,9 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         let limits = &gate.state.config().rate_limits;
         let (key, per_hour) = match p {
             Principal::User(UserPrincipal { via: Via::Token(id), .. }) => (format!("tok:{id}"), limits.token_per_hour),
+            Principal::User(UserPrincipal { via: Via::Service(sub), .. }) => {
+                (format!("svc:{sub}"), limits.service_per_hour)
+            }
             Principal::User(u) => (format!("user:{}", u.user.id), limits.session_per_hour),
             Principal::Device(d) => (format!("dev:{}", d.device_id), limits.device_per_hour),
         };

@@ -27,6 +27,7 @@
 //! form body) are both supported.
 
 mod http;
+pub mod service;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -273,3 +273,58 @@ async fn two_api_servers_on_postgresql_share_one_limit() {
     assert_eq!((resp.status().as_u16(), remaining(&resp)), (200, 0), "6 in all, 4 of them at the first instance");
     assert_eq!(at(&api2.url).await.unwrap().status(), 429);
 }
+
+const AUDIENCE: &str = "https://edgelink.test/api";
+
+fn with_service_clients(c: &mut edgelink_api::ApiConfig) {
+    if let Some(o) = c.oidc.as_mut() {
+        o.service_audience = Some(AUDIENCE.into());
+    }
+}
+
+/// A client-credentials access token from the development provider.
+async fn service_token(stack: &Stack, resource: &str, scope: &str) -> String {
+    let issuer = &stack.idp.as_ref().expect("dev idp").issuer;
+    let resp: Value = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth("edgelink-service", Some("dev-confidential-secret"))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope), ("resource", resource)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"].as_str().unwrap_or_else(|| panic!("no token: {resp}")).to_owned()
+}
+
+#[tokio::test]
+async fn a_service_client_token_is_accepted_for_our_audience_with_its_scopes() {
+    let options = Options { dev_idp: true, api: with_service_clients, ..Options::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let token = service_token(&stack, AUDIENCE, "device:read pairing:create").await;
+
+    let resp = call(&stack, Method::GET, "/api/v1/devices", &token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "500", "the service client's own limit");
+    let me: Value = call(&stack, Method::GET, "/api/auth/me", &token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["name"], "service edgelink-service");
+    assert_eq!(me["email_verified"], false);
+    // Its scopes decide: it may pair devices (they will be its own) but
+    // not delete any.
+    let resp = call(&stack, Method::POST, "/api/v1/pairings", &token).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "no Origin needed for a bearer token");
+    let (status, body) =
+        error_of(call(&stack, Method::DELETE, "/api/v1/devices/d-1", &token).send().await.unwrap()).await;
+    assert_eq!((status, body.error.as_str()), (403, "insufficient_scope"));
+
+    // A token of the same provider for another audience is refused.
+    let other = service_token(&stack, "https://someone-else.test/api", "device:read").await;
+    let (status, body) = error_of(call(&stack, Method::GET, "/api/v1/devices", &other).send().await.unwrap()).await;
+    assert_eq!((status, body.error.as_str()), (401, "token_invalid"));
+    // With service clients off, even the right audience is no credential.
+    let plain = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let token = service_token(&plain, AUDIENCE, "device:read").await;
+    let (status, _) = error_of(call(&plain, Method::GET, "/api/v1/devices", &token).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+}
