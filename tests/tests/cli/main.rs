@@ -5,4 +5,5 @@
 mod api_server;
 mod browser_ui;
 mod edge_agent;
+mod edgelink;
 mod remote_proxy;
