@@ -19,7 +19,7 @@ pub mod secret;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgelink_auth::cookie::CookieKeys;
@@ -142,8 +142,16 @@ pub struct Authenticated {
 #[derive(Clone)]
 struct Cached {
     at: Instant,
-    found: Option<(ApiToken, User)>,
+    found: Option<Arc<Found>>,
     touched_at: i64,
+}
+
+/// A live token as a request needs it, parsed once per cache fill.
+struct Found {
+    token: ApiToken,
+    owner: User,
+    scopes: Scopes,
+    allowed: Vec<Cidr>,
 }
 
 /// Create, list, revoke and authenticate API tokens.
@@ -247,7 +255,7 @@ impl ApiTokens {
     pub async fn revoke(&self, owner_id: &str, id: &str, now: i64) -> Result<bool, edgelink_store::Error> {
         let done = self.store.revoke_api_token(owner_id, id, now).await?;
         if done {
-            self.cache().retain(|_, c| c.found.as_ref().is_none_or(|(t, _)| t.id != id));
+            self.cache().retain(|_, c| c.found.as_ref().is_none_or(|f| f.token.id != id));
             tracing::info!(token_id = id, user_id = owner_id, "API token revoked");
         }
         Ok(done)
@@ -264,65 +272,67 @@ impl ApiTokens {
             return Err(AuthError::Invalid);
         }
         let digests = self.keys.keyed_digests(PURPOSE, presented);
-        let cached = {
+        let hit = {
             let cache = self.cache();
-            digests.iter().find_map(|d| cache.get(d).filter(|c| c.at.elapsed() < self.cache_ttl).cloned())
+            digests.iter().find_map(|d| {
+                cache
+                    .get(d)
+                    .filter(|c| c.at.elapsed() < self.cache_ttl)
+                    .map(|c| (d.clone(), c.found.clone(), c.touched_at))
+            })
         };
-        let (digest, mut entry) = match cached {
-            Some(c) => (String::new(), c),
+        let (key, found, touched_at) = match hit {
+            Some(h) => h,
             None => {
-                let mut found = None;
-                let mut used = digests[0].clone();
+                let mut row = None;
                 for d in &digests {
                     if let Some(t) = self.store.api_token_by_hash(d).await? {
-                        used = d.clone();
-                        found = Some(t);
+                        row = Some((d.clone(), t));
                         break;
                     }
                 }
-                let found = match found {
-                    Some(t) if t.revoked_at.is_none() => self.store.get_user(&t.owner_id).await?.map(|u| (t, u)),
+                let key = row.as_ref().map_or_else(|| digests[0].clone(), |(d, _)| d.clone());
+                let found = match row {
+                    Some((_, t)) if t.revoked_at.is_none() => self.store.get_user(&t.owner_id).await?.map(|owner| {
+                        Arc::new(Found {
+                            scopes: Scopes::from_text(&t.scopes),
+                            allowed: t.allowed_ips.split_whitespace().filter_map(|b| b.parse().ok()).collect(),
+                            owner,
+                            token: t,
+                        })
+                    }),
                     _ => None,
                 };
-                let touched_at = found.as_ref().and_then(|(t, _)| t.last_used_at).unwrap_or(0);
-                (used, Cached { at: Instant::now(), found, touched_at })
+                let touched_at = found.as_ref().and_then(|f| f.token.last_used_at).unwrap_or(0);
+                if !self.cache_ttl.is_zero() {
+                    let mut cache = self.cache();
+                    if cache.len() > 100_000 {
+                        cache.clear();
+                    }
+                    cache.insert(key.clone(), Cached { at: Instant::now(), found: found.clone(), touched_at });
+                }
+                (key, found, touched_at)
             }
         };
-        let Some((token, owner)) = entry.found.clone() else {
-            if !digest.is_empty() && !self.cache_ttl.is_zero() {
-                self.cache().insert(digest, entry);
-            }
+        let Some(f) = found else {
             return Err(AuthError::Invalid);
         };
-        if token.expires_at.is_some_and(|e| e <= now) {
+        if f.token.expires_at.is_some_and(|e| e <= now) {
             return Err(AuthError::Expired);
         }
-        if !token.allowed_ips.is_empty() {
-            let allowed = client_ip.is_some_and(|ip| {
-                token.allowed_ips.split_whitespace().filter_map(|b| b.parse::<Cidr>().ok()).any(|c| c.contains(ip))
-            });
-            if !allowed {
-                return Err(AuthError::IpNotAllowed { token_id: token.id });
-            }
+        if !f.allowed.is_empty() && !client_ip.is_some_and(|ip| f.allowed.iter().any(|c| c.contains(ip))) {
+            return Err(AuthError::IpNotAllowed { token_id: f.token.id.clone() });
         }
-        if now - entry.touched_at >= TOUCH_EVERY_MS {
-            entry.touched_at = now;
+        if now - touched_at >= TOUCH_EVERY_MS {
+            if let Some(c) = self.cache().get_mut(&key) {
+                c.touched_at = now;
+            }
             let ip = client_ip.map(|ip| ip.to_string());
-            if let Err(e) = self.store.touch_api_token(&token.id, now, ip.as_deref()).await {
-                tracing::warn!(token_id = %token.id, error = %e, "could not record the token's use");
+            if let Err(e) = self.store.touch_api_token(&f.token.id, now, ip.as_deref()).await {
+                tracing::warn!(token_id = %f.token.id, error = %e, "could not record the token's use");
             }
         }
-        if !self.cache_ttl.is_zero() {
-            let key =
-                if digest.is_empty() { self.keys.keyed_digests(PURPOSE, presented).swap_remove(0) } else { digest };
-            let mut cache = self.cache();
-            if cache.len() > 100_000 {
-                cache.clear();
-            }
-            // Keep the original fetch time: the TTL bounds staleness.
-            cache.entry(key).and_modify(|c| c.touched_at = entry.touched_at).or_insert(entry);
-        }
-        Ok(Authenticated { token_id: token.id, owner, scopes: Scopes::from_text(&token.scopes) })
+        Ok(Authenticated { token_id: f.token.id.clone(), owner: f.owner.clone(), scopes: f.scopes.clone() })
     }
 
     /// Logs tokens that expire within a week (the daily reminder); returns
