@@ -39,6 +39,7 @@ pub mod device_fields;
 pub mod device_proxy;
 pub mod devices;
 pub mod error;
+pub mod openapi;
 pub mod pairing;
 pub mod principal;
 pub mod provision;

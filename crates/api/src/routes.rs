@@ -136,5 +136,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/tokens", User, api_tokens::create).scope(TokenManage),
         Route::new(Method::GET, "/api/v1/tokens", User, api_tokens::list).scope(TokenManage),
         Route::new(Method::DELETE, "/api/v1/tokens/{id}", User, api_tokens::revoke).scope(TokenManage),
+        // This API, described (any signed-in user or token).
+        Route::new(Method::GET, "/api/openapi.json", User, crate::openapi::serve),
     ]
 }
