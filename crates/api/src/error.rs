@@ -66,7 +66,8 @@ impl From<edgelink_store::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody::new(self.code, self.message, self.path, timestamp());
+        let mut body = ErrorBody::new(self.code, self.message, self.path, timestamp());
+        body.retry_after = self.retry_after;
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));

@@ -118,7 +118,8 @@ pub fn document(routes: &[Route]) -> Value {
                     "required": ["code", "error", "message", "timestamp", "path"],
                     "properties": {
                         "code": { "type": "integer" }, "error": { "type": "string" }, "message": { "type": "string" },
-                        "timestamp": { "type": "string" }, "path": { "type": "string" }
+                        "timestamp": { "type": "string" }, "path": { "type": "string" },
+                        "retry_after": { "type": "integer" }
                     }
                 }
             }

@@ -210,6 +210,10 @@ pub struct ErrorBody {
     pub timestamp: String,
     /// The request path.
     pub path: String,
+    /// Seconds until a refused request may be tried again (`429`; the
+    /// same as `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ErrorBody {
@@ -222,6 +226,7 @@ impl ErrorBody {
             message: message.into(),
             timestamp,
             path: path.into(),
+            retry_after: None,
         }
     }
 

@@ -243,6 +243,7 @@ async fn every_answer_carries_the_rate_limit_and_the_limit_is_a_429_with_retry_a
     assert_eq!(remaining(&resp), 0);
     let (status, body) = error_of(resp).await;
     assert_eq!((status, body.code, body.error.as_str()), (429, 429001, "rate_limited"));
+    assert_eq!(body.retry_after, Some(retry), "retry_after in the body too");
     // Another token, and the browser session, have limits of their own.
     let (_, other) = token(&alice, json!({"name": "other", "scopes": ["device:read"]})).await;
     assert_eq!(call(&stack, Method::GET, "/api/v1/devices", &other).send().await.unwrap().status(), 200);
