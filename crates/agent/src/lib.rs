@@ -16,6 +16,7 @@
 pub mod backoff;
 pub mod config;
 pub mod credentials;
+pub mod host;
 pub mod pair;
 pub mod run;
 pub mod serve;

@@ -149,6 +149,8 @@ async fn connected(
     let mut beat = tokio::time::interval(config.heartbeat_interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = std::time::Instant::now();
+    let mut sampler = crate::host::Sampler::default();
+    let told_interval = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let refresh_at = tokens.refresh_at();
         tokio::select! {
@@ -161,12 +163,21 @@ async fn connected(
             }
             _ = beat.tick() => {
                 let h = handle.clone();
-                let uptime = started.elapsed().as_secs();
+                let sample = sampler.sample(started.elapsed().as_secs());
+                let told = told_interval.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = send_heartbeat(&h, uptime).await {
-                        tracing::debug!(error = %e, "heartbeat failed");
+                    match send_heartbeat(&h, &sample).await {
+                        Ok(Some(secs)) => told.store(secs, std::sync::atomic::Ordering::Relaxed),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
                     }
                 });
+                // The relay says how often it wants them (5 s to 1 h).
+                let secs = told_interval.load(std::sync::atomic::Ordering::Relaxed);
+                if (5..=3600).contains(&secs) && Duration::from_secs(secs) != beat.period() {
+                    beat = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(secs), Duration::from_secs(secs));
+                    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
             }
             _ = tokio::time::sleep_until(refresh_at) => {
                 tokens = match auth.ensure(key, Some(tokens)).await {
@@ -185,19 +196,15 @@ async fn connected(
     }
 }
 
-/// Sends one heartbeat on a stream of its own.
-pub async fn send_heartbeat(handle: &Handle, uptime_secs: u64) -> Result<(), String> {
+/// Sends one heartbeat on a stream of its own; returns the interval the
+/// relay asks for, if it says.
+pub async fn send_heartbeat(handle: &Handle, beat: &Heartbeat) -> Result<Option<u64>, String> {
     let stream = handle.open_stream().await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let beat = Heartbeat {
-        uptime_secs: Some(uptime_secs),
-        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
-        ..Heartbeat::default()
-    };
-    let body = serde_json::to_vec(&beat).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(beat).map_err(|e| e.to_string())?;
     let req = http::Request::post(paths::HEARTBEAT)
         .header(http::header::HOST, "relay")
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -208,9 +215,10 @@ pub async fn send_heartbeat(handle: &Handle, uptime_secs: u64) -> Result<(), Str
         .map_err(|_| "heartbeat timed out".to_owned())?
         .map_err(|e| e.to_string())?;
     let status = resp.status();
-    let _ = resp.into_body().collect().await;
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if !status.is_success() {
         return Err(format!("relay answered {status}"));
     }
-    Ok(())
+    let ack: Option<edgelink_protocol::heartbeat::HeartbeatAck> = serde_json::from_slice(&body).ok();
+    Ok(ack.and_then(|a| a.interval_secs))
 }

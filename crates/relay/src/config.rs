@@ -69,6 +69,10 @@ pub struct RelayConfig {
     /// Connections each listener serves at once (upgraded tunnels do not
     /// count); beyond it, new ones wait and the log says so.
     pub max_connections: usize,
+    /// How often devices are asked to send heartbeats (told in each
+    /// heartbeat's answer).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// How long shutdown waits for tunnels to close.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -106,6 +110,7 @@ impl Default for RelayConfig {
             forward_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            heartbeat_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             ws_read_buffer: 4 * 1024,
         }
@@ -135,6 +140,9 @@ impl RelayConfig {
         }
         if self.forward_timeout.is_zero() || self.header_timeout.is_zero() {
             return Err("forward_timeout and header_timeout must be > 0".into());
+        }
+        if self.heartbeat_interval < Duration::from_secs(5) || self.heartbeat_interval > Duration::from_secs(3600) {
+            return Err("heartbeat_interval must be between 5s and 1h".into());
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());

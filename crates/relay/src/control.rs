@@ -102,6 +102,9 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
             }
         }
     };
+    if let Some(problem) = beat.problem() {
+        return Ok(error(ErrorCode::BadRequest, &format!("bad heartbeat: {problem}"), &path));
+    }
     let Some(session) = relay.registry().get(&session_id) else {
         return Ok(error(ErrorCode::SessionNotFound, "session is closing", &path));
     };
@@ -115,5 +118,10 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
         tracing::warn!(error = %e, "could not store heartbeat");
     }
     tracing::debug!(cpu = ?beat.cpu_percent, "heartbeat");
-    Ok(json(StatusCode::OK, &HeartbeatAck { session: session_id, server_time: rfc3339_ms(now) }))
+    let ack = HeartbeatAck {
+        session: session_id,
+        server_time: rfc3339_ms(now),
+        interval_secs: Some(relay.heartbeat_interval().as_secs()),
+    };
+    Ok(json(StatusCode::OK, &ack))
 }

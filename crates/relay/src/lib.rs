@@ -139,6 +139,10 @@ impl Relay {
         self.inner.config.forward_timeout
     }
 
+    fn heartbeat_interval(&self) -> Duration {
+        self.inner.config.heartbeat_interval
+    }
+
     fn header_timeout(&self) -> Duration {
         self.inner.config.header_timeout
     }

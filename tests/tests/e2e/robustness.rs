@@ -134,8 +134,11 @@ async fn a_device_stream_that_never_sends_a_request_is_closed() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(6));
-    // The session itself survives: a well-formed heartbeat still works.
-    edgelink_agent::run::send_heartbeat(&handle, 1).await.unwrap();
+    // The session itself survives: a well-formed heartbeat still works, and
+    // the answer says how often to send them (the relay's 30 s default).
+    let beat = edgelink_agent::host::Sampler::default().sample(1);
+    let told = edgelink_agent::run::send_heartbeat(&handle, &beat).await.unwrap();
+    assert_eq!(told, Some(30));
     assert_still_serving(&stack, &good).await;
     agent.stop().await;
 }
