@@ -85,6 +85,13 @@ pub struct ApiConfig {
     /// seen within this time; through this one, at once.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// How often devices are asked to send heartbeats (REST heartbeats;
+    /// the relays say the same for the tunnel).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How often REST heartbeats are written to the database, in one batch.
+    #[serde(with = "humantime_serde")]
+    pub telemetry_flush_interval: Duration,
     /// Browser session cookies.
     pub session: SessionSettings,
     /// Requests per principal per hour.
@@ -252,6 +259,8 @@ impl Default for ApiConfig {
             allow_insecure_agent_tunnel_url: false,
             device_timeout: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(30),
+            telemetry_flush_interval: Duration::from_secs(5),
             session: SessionSettings::default(),
             rate_limits: RateLimitSettings::default(),
         }
@@ -294,6 +303,14 @@ impl ApiConfig {
             return Err("max_live_pairings, pairing_exchange_per_minute, pairing_failures_per_hour and \
                  device_auth_per_minute must be at least 1"
                 .into());
+        }
+        if self.heartbeat_interval < Duration::from_secs(5) || self.heartbeat_interval > Duration::from_secs(3600) {
+            return Err("heartbeat_interval must be between 5s and 1h".into());
+        }
+        if self.telemetry_flush_interval < Duration::from_millis(100)
+            || self.telemetry_flush_interval > Duration::from_secs(300)
+        {
+            return Err("telemetry_flush_interval must be between 100ms and 5m".into());
         }
         let r = &self.rate_limits;
         if r.token_per_hour == 0 || r.session_per_hour == 0 || r.device_per_hour == 0 || r.service_per_hour == 0 {

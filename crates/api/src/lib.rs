@@ -46,6 +46,7 @@ pub mod provision;
 pub mod ratelimit;
 pub mod routes;
 pub mod sessions;
+pub mod telemetry;
 pub mod ui;
 
 use std::sync::Arc;
@@ -97,6 +98,8 @@ struct Inner {
     pairing_budget: ratelimit::FailureBudget,
     /// Programs' API tokens.
     api_tokens: edgelink_tokens::ApiTokens,
+    /// Devices' REST heartbeats, written in batches.
+    telemetry: std::sync::Arc<edgelink_telemetry::Telemetry>,
     /// Verified machine-client tokens (token → principal), for cache_ttl.
     service_cache: cache::TtlCache<String, principal::UserPrincipal>,
     /// API token uses refused for their address, since start.
@@ -131,6 +134,7 @@ impl AppState {
         let limiter = std::sync::Arc::new(edgelink_ratelimit::Limiter::new(Some(store.clone())));
         let pairing_budget = ratelimit::FailureBudget::per_hour(config.pairing_failures_per_hour);
         let api_tokens = edgelink_tokens::ApiTokens::new(store.clone(), cookie_keys.clone(), config.cache_ttl);
+        let telemetry = std::sync::Arc::new(edgelink_telemetry::Telemetry::new(store.clone()));
         let device_proxy = device_proxy::DeviceProxy::new(&config)?;
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
@@ -152,6 +156,7 @@ impl AppState {
                 pairing_budget,
                 warned_untrusted_proxy: Default::default(),
                 api_tokens,
+                telemetry,
                 service_cache: cache::TtlCache::new(config.cache_ttl, 10_000),
                 ip_refusals: Default::default(),
                 sessions,
@@ -214,6 +219,10 @@ impl AppState {
     /// Devices' web services through their relays.
     pub(crate) fn device_proxy(&self) -> &device_proxy::DeviceProxy {
         &self.inner.device_proxy
+    }
+
+    fn telemetry(&self) -> &edgelink_telemetry::Telemetry {
+        &self.inner.telemetry
     }
 
     fn service_cache(&self) -> &cache::TtlCache<String, principal::UserPrincipal> {
@@ -309,6 +318,8 @@ pub async fn serve(
     });
     let janitor = tokio::spawn(device_auth::purge_loop(state.clone()));
     let syncer = state.inner.limiter.spawn_sync(state.config().rate_limits.sync_interval);
+    let flusher = state.inner.telemetry.spawn(state.config().telemetry_flush_interval);
+    let last_flush = state.inner.telemetry.clone();
     // Once a day, a log line for each API token that expires within a week.
     let reminder = {
         let state = state.clone();
@@ -333,6 +344,10 @@ pub async fn serve(
     janitor.abort();
     reminder.abort();
     syncer.abort();
+    flusher.abort();
+    if let Err(e) = last_flush.flush().await {
+        tracing::warn!(error = %e, "could not write the last telemetry batch");
+    }
     Ok(())
 }
 

@@ -447,6 +447,17 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPrincipal {
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for DevicePrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::Device(d)) => Ok(d.clone()),
+            _ => Err(ApiError::new(ErrorCode::TokenMissing, "device bearer token required").at(parts.uri.path())),
+        }
+    }
+}
+
 impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
     type Rejection = std::convert::Infallible;
 

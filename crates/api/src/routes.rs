@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate, Need};
 use crate::ratelimit::Limit;
-use crate::{AppState, api_tokens, browser, device_auth, device_proxy, devices, pairing, ui};
+use crate::{AppState, api_tokens, browser, device_auth, device_proxy, devices, pairing, telemetry, ui};
 use edgelink_tokens::Scope;
 
 /// One route.
@@ -119,6 +119,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::PATCH, "/api/v1/devices/{id}", User, devices::patch).scope(DeviceWrite),
         Route::new(Method::DELETE, "/api/v1/devices/{id}", User, devices::delete).scope(DeviceDelete),
         Route::new(Method::GET, "/api/v1/devices/{id}/session", User, devices::session).scope(SessionRead),
+        Route::new(Method::GET, "/api/v1/devices/{id}/metrics", User, telemetry::history).scope(DeviceRead),
+        // A device's own heartbeat over REST (devices without the agent).
+        Route::new(Method::POST, "/api/v1/devices/{id}/heartbeat", Device, telemetry::heartbeat),
         Route::new(Method::POST, "/api/v1/devices/{id}/session/close", User, devices::close_session)
             .scope(SessionManage),
         // The device's web service: every method, with and without a path.

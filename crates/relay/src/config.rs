@@ -73,6 +73,10 @@ pub struct RelayConfig {
     /// heartbeat's answer).
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// How often heartbeats are written to the database (one batch for all
+    /// devices).
+    #[serde(with = "humantime_serde")]
+    pub telemetry_flush_interval: Duration,
     /// How long shutdown waits for tunnels to close.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -111,6 +115,7 @@ impl Default for RelayConfig {
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             heartbeat_interval: Duration::from_secs(30),
+            telemetry_flush_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             ws_read_buffer: 4 * 1024,
         }
@@ -143,6 +148,11 @@ impl RelayConfig {
         }
         if self.heartbeat_interval < Duration::from_secs(5) || self.heartbeat_interval > Duration::from_secs(3600) {
             return Err("heartbeat_interval must be between 5s and 1h".into());
+        }
+        if self.telemetry_flush_interval < Duration::from_millis(100)
+            || self.telemetry_flush_interval > Duration::from_secs(300)
+        {
+            return Err("telemetry_flush_interval must be between 100ms and 5m".into());
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());

@@ -118,6 +118,7 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
         tracing::warn!(error = %e, "could not store heartbeat");
     }
     tracing::debug!(cpu = ?beat.cpu_percent, "heartbeat");
+    relay.telemetry().record(&session.device_id, &session.owner_id, now, beat);
     let ack = HeartbeatAck {
         session: session_id,
         server_time: rfc3339_ms(now),

@@ -74,6 +74,8 @@ struct Inner {
     tasks: TaskTracker,
     /// Keep-alive HTTP connections over tunnel streams, per session.
     streams: pool::StreamClient,
+    /// Devices' heartbeats, written in batches.
+    telemetry: Arc<edgelink_telemetry::Telemetry>,
 }
 
 impl Relay {
@@ -84,6 +86,7 @@ impl Relay {
         let tunnel = config.tunnel_config();
         let registry = Registry::default();
         let streams = pool::client(registry.clone());
+        let telemetry = Arc::new(edgelink_telemetry::Telemetry::new(store.clone()));
         Relay {
             inner: Arc::new(Inner {
                 config,
@@ -95,8 +98,14 @@ impl Relay {
                 tunnel,
                 tasks: TaskTracker::new(),
                 streams,
+                telemetry,
             }),
         }
+    }
+
+    /// Devices' heartbeats.
+    pub fn telemetry(&self) -> &edgelink_telemetry::Telemetry {
+        &self.inner.telemetry
     }
 
     /// The store.
@@ -229,6 +238,7 @@ pub async fn run(
         tracing::info!(sessions = stale, "closed sessions left open by a previous run");
     }
     relay.keys().refresh().await;
+    let flusher = relay.inner.telemetry.spawn(relay.inner.config.telemetry_flush_interval);
     let stop_refreshing = CancellationToken::new();
     let refresher = {
         let relay = relay.clone();
@@ -265,6 +275,10 @@ pub async fn run(
         tracing::warn!("some tunnels did not close within the grace period");
     }
     stop_refreshing.cancel();
+    flusher.abort();
+    if let Err(e) = relay.telemetry().flush().await {
+        tracing::warn!(error = %e, "could not write the last telemetry batch");
+    }
     let _ = tokio::join!(tunnel_task, internal_task, refresher);
     relay.store().close_sessions_of_relay(relay.instance_id(), now_ms(), CloseReason::Shutdown.as_str()).await?;
     Ok(())

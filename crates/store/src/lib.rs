@@ -16,6 +16,7 @@
 pub mod api_tokens;
 pub mod credentials;
 pub mod devices;
+pub mod metrics;
 pub mod model;
 pub mod pairings;
 pub mod rate_limits;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_tokens::{ApiToken, NewApiToken};
 pub use devices::{DevicePatch, DeviceQuery};
+pub use metrics::MetricPoint;
 pub use model::*;
 pub use pairings::{Pairing, PairingRefusal};
 

@@ -12,5 +12,6 @@ mod openapi;
 mod pairing;
 mod postgres;
 mod robustness;
+mod telemetry;
 mod tls;
 mod tokens;
