@@ -108,6 +108,10 @@ pub struct ListQuery {
     capability: Option<String>,
     region: Option<String>,
     status: Option<String>,
+    /// RFC 3339: authenticated or heartbeating after it.
+    seen_after: Option<String>,
+    /// Latest one-minute load average below this.
+    load_below: Option<f64>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -150,6 +154,18 @@ pub async fn list(
         region: q.region.as_deref().map(|r| fields::label("region", r)).transpose()?,
         capabilities,
         online,
+        seen_after: q
+            .seen_after
+            .as_deref()
+            .map(|s| {
+                edgelink_protocol::time::parse_rfc3339(s)
+                    .ok_or_else(|| ApiError::bad_request("seen_after must be an RFC 3339 time"))
+            })
+            .transpose()?,
+        load_below: q
+            .load_below
+            .map(|l| if l.is_finite() { Ok(l) } else { Err(ApiError::bad_request("load_below must be a number")) })
+            .transpose()?,
         limit,
         offset,
     };

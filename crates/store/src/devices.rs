@@ -34,6 +34,26 @@ macro_rules! insert_device {
 }
 pub(crate) use insert_device;
 
+/// Inserts a device's capability rows (the index discovery filters use);
+/// `$exec` must be a transaction (`&mut *tx`), used once per row.
+macro_rules! insert_capabilities {
+    ($tx:expr, $id:expr, $new:expr) => {
+        async {
+            for cap in &$new.capabilities.0 {
+                sqlx::query(
+                    "INSERT INTO device_capabilities (device_id, capability) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind($id)
+                .bind(cap)
+                .execute(&mut *$tx)
+                .await?;
+            }
+            Ok::<(), crate::Error>(())
+        }
+    };
+}
+pub(crate) use insert_capabilities;
+
 /// Filters and page of a device listing.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceQuery {
@@ -45,6 +65,10 @@ pub struct DeviceQuery {
     pub capabilities: Vec<String>,
     /// Some(true): online only; Some(false): offline only.
     pub online: Option<bool>,
+    /// Authenticated or heartbeating after this time (ms).
+    pub seen_after: Option<i64>,
+    /// Latest one-minute load below this.
+    pub load_below: Option<f64>,
     /// Page size.
     pub limit: i64,
     /// Rows to skip.
@@ -62,12 +86,6 @@ pub struct DevicePatch {
     pub region: Option<Option<String>>,
 }
 
-/// `%"cap"%` for LIKE over the JSON array text, with LIKE's wildcards escaped.
-fn capability_pattern(cap: &str) -> String {
-    let escaped = cap.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%\"{escaped}\"%")
-}
-
 impl Store {
     /// `owner_id`'s devices (not deleted) matching `q`, newest first, and
     /// how many match in all.
@@ -83,8 +101,27 @@ impl Store {
             filter.push_str(&format!(" AND region = ${}", args.len()));
         }
         for cap in &q.capabilities {
-            args.push(capability_pattern(cap));
-            filter.push_str(&format!(" AND capabilities LIKE ${} ESCAPE '\\'", args.len()));
+            args.push(cap.clone());
+            filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM device_capabilities c WHERE c.device_id = devices.id AND c.capability = ${})",
+                args.len()
+            ));
+        }
+        if let Some(after) = q.seen_after {
+            args.push(after.to_string());
+            let n = args.len();
+            filter.push_str(&format!(
+                " AND (COALESCE(last_seen_at, 0) > CAST(${n} AS BIGINT) OR EXISTS (SELECT 1 FROM device_latest l \
+                 WHERE l.device_id = devices.id AND l.at > CAST(${n} AS BIGINT)))"
+            ));
+        }
+        if let Some(below) = q.load_below {
+            args.push(below.to_string());
+            filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM device_latest l WHERE l.device_id = devices.id \
+                 AND l.load_1m < CAST(${} AS DOUBLE PRECISION))",
+                args.len()
+            ));
         }
         if let Some(online) = q.online {
             filter.push_str(if online { " AND EXISTS" } else { " AND NOT EXISTS" });
@@ -147,7 +184,10 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         with_pool!(self, |pool| {
-            insert_device!(pool, &id, &new.owner_id, new, now).await?;
+            let mut tx = pool.begin().await?;
+            insert_device!(&mut *tx, &id, &new.owner_id, new, now).await?;
+            insert_capabilities!(tx, &id, new).await?;
+            tx.commit().await?;
         });
         self.get_device(&new.owner_id, &id).await?.ok_or(crate::Error::NotFound)
     }
@@ -226,6 +266,62 @@ mod query_tests {
     use super::{DevicePatch, DeviceQuery};
     use crate::testing::new_device;
     use crate::{TunnelSession, now_ms, testdb};
+
+    #[tokio::test]
+    async fn discovery_filters_by_load_last_seen_and_indexed_capabilities() {
+        for store in testdb::stores().await {
+            let alice = store.upsert_user_by_email("alice@example.com", "Alice").await.unwrap();
+            let bob = store.upsert_user_by_email("bob@example.com", "Bob").await.unwrap();
+            let mut d = new_device(&alice.id);
+            d.capabilities = crate::Capabilities(vec!["gpu".into(), "http".into()]);
+            let busy = store.create_device(&d).await.unwrap();
+            d.capabilities = crate::Capabilities(vec!["http".into()]);
+            let idle = store.create_device(&d).await.unwrap();
+            let silent = store.create_device(&d).await.unwrap();
+            let mut b = new_device(&bob.id);
+            b.capabilities = crate::Capabilities(vec!["gpu".into()]);
+            let bobs = store.create_device(&b).await.unwrap();
+            store
+                .write_device_latest(&[
+                    (busy.id.clone(), 5_000, Some(3.5)),
+                    (idle.id.clone(), 6_000, Some(0.2)),
+                    (bobs.id.clone(), 6_000, Some(0.1)),
+                ])
+                .await
+                .unwrap();
+            let ids = |q: DeviceQuery| {
+                let store = store.clone();
+                let owner = alice.id.clone();
+                async move {
+                    let (v, _) = store.query_devices(&owner, &q).await.unwrap();
+                    let mut ids: Vec<String> = v.into_iter().map(|d| d.id).collect();
+                    ids.sort();
+                    ids
+                }
+            };
+            let base = DeviceQuery { limit: 50, ..DeviceQuery::default() };
+            let sorted = |mut v: Vec<String>| {
+                v.sort();
+                v
+            };
+            assert_eq!(ids(DeviceQuery { load_below: Some(1.0), ..base.clone() }).await, vec![idle.id.clone()]);
+            assert_eq!(
+                ids(DeviceQuery { seen_after: Some(5_500), ..base.clone() }).await,
+                vec![idle.id.clone()],
+                "heartbeat time counts as seen"
+            );
+            assert_eq!(
+                ids(DeviceQuery { capabilities: vec!["gpu".into()], ..base.clone() }).await,
+                vec![busy.id.clone()],
+                "never another owner's"
+            );
+            assert_eq!(
+                ids(DeviceQuery { capabilities: vec!["http".into()], ..base.clone() }).await,
+                sorted(vec![busy.id.clone(), idle.id.clone(), silent.id.clone()])
+            );
+            assert!(ids(DeviceQuery { capabilities: vec!["gpu".into(), "ssh".into()], ..base }).await.is_empty());
+        }
+    }
 
     #[tokio::test]
     async fn listing_filters_pages_and_stays_within_the_owner() {

@@ -52,6 +52,31 @@ impl Store {
         })
     }
 
+    /// Records each device's latest heartbeat time and load (what the
+    /// discovery filters read), newest wins.
+    pub async fn write_device_latest(&self, rows: &[(String, i64, Option<f64>)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for (device_id, at, load) in rows {
+                sqlx::query(
+                    "INSERT INTO device_latest (device_id, at, load_1m) VALUES ($1, $2, $3) \
+                     ON CONFLICT (device_id) DO UPDATE SET at = excluded.at, load_1m = excluded.load_1m \
+                     WHERE device_latest.at <= excluded.at",
+                )
+                .bind(device_id)
+                .bind(at)
+                .bind(load)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     /// `owner_id`'s device's points of `resolution` since `since` (ms),
     /// oldest first.
     pub async fn metric_points(

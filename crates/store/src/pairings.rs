@@ -106,6 +106,7 @@ impl Store {
                 return Ok(Err(self.why_refused(code_hash, now).await?));
             };
             crate::devices::insert_device!(&mut *tx, &id, &owner, new, now).await?;
+            crate::devices::insert_capabilities!(tx, &id, new).await?;
             sqlx::query("UPDATE pairing_codes SET device_id = $1 WHERE code_hash = $2")
                 .bind(&id)
                 .bind(code_hash)

@@ -95,6 +95,9 @@ impl Telemetry {
             }
         }
         self.store.write_metric_points(&points).await?;
+        let latest: Vec<(String, i64, Option<f64>)> =
+            batch.iter().map(|(id, (_, at, beat))| (id.clone(), *at, beat.load_1m)).collect();
+        self.store.write_device_latest(&latest).await?;
         if !batch.is_empty() {
             tracing::debug!(devices = batch.len(), "telemetry batch written");
         }
