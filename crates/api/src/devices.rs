@@ -127,12 +127,14 @@ pub(crate) async fn device_of(state: &AppState, user: &UserPrincipal, id: &str) 
     state.store().active_device(&user.user.id, id).await?.ok_or_else(not_found)
 }
 
-/// `GET /api/v1/devices`.
+/// `GET /api/v1/devices`: the user's devices, or (with a device token)
+/// the devices of the device's owner.
 pub async fn list(
     State(state): State<AppState>,
-    user: UserPrincipal,
+    principal: crate::principal::Principal,
     uri: axum::http::Uri,
 ) -> Result<axum::Json<DeviceList>, ApiError> {
+    let owner_id = principal.owner_id().to_owned();
     let q: ListQuery = axum::extract::Query::try_from_uri(&uri)
         .map(|axum::extract::Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -169,14 +171,9 @@ pub async fn list(
         limit,
         offset,
     };
-    let (devices, total) = state.store().query_devices(&user.user.id, &query).await?;
-    let sessions: HashMap<String, TunnelSession> = state
-        .store()
-        .open_sessions_of_owner(&user.user.id)
-        .await?
-        .into_iter()
-        .map(|s| (s.device_id.clone(), s))
-        .collect();
+    let (devices, total) = state.store().query_devices(&owner_id, &query).await?;
+    let sessions: HashMap<String, TunnelSession> =
+        state.store().open_sessions_of_owner(&owner_id).await?.into_iter().map(|s| (s.device_id.clone(), s)).collect();
     let devices = devices
         .into_iter()
         .map(|d| {

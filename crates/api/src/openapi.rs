@@ -16,7 +16,7 @@ fn error_statuses(route: &Route) -> Vec<&'static str> {
     let mut v = vec!["400", "404", "405", "413", "415", "422", "500", "503"];
     match route.access {
         Access::Public => {}
-        Access::User | Access::Device => v.extend(["401", "403"]),
+        Access::User | Access::Device | Access::UserOrDevice => v.extend(["401", "403"]),
     }
     v.push("429");
     if route.path.contains("/http") {
@@ -38,6 +38,7 @@ fn operation(route: &Route, method: &str) -> Value {
             _ => json!([{ "session": [] }, { "bearer": [] }]),
         },
         Access::Device => json!([{ "device": [] }]),
+        Access::UserOrDevice => json!([{ "session": [] }, { "bearer": [] }, { "device": [] }]),
     };
     op.insert("security".into(), security);
     let scope = match route.need {

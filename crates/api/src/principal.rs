@@ -34,6 +34,9 @@ pub enum Access {
     User,
     /// A device with a valid device access token.
     Device,
+    /// Either: a user (scopes apply) or a device, which acts for its owner
+    /// (discovery of the owner's other devices).
+    UserOrDevice,
 }
 
 /// A user: signed in with a browser session, or a program with one of
@@ -369,6 +372,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         }
         (_, Err(Refusal::Invalid(e))) => return e.at(&path).into_response(),
         (Access::User, Ok(p @ Principal::User(_))) => Some(p),
+        (Access::UserOrDevice, Ok(p)) => Some(p),
         (Access::Device, Ok(p @ Principal::Device(_))) => Some(p),
         (Access::User, Ok(Principal::Device(_))) => {
             return ApiError::new(ErrorCode::Forbidden, "device tokens cannot use this endpoint")
@@ -454,6 +458,29 @@ impl<S: Send + Sync> FromRequestParts<S> for DevicePrincipal {
         match parts.extensions.get::<Principal>() {
             Some(Principal::Device(d)) => Ok(d.clone()),
             _ => Err(ApiError::new(ErrorCode::TokenMissing, "device bearer token required").at(parts.uri.path())),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "sign in first").at(parts.uri.path()))
+    }
+}
+
+impl Principal {
+    /// The user whose data this request may see: the user, or the device's
+    /// owner.
+    pub fn owner_id(&self) -> &str {
+        match self {
+            Principal::User(u) => &u.user.id,
+            Principal::Device(d) => &d.owner_id,
         }
     }
 }

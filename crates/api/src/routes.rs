@@ -114,7 +114,8 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/pairings/exchange", Public, pairing::exchange)
             .limited(Limit::PairingExchange),
         // The user's devices.
-        Route::new(Method::GET, "/api/v1/devices", User, devices::list).scope(DeviceRead),
+        // Devices may list their owner's devices too (discovery).
+        Route::new(Method::GET, "/api/v1/devices", UserOrDevice, devices::list).scope(DeviceRead),
         Route::new(Method::GET, "/api/v1/devices/{id}", User, devices::get).scope(DeviceRead),
         Route::new(Method::PATCH, "/api/v1/devices/{id}", User, devices::patch).scope(DeviceWrite),
         Route::new(Method::DELETE, "/api/v1/devices/{id}", User, devices::delete).scope(DeviceDelete),

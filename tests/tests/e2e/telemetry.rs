@@ -74,5 +74,30 @@ async fn heartbeats_over_the_tunnel_and_over_rest_show_in_the_metrics_api() {
         (resp.status().as_u16(), ())
     };
     assert_eq!(status, 400);
+
+    // Discovery with a device token: the owner's devices, never another's.
+    let bobs = stack.add_device("bob@example.com").await;
+    let seen: Value = http()
+        .get(format!("{}/api/v1/devices?load_below=1000", stack.api_url))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = seen["devices"].as_array().unwrap().iter().filter_map(|d| d["id"].as_str()).collect();
+    assert!(ids.contains(&agent_device.id.as_str()), "{seen}");
+    assert!(!ids.contains(&bobs.id.as_str()), "{seen}");
+    let all: Value = http()
+        .get(format!("{}/api/v1/devices", stack.api_url))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["total"], 2, "alice's two devices: {all}");
     agent.stop().await;
 }

@@ -97,7 +97,7 @@ async fn an_expired_token_is_refused_with_token_expired() {
 fn user_routes() -> Vec<(Method, String, Need)> {
     let mut out = Vec::new();
     for r in edgelink_api::routes::routes() {
-        if r.access != Access::User {
+        if !matches!(r.access, Access::User | Access::UserOrDevice) {
             continue;
         }
         let path = r.path.replace("{id}", "d-123").replace("{*path}", "x");
