@@ -22,6 +22,10 @@ pub struct MetricPoint {
     pub sample: String,
 }
 
+/// Rows per multi-row INSERT (6 binds each stays under SQLite's 32,766
+/// parameters and PostgreSQL's 65,535).
+const ROWS_PER_STATEMENT: usize = 1000;
+
 impl Store {
     /// Writes `points` in one transaction; a point replaces the one of the
     /// same device, resolution and bucket when it is newer.
@@ -31,21 +35,25 @@ impl Store {
         }
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            for p in points {
-                sqlx::query(
-                    "INSERT INTO device_metrics (device_id, owner_id, resolution, bucket_start, at, sample) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (device_id, resolution, bucket_start) DO UPDATE SET \
+            // Multi-row statements: a batch of thousands of devices is a
+            // few statements, not one per point.
+            for chunk in points.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO device_metrics (device_id, owner_id, resolution, bucket_start, at, sample) ",
+                );
+                qb.push_values(chunk, |mut row, p| {
+                    row.push_bind(&p.device_id)
+                        .push_bind(&p.owner_id)
+                        .push_bind(&p.resolution)
+                        .push_bind(p.bucket_start)
+                        .push_bind(p.at)
+                        .push_bind(&p.sample);
+                });
+                qb.push(
+                    " ON CONFLICT (device_id, resolution, bucket_start) DO UPDATE SET \
                      at = excluded.at, sample = excluded.sample WHERE device_metrics.at <= excluded.at",
-                )
-                .bind(&p.device_id)
-                .bind(&p.owner_id)
-                .bind(&p.resolution)
-                .bind(p.bucket_start)
-                .bind(p.at)
-                .bind(&p.sample)
-                .execute(&mut *tx)
-                .await?;
+                );
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -60,17 +68,16 @@ impl Store {
         }
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            for (device_id, at, load) in rows {
-                sqlx::query(
-                    "INSERT INTO device_latest (device_id, at, load_1m) VALUES ($1, $2, $3) \
-                     ON CONFLICT (device_id) DO UPDATE SET at = excluded.at, load_1m = excluded.load_1m \
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO device_latest (device_id, at, load_1m) ");
+                qb.push_values(chunk, |mut row, (device_id, at, load)| {
+                    row.push_bind(device_id).push_bind(at).push_bind(load);
+                });
+                qb.push(
+                    " ON CONFLICT (device_id) DO UPDATE SET at = excluded.at, load_1m = excluded.load_1m \
                      WHERE device_latest.at <= excluded.at",
-                )
-                .bind(device_id)
-                .bind(at)
-                .bind(load)
-                .execute(&mut *tx)
-                .await?;
+                );
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())
