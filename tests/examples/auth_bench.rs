@@ -48,16 +48,8 @@ async fn main() {
     let alice = Browser::new(&stack.api_url);
     alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
     let cookie = format!("edgelink_session={}", alice.session_cookie().unwrap());
-    let created: serde_json::Value = alice
-        .same_origin(reqwest::Method::POST, "/api/v1/tokens")
-        .json(&serde_json::json!({"name": "bench", "scopes": ["device:read"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = format!("Bearer {}", created["secret"].as_str().unwrap());
+    let (_, secret) = alice.api_token(serde_json::json!({"name": "bench", "scopes": ["device:read"]})).await;
+    let token = format!("Bearer {secret}");
     for i in 0..3 {
         stack.add_device("alice@example.com").await;
         let _ = i;

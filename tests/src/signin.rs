@@ -103,6 +103,16 @@ impl Browser {
         self.client.get(format!("{}/api/auth/me", self.api_url)).send().await.expect("me")
     }
 
+    /// Creates an API token in this browser session (`body` as
+    /// `POST /api/v1/tokens` takes it); returns (id, secret).
+    pub async fn api_token(&self, body: serde_json::Value) -> (String, String) {
+        let resp = self.same_origin(reqwest::Method::POST, "/api/v1/tokens").json(&body).send().await.expect("tokens");
+        assert_eq!(resp.status(), 201, "token not created");
+        let created: serde_json::Value = resp.json().await.expect("token JSON");
+        let field = |k: &str| created[k].as_str().expect("token field").to_owned();
+        (field("id"), field("secret"))
+    }
+
     /// A same-origin unsafe request, as the web UI makes it.
     pub fn same_origin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.api_url)).header("origin", &self.api_url)

@@ -4,7 +4,6 @@
 
 use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
-use reqwest::Method;
 
 fn edgelink(stack: &Stack, token: &str, args: &[&str]) -> (i32, String, String) {
     edgelink_e2e::run_binary(
@@ -20,16 +19,7 @@ async fn the_client_command_manages_devices_sessions_codes_and_tokens() {
     let alice = Browser::new(&stack.api_url);
     alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
     let scopes = ["device:manage", "session:manage", "pairing:create", "token:manage"];
-    let created: serde_json::Value = alice
-        .same_origin(Method::POST, "/api/v1/tokens")
-        .json(&serde_json::json!({"name": "cli", "scopes": scopes}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["secret"].as_str().unwrap().to_owned();
+    let (_, token) = alice.api_token(serde_json::json!({"name": "cli", "scopes": scopes})).await;
     let (device, agent, _session) = stack.connected_device("alice@example.com").await;
     let run = |args: &[&str]| tokio::task::block_in_place(|| edgelink(&stack, &token, args));
 

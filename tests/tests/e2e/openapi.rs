@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
-use reqwest::Method;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_document_describes_every_route_and_schemathesis_finds_no_fault() {
@@ -15,16 +14,7 @@ async fn the_served_document_describes_every_route_and_schemathesis_finds_no_fau
     let alice = Browser::new(&stack.api_url);
     alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
     let all: Vec<&str> = edgelink_tokens::Scope::ALL.iter().map(|s| s.as_str()).collect();
-    let created: serde_json::Value = alice
-        .same_origin(Method::POST, "/api/v1/tokens")
-        .json(&serde_json::json!({"name": "schemathesis", "scopes": all}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["secret"].as_str().unwrap().to_owned();
+    let (_, token) = alice.api_token(serde_json::json!({"name": "schemathesis", "scopes": all})).await;
 
     let doc: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/api/openapi.json", stack.api_url))

@@ -19,10 +19,7 @@ async fn signed_in(stack: &Stack, user: &str) -> Browser {
 
 /// Creates a token through the browser session; returns (id, secret).
 async fn token(browser: &Browser, body: Value) -> (String, String) {
-    let resp = browser.same_origin(Method::POST, "/api/v1/tokens").json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 201);
-    let created: Value = resp.json().await.unwrap();
-    (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned())
+    browser.api_token(body).await
 }
 
 fn call(stack: &Stack, method: Method, path: &str, secret: &str) -> reqwest::RequestBuilder {
