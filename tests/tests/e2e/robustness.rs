@@ -246,8 +246,11 @@ async fn a_hostile_device_cannot_pin_relay_memory_with_many_slow_streams() {
 
     // The device's tunnel still works, and so does everyone else's.
     drop(streams);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut s = session.handle.open_stream().await.unwrap();
+    let handle = &session.handle;
+    let mut s = edgelink_e2e::wait_until("a stream slot freed", Duration::from_secs(5), || async {
+        handle.open_stream().await.ok()
+    })
+    .await;
     s.write_all(b"POST /.edgelink/v1/heartbeat HTTP/1.1\r\nHost: relay\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();

@@ -258,15 +258,28 @@ async fn two_api_servers_on_postgresql_share_one_limit() {
     };
     let api2 = stack.extra_api_with(small_limits).await;
     let alice = signed_in(&stack, "alice").await;
-    let (_, secret) = token(&alice, json!({"name": "ci", "scopes": ["device:read"]})).await;
+    let (id, secret) = token(&alice, json!({"name": "ci", "scopes": ["device:read"]})).await;
+    // The shared count, as the instances see it after their syncs.
+    let shared = |at_least: i64| {
+        let (store, key) = (stack.store.clone(), format!("tok:{id}"));
+        async move {
+            edgelink_e2e::wait_until("the instances' counts shared", Duration::from_secs(5), || async {
+                let now = edgelink_store::now_ms();
+                let total = store.add_to_rate_counter(&key, now - now.rem_euclid(3_600_000), 0).await.unwrap();
+                (total >= at_least).then_some(())
+            })
+            .await
+        }
+    };
     let at = |base: &str| reqwest::Client::new().get(format!("{base}/api/v1/devices")).bearer_auth(&secret).send();
     for _ in 0..4 {
         assert_eq!(at(&stack.api_url).await.unwrap().status(), 200);
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    shared(4).await;
     // The second instance learns the first one's 4 at its first sync.
     assert_eq!(at(&api2.url).await.unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Its flush of that request (5 in all) is the sync that taught it the total.
+    shared(5).await;
     let resp = at(&api2.url).await.unwrap();
     assert_eq!((resp.status().as_u16(), remaining(&resp)), (200, 0), "6 in all, 4 of them at the first instance");
     assert_eq!(at(&api2.url).await.unwrap().status(), 429);
