@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
                 metadata: Default::default(),
                 public_key: public.clone(),
                 key_algorithm: "ed25519".into(),
+                node_id: None,
             })
             .await?;
         tokens.push(issuer.issue(&d.id, &owner.id, now)?.0);

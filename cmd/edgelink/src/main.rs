@@ -93,7 +93,8 @@ struct CreateToken {
     #[arg(long)]
     name: String,
     /// A scope (repeat for more): device:read, device:write, device:delete,
-    /// device:manage, session:read, session:manage, pairing:create, token:manage.
+    /// device:manage, session:read, session:manage, pairing:create, token:manage,
+    /// message:send, message:read.
     #[arg(long = "scope", required = true)]
     scopes: Vec<String>,
     /// Lifetime: 30, 90 or 365 days (default: never expires).

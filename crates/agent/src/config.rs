@@ -43,6 +43,19 @@ pub struct AgentConfig {
     /// Timeout of calls to api-server and of connecting to the local service.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Messages are handed to this program (argv; the message JSON on
+    /// stdin, `EDGELINK_MESSAGE_ID` and `EDGELINK_MESSAGE_TYPE` in its
+    /// environment; exit 0 = handled). At most one of this and `message_url`.
+    pub message_command: Option<Vec<String>>,
+    /// Messages are POSTed here as JSON (`X-Edgelink-Message-Id` header;
+    /// a 2xx answer = handled). Without either, messages stay queued.
+    pub message_url: Option<String>,
+    /// How long one message's handling may take.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// How often the inbox is checked without a notice from the relay.
+    #[serde(with = "humantime_serde")]
+    pub message_poll_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -61,6 +74,10 @@ impl Default for AgentConfig {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            message_command: None,
+            message_url: None,
+            message_timeout: Duration::from_secs(30),
+            message_poll_interval: Duration::from_secs(60),
         }
     }
 }
@@ -91,7 +108,29 @@ impl AgentConfig {
         if self.heartbeat_interval.is_zero() || self.request_timeout.is_zero() {
             return Err("heartbeat_interval and request_timeout must be > 0".into());
         }
+        match (&self.message_command, &self.message_url) {
+            (Some(_), Some(_)) => return Err("set message_command or message_url, not both".into()),
+            (Some(argv), None) if argv.first().is_none_or(|p| p.is_empty()) => {
+                return Err("message_command must name a program".into());
+            }
+            (None, Some(url)) if parse_url(url, &["http", "https"]).is_none() => {
+                return Err("message_url must be an http(s) URL".into());
+            }
+            _ => {}
+        }
+        if self.message_timeout.is_zero() || self.message_poll_interval < Duration::from_secs(1) {
+            return Err("message_timeout must be > 0 and message_poll_interval at least 1s".into());
+        }
         Ok(())
+    }
+
+    /// Where messages are handed, if anywhere.
+    pub fn message_handler(&self) -> Option<crate::inbox::Handler> {
+        match (&self.message_command, &self.message_url) {
+            (Some(argv), _) => Some(crate::inbox::Handler::Command(argv.clone())),
+            (None, Some(url)) => Some(crate::inbox::Handler::Http(url.clone())),
+            (None, None) => None,
+        }
     }
 
     /// The tunnel settings these values imply.

@@ -4,8 +4,10 @@
 //! api-server), dials remote-proxy's `/tunnel` with the access token, and
 //! then serves every stream the relay opens: `/.edgelink/` paths itself,
 //! everything else by forwarding to the configured local web service. It
-//! sends heartbeats on streams of its own, refreshes its token before it
-//! expires, and reconnects with capped, jittered exponential backoff.
+//! sends heartbeats on streams of its own, takes its messages and hands
+//! them to a local command or endpoint ([`inbox`]), refreshes its token
+//! before it expires, and reconnects with capped, jittered exponential
+//! backoff.
 //!
 //! This crate must stay small for devices: no database, no axum.
 //!
@@ -17,6 +19,7 @@ pub mod backoff;
 pub mod config;
 pub mod credentials;
 pub mod host;
+pub mod inbox;
 pub mod pair;
 pub mod run;
 pub mod serve;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::{AgentConfig, local_authority};
 use crate::credentials::{AuthClient, AuthError, Tokens};
+use crate::inbox::Inbox;
 use crate::serve::{StreamContext, spawn_stream};
 use crate::{AgentError, Status};
 
@@ -39,6 +40,13 @@ pub async fn run(
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let auth = AuthClient::new(http, &config.api_url, &device_id);
     let ctx = Arc::new(StreamContext::new(&device_id, &config.local_service, authority, config.request_timeout));
+    let inbox = match config.message_handler() {
+        Some(h) => Some(Arc::new(Inbox::new(h, config.message_timeout, ctx.wake.clone()))),
+        None => {
+            tracing::info!("no message_command or message_url: messages for this device stay queued");
+            None
+        }
+    };
     let tunnel_cfg = config.tunnel_config();
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut tokens: Option<Tokens> = None;
@@ -102,7 +110,11 @@ pub async fn run(
         tracing::info!("tunnel up");
         let _ = status.send(Status::Connected);
         backoff.reset();
+        let inbox = inbox.clone().map(|i| tokio::spawn(i.run(handle.clone(), config.message_poll_interval)));
         let (end, new_tokens) = connected(&config, &auth, &key, &handle, ended, t, &shutdown).await;
+        if let Some(task) = inbox {
+            task.abort();
+        }
         tokens = new_tokens;
         if shutdown.is_cancelled() {
             return stopped(&status);

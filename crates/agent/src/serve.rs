@@ -36,6 +36,8 @@ pub struct StreamContext {
     pub connect_timeout: Duration,
     /// When the agent started.
     pub started: Instant,
+    /// Woken by the relay's notices (`/.edgelink/v1/notify`).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl StreamContext {
@@ -55,6 +57,7 @@ impl StreamContext {
             client,
             connect_timeout,
             started: Instant::now(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -110,6 +113,11 @@ fn control(ctx: &StreamContext, req: &Request<Incoming>, path: &str) -> Response
             "uptime_secs": ctx.started.elapsed().as_secs(),
         });
         return full(StatusCode::OK, info.to_string().into_bytes());
+    }
+    if path == paths::NOTIFY && req.method() == http::Method::POST {
+        // Whatever the topic, the inbox looks (messages are the only one).
+        ctx.wake.notify_one();
+        return full(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
     }
     error(ErrorCode::NotFound, "no such control path", path)
 }

@@ -96,6 +96,57 @@ pub struct ApiConfig {
     pub session: SessionSettings,
     /// Requests per principal per hour.
     pub rate_limits: RateLimitSettings,
+    /// Store-and-forward messages to devices.
+    pub messages: MessageSettings,
+    /// Where `GET /metrics` (Prometheus text) is served: a listener of its
+    /// own, loopback by default; absent = no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Limits of store-and-forward messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageSettings {
+    /// Most bytes of a message's content, as JSON (at most 60 KiB: the
+    /// whole request must fit the 64 KiB JSON body limit).
+    pub max_content_bytes: usize,
+    /// Unread, unexpired messages a device may hold; sends beyond it are
+    /// refused with `429002 message_queue_full`.
+    pub max_unread_per_device: u32,
+    /// Time to live of a message that does not say.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Longest time to live a sender may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How often expired messages are marked (and counted) as expired.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        let l = edgelink_messages::Limits::default();
+        MessageSettings {
+            max_content_bytes: l.max_content_bytes,
+            max_unread_per_device: l.max_unread_per_device,
+            default_ttl: l.default_ttl,
+            max_ttl: l.max_ttl,
+            sweep_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MessageSettings {
+    /// The limits the message service enforces.
+    pub fn limits(&self) -> edgelink_messages::Limits {
+        edgelink_messages::Limits {
+            max_content_bytes: self.max_content_bytes,
+            max_unread_per_device: self.max_unread_per_device,
+            default_ttl: self.default_ttl,
+            max_ttl: self.max_ttl,
+        }
+    }
 }
 
 /// Requests each principal may make per hour (fixed windows, shared by all
@@ -263,6 +314,8 @@ impl Default for ApiConfig {
             telemetry_flush_interval: Duration::from_secs(5),
             session: SessionSettings::default(),
             rate_limits: RateLimitSettings::default(),
+            messages: MessageSettings::default(),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9721))),
         }
     }
 }
@@ -311,6 +364,22 @@ impl ApiConfig {
             || self.telemetry_flush_interval > Duration::from_secs(300)
         {
             return Err("telemetry_flush_interval must be between 100ms and 5m".into());
+        }
+        let m = &self.messages;
+        if m.max_content_bytes == 0 || m.max_content_bytes > 60 * 1024 {
+            return Err("messages.max_content_bytes must be between 1 and 61440 (60 KiB)".into());
+        }
+        if m.max_unread_per_device == 0 || m.max_unread_per_device > 1_000_000 {
+            return Err("messages.max_unread_per_device must be between 1 and 1000000".into());
+        }
+        if m.default_ttl.as_secs() == 0 || m.max_ttl < m.default_ttl || m.max_ttl > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(
+                "messages: default_ttl must be at least 1s, and at most max_ttl, which is at most 30 days".into()
+            );
+        }
+        if m.sweep_interval < Duration::from_secs(1) || m.sweep_interval > Duration::from_secs(3600) {
+            return Err("messages.sweep_interval must be between 1s and 1h".into());
         }
         let r = &self.rate_limits;
         if r.token_per_hour == 0 || r.session_per_hour == 0 || r.device_per_hour == 0 || r.service_per_hour == 0 {

@@ -39,6 +39,7 @@ pub mod device_fields;
 pub mod device_proxy;
 pub mod devices;
 pub mod error;
+pub mod messages;
 pub mod openapi;
 pub mod pairing;
 pub mod principal;
@@ -100,6 +101,8 @@ struct Inner {
     api_tokens: edgelink_tokens::ApiTokens,
     /// Devices' REST heartbeats, written in batches.
     telemetry: std::sync::Arc<edgelink_telemetry::Telemetry>,
+    /// Store-and-forward messages.
+    messages: std::sync::Arc<edgelink_messages::Messages>,
     /// Verified machine-client tokens (token → principal), for cache_ttl.
     service_cache: cache::TtlCache<String, principal::UserPrincipal>,
     /// API token uses refused for their address, since start.
@@ -135,6 +138,7 @@ impl AppState {
         let pairing_budget = ratelimit::FailureBudget::per_hour(config.pairing_failures_per_hour);
         let api_tokens = edgelink_tokens::ApiTokens::new(store.clone(), cookie_keys.clone(), config.cache_ttl);
         let telemetry = std::sync::Arc::new(edgelink_telemetry::Telemetry::new(store.clone()));
+        let messages = std::sync::Arc::new(edgelink_messages::Messages::new(store.clone(), config.messages.limits()));
         let device_proxy = device_proxy::DeviceProxy::new(&config)?;
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
@@ -157,6 +161,7 @@ impl AppState {
                 warned_untrusted_proxy: Default::default(),
                 api_tokens,
                 telemetry,
+                messages,
                 service_cache: cache::TtlCache::new(config.cache_ttl, 10_000),
                 ip_refusals: Default::default(),
                 sessions,
@@ -225,6 +230,10 @@ impl AppState {
         &self.inner.telemetry
     }
 
+    fn messages(&self) -> &edgelink_messages::Messages {
+        &self.inner.messages
+    }
+
     fn service_cache(&self) -> &cache::TtlCache<String, principal::UserPrincipal> {
         &self.inner.service_cache
     }
@@ -272,6 +281,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn_with_state("api-server", edgelink_observe::track))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
@@ -320,6 +330,7 @@ pub async fn serve(
     let syncer = state.inner.limiter.spawn_sync(state.config().rate_limits.sync_interval);
     let flusher = state.inner.telemetry.spawn(state.config().telemetry_flush_interval);
     let last_flush = state.inner.telemetry.clone();
+    let sweeper = state.inner.messages.spawn_sweeper(state.config().messages.sweep_interval);
     // Once a day, a log line for each API token that expires within a week.
     let reminder = {
         let state = state.clone();
@@ -345,6 +356,7 @@ pub async fn serve(
     reminder.abort();
     syncer.abort();
     flusher.abort();
+    sweeper.abort();
     if let Err(e) = last_flush.flush().await {
         tracing::warn!(error = %e, "could not write the last telemetry batch");
     }

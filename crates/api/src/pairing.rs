@@ -172,11 +172,8 @@ pub async fn exchange(
     State(state): State<AppState>,
     Json(req): Json<ExchangeRequest>,
 ) -> Result<(StatusCode, axum::Json<ExchangeResponse>), ApiError> {
-    // While the budget of wrong codes is spent, no code is even looked up.
-    state.pairing_budget().check().map_err(|wait| {
-        ApiError::new(ErrorCode::RateLimited, "too many wrong pairing codes recently, from everywhere; try again later")
-            .retry_after(wait)
-    })?;
+    // While the budget of wrong codes is spent, no code is even looked up
+    // (`redeem` checks it first).
     let code = normalise(&req.code).ok_or_else(|| {
         ApiError::new(ErrorCode::PairingCodeInvalid, "that is not a pairing code (8 characters like 7KQF-M2XD)")
     })?;
@@ -196,12 +193,34 @@ pub async fn exchange(
         metadata,
         public_key: key.to_pem(),
         key_algorithm: key.algorithm().as_str().into(),
+        node_id: None,
     };
+    let device = redeem(&state, &code, &new).await?;
+    tracing::info!(device_id = %device.id, user_id = %device.owner_id, "device paired");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ExchangeResponse {
+            device_id: device.id,
+            name: device.name,
+            api_url: state.public_origin().to_string(),
+            tunnel_url: state.config().agent_tunnel_url.clone(),
+        }),
+    ))
+}
+
+/// Spends the (normalised) `code` on `new`: the code owner's new device,
+/// or their device with the same `new.node_id` re-registered. Checks the
+/// global budget of wrong codes first and charges it for an unknown one.
+pub(crate) async fn redeem(state: &AppState, code: &str, new: &NewDevice) -> Result<edgelink_store::Device, ApiError> {
+    state.pairing_budget().check().map_err(|wait| {
+        ApiError::new(ErrorCode::RateLimited, "too many wrong pairing codes recently, from everywhere; try again later")
+            .retry_after(wait)
+    })?;
     // A code issued under an older key of the ring is found by its digest
     // under that key.
     let mut outcome = Err(PairingRefusal::Unknown);
-    for digest in digests(state.cookie_keys(), &code) {
-        outcome = state.store().exchange_pairing(&digest, now_ms(), &new).await?;
+    for digest in digests(state.cookie_keys(), code) {
+        outcome = state.store().exchange_pairing(&digest, now_ms(), new).await?;
         if !matches!(outcome, Err(PairingRefusal::Unknown)) {
             break;
         }
@@ -224,17 +243,11 @@ pub async fn exchange(
         Err(PairingRefusal::Used) => {
             return Err(ApiError::new(ErrorCode::PairingCodeUsed, "this pairing code was already used"));
         }
+        Err(PairingRefusal::NodeIdTaken) => {
+            return Err(ApiError::new(ErrorCode::NodeIdTaken, "another account's device already has this node_id"));
+        }
     };
-    tracing::info!(device_id = %device.id, user_id = %device.owner_id, "device paired");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(ExchangeResponse {
-            device_id: device.id,
-            name: device.name,
-            api_url: state.public_origin().to_string(),
-            tunnel_url: state.config().agent_tunnel_url.clone(),
-        }),
-    ))
+    Ok(device)
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ pub async fn add_device(store: &Store, spec: &DeviceSpec) -> Result<Device, Erro
             metadata: Default::default(),
             public_key: key.to_pem(),
             key_algorithm: key.algorithm().as_str().into(),
+            node_id: None,
         })
         .await?;
     Ok(device)

@@ -11,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate, Need};
 use crate::ratelimit::Limit;
-use crate::{AppState, api_tokens, browser, device_auth, device_proxy, devices, pairing, telemetry, ui};
+use crate::{AppState, api_tokens, browser, device_auth, device_proxy, devices, messages, pairing, telemetry, ui};
 use edgelink_tokens::Scope;
 
 /// One route.
@@ -125,6 +125,12 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/devices/{id}/heartbeat", Device, telemetry::heartbeat),
         Route::new(Method::POST, "/api/v1/devices/{id}/session/close", User, devices::close_session)
             .scope(SessionManage),
+        Route::new(Method::GET, "/api/v1/devices/{id}/messages", User, messages::device_queue).scope(MessageRead),
+        // Store-and-forward messages: users, programs and devices send;
+        // the recipient device takes and acknowledges (ADR 20).
+        Route::new(Method::POST, "/api/v1/messages", UserOrDevice, messages::send).scope(MessageSend),
+        Route::new(Method::GET, "/api/v1/messages/pending", Device, messages::pending),
+        Route::new(Method::PUT, "/api/v1/messages/{id}/read", Device, messages::read),
         // The device's web service: every method, with and without a path.
         Route::any("/api/v1/devices/{id}/http", User, device_proxy::http).scopes(DeviceRead, DeviceWrite),
         Route::any("/api/v1/devices/{id}/http/", User, device_proxy::http).scopes(DeviceRead, DeviceWrite),

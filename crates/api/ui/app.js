@@ -116,7 +116,8 @@ async function loadSessions() {
 }
 
 const SCOPES = ["device:read", "device:write", "device:delete", "device:manage", "session:read",
-                "session:manage", "pairing:create", "token:manage"];
+                "session:manage", "pairing:create", "token:manage",
+                "message:send", "message:read"];
 
 async function loadTokens() {
   const { tokens } = await api("GET", "/api/v1/tokens");

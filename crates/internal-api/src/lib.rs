@@ -58,6 +58,24 @@ pub struct CloseResult {
     pub closed: bool,
 }
 
+/// `POST /internal/session/{id}/notify`: tells the device something is
+/// waiting for it (it fetches it over the tunnel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    /// What is waiting: `messages`.
+    pub topic: String,
+}
+
+/// Answer to [`Notify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyResult {
+    /// The session.
+    pub token: String,
+    /// True when the notice was handed to the tunnel (the device may still
+    /// miss it: it also fetches on connect and periodically).
+    pub notified: bool,
+}
+
 /// Errors from [`Client`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -170,6 +188,12 @@ impl Client {
     /// `POST /internal/session/{id}/close`.
     pub async fn close_session(&self, id: &str) -> Result<CloseResult, Error> {
         self.call(self.http.post(self.url(&format!("/internal/session/{}/close", encode(id))))).await
+    }
+
+    /// `POST /internal/session/{id}/notify`.
+    pub async fn notify(&self, id: &str, topic: &str) -> Result<NotifyResult, Error> {
+        let body = Notify { topic: topic.to_owned() };
+        self.call(self.http.post(self.url(&format!("/internal/session/{}/notify", encode(id)))).json(&body)).await
     }
 
     /// The URL of the raw forward to `path` on session `id`'s device.

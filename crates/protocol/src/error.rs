@@ -58,6 +58,12 @@ pub enum ErrorCode {
     Conflict,
     /// The pairing code was already used.
     PairingCodeUsed,
+    /// Another owner's device already has this node id.
+    NodeIdTaken,
+    /// The message's time to live ran out before it was read.
+    MessageExpired,
+    /// A recipient already holds the allowed number of unread messages.
+    MessageQueueFull,
     /// A request (head or body) did not arrive in time.
     RequestTimeout,
     /// The request body is too large.
@@ -78,7 +84,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::BadRequest,
         ErrorCode::PairingCodeInvalid,
         ErrorCode::PairingCodeExpired,
@@ -102,6 +108,9 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::PairingCodeUsed,
+        ErrorCode::NodeIdTaken,
+        ErrorCode::MessageExpired,
+        ErrorCode::MessageQueueFull,
         ErrorCode::RequestTimeout,
         ErrorCode::PayloadTooLarge,
         ErrorCode::HeadersTooLarge,
@@ -138,6 +147,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405001,
             ErrorCode::Conflict => 409001,
             ErrorCode::PairingCodeUsed => 409002,
+            ErrorCode::NodeIdTaken => 409003,
+            ErrorCode::MessageExpired => 410001,
+            ErrorCode::MessageQueueFull => 429002,
             ErrorCode::RequestTimeout => 408001,
             ErrorCode::PayloadTooLarge => 413001,
             ErrorCode::HeadersTooLarge => 431001,
@@ -180,6 +192,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PairingCodeUsed => "pairing_code_used",
+            ErrorCode::NodeIdTaken => "node_id_taken",
+            ErrorCode::MessageExpired => "message_expired",
+            ErrorCode::MessageQueueFull => "message_queue_full",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::HeadersTooLarge => "headers_too_large",

@@ -32,6 +32,14 @@ pub const CONTROL_PREFIX: &str = "/.edgelink/";
 /// Device → relay: a heartbeat with metrics (JSON [`crate::heartbeat::Heartbeat`]).
 pub const HEARTBEAT: &str = "/.edgelink/v1/heartbeat";
 
+/// Device → relay: `GET` takes the device's unread messages (`?limit=`);
+/// `POST {MESSAGES}/{id}/ack` acknowledges one after it was handled.
+pub const MESSAGES: &str = "/.edgelink/v1/messages";
+
+/// Relay → device: something waits for it (`{"topic": "messages"}`); the
+/// device fetches it over a stream of its own.
+pub const NOTIFY: &str = "/.edgelink/v1/notify";
+
 /// Relay → device: the agent's own liveness and identity.
 pub const AGENT_INFO: &str = "/.edgelink/v1/info";
 

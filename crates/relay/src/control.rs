@@ -1,5 +1,6 @@
 //! Streams the device opens: requests to the relay's control API
-//! (`/.edgelink/v1/heartbeat`). Each stream carries HTTP/1.1.
+//! (`/.edgelink/v1/heartbeat`, `/.edgelink/v1/messages`). Each stream
+//! carries HTTP/1.1.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -78,19 +79,80 @@ fn error(code: ErrorCode, message: &str, path: &str) -> Response<Full<Bytes>> {
 
 async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
-    if path != paths::HEARTBEAT {
-        return Ok(error(ErrorCode::NotFound, "no such control path", &path));
+    let method = req.method().clone();
+    if path == paths::HEARTBEAT {
+        if method != hyper::Method::POST {
+            return Ok(error(ErrorCode::MethodNotAllowed, "heartbeats are POSTed", &path));
+        }
+        return Ok(heartbeat(relay, session_id, req).await);
     }
-    if req.method() != hyper::Method::POST {
-        return Ok(error(ErrorCode::MethodNotAllowed, "heartbeats are POSTed", &path));
+    if path == paths::MESSAGES {
+        if method != hyper::Method::GET {
+            return Ok(error(ErrorCode::MethodNotAllowed, "messages are fetched with GET", &path));
+        }
+        return Ok(take_messages(relay, session_id, req.uri().query()).await);
     }
+    if let Some(id) =
+        path.strip_prefix(paths::MESSAGES).and_then(|r| r.strip_prefix('/')).and_then(|r| r.strip_suffix("/ack"))
+    {
+        if method != hyper::Method::POST {
+            return Ok(error(ErrorCode::MethodNotAllowed, "acknowledgements are POSTed", &path));
+        }
+        return Ok(ack_message(relay, session_id, id, &path).await);
+    }
+    Ok(error(ErrorCode::NotFound, "no such control path", &path))
+}
+
+/// `GET /.edgelink/v1/messages?limit=N`: the device's unread messages,
+/// highest priority first, then oldest (at most `limit`, default 100).
+async fn take_messages(relay: Relay, session_id: String, query: Option<&str>) -> Response<Full<Bytes>> {
+    let path = paths::MESSAGES;
+    let limit = match query.unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("limit=")) {
+        None => 100,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if (1..=edgelink_messages::MAX_TAKE).contains(&n) => n,
+            _ => return error(ErrorCode::BadRequest, "limit must be 1 to 500", path),
+        },
+    };
+    let Some(session) = relay.registry().get(&session_id) else {
+        return error(ErrorCode::SessionNotFound, "session is closing", path);
+    };
+    match relay.messages().take(&session.device_id, limit, now_ms()).await {
+        Ok(messages) => json(StatusCode::OK, &serde_json::json!({ "messages": messages })),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the device's messages");
+            error(ErrorCode::Unavailable, "messages are unavailable right now; try again", path)
+        }
+    }
+}
+
+/// `POST /.edgelink/v1/messages/{id}/ack`: the device handled `id`.
+async fn ack_message(relay: Relay, session_id: String, id: &str, path: &str) -> Response<Full<Bytes>> {
+    let Some(session) = relay.registry().get(&session_id) else {
+        return error(ErrorCode::SessionNotFound, "session is closing", path);
+    };
+    match relay.messages().ack(&session.device_id, id, now_ms()).await {
+        Ok(edgelink_messages::Ack::Read) => json(StatusCode::OK, &serde_json::json!({ "id": id, "status": "read" })),
+        Ok(edgelink_messages::Ack::Expired) => {
+            error(ErrorCode::MessageExpired, "this message expired before it was read", path)
+        }
+        Ok(edgelink_messages::Ack::Unknown) => error(ErrorCode::NotFound, "no such message for this device", path),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not acknowledge a message");
+            error(ErrorCode::Unavailable, "acknowledgement failed; send it again", path)
+        }
+    }
+}
+
+async fn heartbeat(relay: Relay, session_id: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = paths::HEARTBEAT;
     let body = Limited::new(req.into_body(), limits::MAX_CONTROL_BODY).collect();
     let body = match tokio::time::timeout(relay.header_timeout(), body).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
-            return Ok(error(ErrorCode::PayloadTooLarge, "heartbeat body too large", &path));
+            return error(ErrorCode::PayloadTooLarge, "heartbeat body too large", path);
         }
-        Err(_) => return Ok(error(ErrorCode::RequestTimeout, "heartbeat body too slow", &path)),
+        Err(_) => return error(ErrorCode::RequestTimeout, "heartbeat body too slow", path),
     };
     let beat: Heartbeat = if body.is_empty() {
         Heartbeat::default()
@@ -98,15 +160,15 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
         match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => {
-                return Ok(error(ErrorCode::BadRequest, &format!("bad heartbeat: {e}"), &path));
+                return error(ErrorCode::BadRequest, &format!("bad heartbeat: {e}"), path);
             }
         }
     };
     if let Some(problem) = beat.problem() {
-        return Ok(error(ErrorCode::BadRequest, &format!("bad heartbeat: {problem}"), &path));
+        return error(ErrorCode::BadRequest, &format!("bad heartbeat: {problem}"), path);
     }
     let Some(session) = relay.registry().get(&session_id) else {
-        return Ok(error(ErrorCode::SessionNotFound, "session is closing", &path));
+        return error(ErrorCode::SessionNotFound, "session is closing", path);
     };
     let now = now_ms();
     session.last_heartbeat.store(now, Ordering::Relaxed);
@@ -124,5 +186,5 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
         server_time: rfc3339_ms(now),
         interval_secs: Some(relay.heartbeat_interval().as_secs()),
     };
-    Ok(json(StatusCode::OK, &ack))
+    json(StatusCode::OK, &ack)
 }

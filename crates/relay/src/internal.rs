@@ -6,7 +6,7 @@ use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use edgelink_internal_api::{CloseResult, SessionList};
+use edgelink_internal_api::{CloseResult, Notify, NotifyResult, SessionList};
 use edgelink_protocol::close::CloseReason;
 use edgelink_protocol::error::ErrorCode;
 
@@ -21,10 +21,12 @@ pub fn router(relay: Relay) -> Router {
         .route("/internal/sessions", get(list))
         .route("/internal/session/{id}", get(show))
         .route("/internal/session/{id}/close", post(close))
+        .route("/internal/session/{id}/notify", post(notify))
         .route("/internal/forward/{id}", any(crate::forward::forward))
         .route("/internal/forward/{id}/", any(crate::forward::forward))
         .route("/internal/forward/{id}/{*path}", any(crate::forward::forward))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state("remote-proxy-internal", edgelink_observe::track))
         .layer(axum::middleware::from_fn_with_state(relay.clone(), require_secret))
         .with_state(relay)
 }
@@ -70,4 +72,51 @@ async fn close(State(relay): State<Relay>, Path(id): Path<String>, uri: axum::ht
         }
         None => RelayError::client(ErrorCode::SessionNotFound, "no such live session").into_response_at(uri.path()),
     }
+}
+
+/// How long a notice may take to reach the device.
+const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `POST /internal/session/{id}/notify` (a session or device id): sends
+/// `POST /.edgelink/v1/notify` to the device in the background and answers
+/// at once. A lost notice costs latency only: devices also fetch on connect
+/// and periodically (ADR 20).
+async fn notify(
+    State(relay): State<Relay>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+    axum::Json(body): axum::Json<Notify>,
+) -> Response {
+    let Some(session) = relay.registry().get(&id).or_else(|| relay.registry().by_device(&id)) else {
+        return RelayError::client(ErrorCode::SessionNotFound, "no such live session").into_response_at(uri.path());
+    };
+    if body.topic.is_empty() || body.topic.len() > 64 {
+        return RelayError::client(ErrorCode::BadRequest, "topic must be 1 to 64 bytes").into_response_at(uri.path());
+    }
+    let request = axum::http::Request::post(format!("http://{}{}", session.id, edgelink_protocol::paths::NOTIFY))
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()));
+    let Ok(request) = request else {
+        return RelayError::client(ErrorCode::BadRequest, "bad session id").into_response_at(uri.path());
+    };
+    let client = relay.stream_client().clone();
+    let device_id = session.device_id.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(NOTIFY_TIMEOUT, client.request(request)).await {
+            Ok(Ok(resp)) => {
+                // Drain so the stream goes back to the pool.
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "sent").increment(1);
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "failed").increment(1);
+                tracing::debug!(device_id = %device_id, error = %e, "notice not delivered");
+            }
+            Err(_) => {
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "timeout").increment(1);
+                tracing::debug!(device_id = %device_id, "notice timed out");
+            }
+        }
+    });
+    axum::Json(NotifyResult { token: session.id.clone(), notified: true }).into_response()
 }

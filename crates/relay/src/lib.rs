@@ -76,6 +76,8 @@ struct Inner {
     streams: pool::StreamClient,
     /// Devices' heartbeats, written in batches.
     telemetry: Arc<edgelink_telemetry::Telemetry>,
+    /// Devices take and acknowledge their messages over the tunnel.
+    messages: edgelink_messages::Messages,
 }
 
 impl Relay {
@@ -87,6 +89,9 @@ impl Relay {
         let registry = Registry::default();
         let streams = pool::client(registry.clone());
         let telemetry = Arc::new(edgelink_telemetry::Telemetry::new(store.clone()));
+        // Sending (and its limits) is api-server's; the relay only hands out
+        // and acknowledges.
+        let messages = edgelink_messages::Messages::new(store.clone(), edgelink_messages::Limits::default());
         Relay {
             inner: Arc::new(Inner {
                 config,
@@ -99,6 +104,7 @@ impl Relay {
                 tasks: TaskTracker::new(),
                 streams,
                 telemetry,
+                messages,
             }),
         }
     }
@@ -106,6 +112,11 @@ impl Relay {
     /// Devices' heartbeats.
     pub fn telemetry(&self) -> &edgelink_telemetry::Telemetry {
         &self.inner.telemetry
+    }
+
+    /// Devices' messages.
+    pub fn messages(&self) -> &edgelink_messages::Messages {
+        &self.inner.messages
     }
 
     /// The store.
@@ -187,6 +198,7 @@ pub fn tunnel_router(relay: Relay) -> Router {
             RelayError::client(edgelink_protocol::error::ErrorCode::NotFound, "no such route")
                 .into_response_at(uri.path())
         })
+        .layer(axum::middleware::from_fn_with_state("remote-proxy", edgelink_observe::track))
         .with_state(relay)
 }
 

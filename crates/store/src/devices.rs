@@ -6,7 +6,7 @@ use crate::{Device, DeviceCredentials, NewDevice, Result, Store, new_id, now_ms,
 macro_rules! device_columns {
     () => {
         "id, owner_id, name, device_type, capabilities, region, metadata, public_key, \
-         key_algorithm, created_at, last_seen_at, revoked_at"
+         key_algorithm, created_at, last_seen_at, revoked_at, node_id"
     };
 }
 
@@ -17,7 +17,7 @@ macro_rules! insert_device {
     ($exec:expr, $id:expr, $owner:expr, $new:expr, $now:expr) => {
         sqlx::query(
             "INSERT INTO devices (id, owner_id, name, device_type, capabilities, region, metadata, \
-             public_key, key_algorithm, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             public_key, key_algorithm, created_at, node_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind($id)
         .bind($owner)
@@ -29,6 +29,7 @@ macro_rules! insert_device {
         .bind(&$new.public_key)
         .bind(&$new.key_algorithm)
         .bind($now)
+        .bind(&$new.node_id)
         .execute($exec)
     };
 }
@@ -53,6 +54,76 @@ macro_rules! insert_capabilities {
     };
 }
 pub(crate) use insert_capabilities;
+
+/// Places `$new` for `$owner` inside transaction `$tx`: a new row with id
+/// `$id`, or, when `$new.node_id` names an active device of the same owner,
+/// that device re-registered (new key, fields and capabilities; its refresh
+/// tokens revoked). Evaluates to `Result<Option<(device id, replaced)>>`,
+/// None when another owner holds the node id.
+macro_rules! place_device {
+    ($tx:expr, $id:expr, $owner:expr, $new:expr, $now:expr) => {
+        async {
+            let existing: Option<(String, String)> = match &$new.node_id {
+                None => None,
+                Some(node) => {
+                    sqlx::query_as("SELECT id, owner_id FROM devices WHERE node_id = $1")
+                        .bind(node)
+                        .fetch_optional(&mut *$tx)
+                        .await?
+                }
+            };
+            match existing {
+                None => {
+                    crate::devices::insert_device!(&mut *$tx, $id, $owner, $new, $now).await?;
+                    crate::devices::insert_capabilities!($tx, $id, $new).await?;
+                    Ok::<_, crate::Error>(Some(($id.to_owned(), false)))
+                }
+                Some((_, ref other)) if other != $owner => Ok(None),
+                Some((existing_id, _)) => {
+                    sqlx::query(
+                        "UPDATE devices SET name = $1, device_type = $2, capabilities = $3, region = $4, \
+                         metadata = $5, public_key = $6, key_algorithm = $7 WHERE id = $8",
+                    )
+                    .bind(&$new.name)
+                    .bind(&$new.device_type)
+                    .bind($new.capabilities.to_column())
+                    .bind(&$new.region)
+                    .bind($new.metadata.to_column())
+                    .bind(&$new.public_key)
+                    .bind(&$new.key_algorithm)
+                    .bind(&existing_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                    sqlx::query("DELETE FROM device_capabilities WHERE device_id = $1")
+                        .bind(&existing_id)
+                        .execute(&mut *$tx)
+                        .await?;
+                    crate::devices::insert_capabilities!($tx, &existing_id, $new).await?;
+                    // The old key's holder loses its way back in.
+                    sqlx::query(
+                        "UPDATE refresh_tokens SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind($now)
+                    .bind(&existing_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                    Ok(Some((existing_id, true)))
+                }
+            }
+        }
+    };
+}
+pub(crate) use place_device;
+
+/// A device registered by node id.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The device.
+    pub device: Device,
+    /// True when an existing device of the same owner and node id was
+    /// re-registered rather than a new one created.
+    pub replaced: bool,
+}
 
 /// Filters and page of a device listing.
 #[derive(Debug, Clone, Default)]
@@ -192,6 +263,49 @@ impl Store {
         self.get_device(&new.owner_id, &id).await?.ok_or(crate::Error::NotFound)
     }
 
+    /// Registers `new` for its owner: a new device, or the owner's active
+    /// device with the same `node_id` re-registered. None when another
+    /// owner's device holds that node id.
+    pub async fn register_device(&self, new: &NewDevice) -> Result<Option<Registered>> {
+        let id = new_id();
+        let now = now_ms();
+        let placed = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let placed = place_device!(tx, &id, &new.owner_id, new, now).await?;
+            tx.commit().await?;
+            placed
+        });
+        let Some((id, replaced)) = placed else { return Ok(None) };
+        let device = self.get_device(&new.owner_id, &id).await?.ok_or(crate::Error::NotFound)?;
+        Ok(Some(Registered { device, replaced }))
+    }
+
+    /// The device a seed-000 client means by `node` for authentication:
+    /// the device whose node id it is, else the device with that id.
+    pub async fn device_id_for_node(&self, node: &str) -> Result<Option<String>> {
+        with_pool!(self, |pool| {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM devices WHERE node_id = $1 OR id = $1 ORDER BY node_id IS NULL LIMIT 1")
+                    .bind(node)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(row.map(|r| r.0))
+        })
+    }
+
+    /// `owner_id`'s active device that `node` names (its node id or id).
+    pub async fn owner_device_by_node(&self, owner_id: &str, node: &str) -> Result<Option<Device>> {
+        let sql = concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE owner_id = $1 AND (node_id = $2 OR id = $2) AND revoked_at IS NULL \
+             ORDER BY node_id IS NULL LIMIT 1"
+        );
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, Device>(sql).bind(owner_id).bind(node).fetch_optional(pool).await?)
+        })
+    }
+
     /// The device `device_id` if `owner_id` owns it.
     pub async fn get_device(&self, owner_id: &str, device_id: &str) -> Result<Option<Device>> {
         let sql = concat!("SELECT ", device_columns!(), " FROM devices WHERE owner_id = $1 AND id = $2");
@@ -232,7 +346,8 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes `owner_id`'s device and all its refresh tokens, in one
+    /// Revokes `owner_id`'s device and all its refresh tokens and deletes
+    /// its message queue, in one
     /// transaction. Returns false when there is no such device (or it is
     /// already revoked).
     pub async fn revoke_device(&self, owner_id: &str, device_id: &str) -> Result<bool> {
@@ -240,7 +355,9 @@ impl Store {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(
-                "UPDATE devices SET revoked_at = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL",
+                // The node id is freed: a new device may take the name.
+                "UPDATE devices SET revoked_at = $1, node_id = NULL \
+                 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL",
             )
             .bind(now)
             .bind(owner_id)
@@ -251,6 +368,11 @@ impl Store {
             if done == 1 {
                 sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL")
                     .bind(now)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                // Its message queue goes with it.
+                sqlx::query("DELETE FROM message_deliveries WHERE device_id = $1")
                     .bind(device_id)
                     .execute(&mut *tx)
                     .await?;

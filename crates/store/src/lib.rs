@@ -16,6 +16,7 @@
 pub mod api_tokens;
 pub mod credentials;
 pub mod devices;
+pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod pairings;
@@ -32,6 +33,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_tokens::{ApiToken, NewApiToken};
 pub use devices::{DevicePatch, DeviceQuery};
+pub use messages::{AckOutcome, MessageRow, NewMessage, QueueRefusal};
 pub use metrics::MetricPoint;
 pub use model::*;
 pub use pairings::{Pairing, PairingRefusal};

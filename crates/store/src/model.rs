@@ -49,6 +49,9 @@ pub struct Device {
     pub last_seen_at: Option<i64>,
     /// Revocation time, ms; a revoked device can never authenticate.
     pub revoked_at: Option<i64>,
+    /// The name a seed-000 client chose for it (`node_id`), unique in the
+    /// deployment.
+    pub node_id: Option<String>,
 }
 
 /// What a new device is created with.
@@ -70,6 +73,8 @@ pub struct NewDevice {
     pub public_key: String,
     /// Algorithm name.
     pub key_algorithm: String,
+    /// Seed 000's client-chosen name, if registered that way.
+    pub node_id: Option<String>,
 }
 
 /// What device authentication needs to know about a device, looked up by

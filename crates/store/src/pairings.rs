@@ -33,6 +33,9 @@ pub enum PairingRefusal {
     Expired,
     /// The code was already exchanged.
     Used,
+    /// The device asked for a node id another owner's device holds (the
+    /// code is left unused).
+    NodeIdTaken,
 }
 
 impl Store {
@@ -81,7 +84,8 @@ impl Store {
     }
 
     /// Exchanges the code with hash `code_hash` for a new device owned by
-    /// the code's owner (`new.owner_id` is ignored). Exactly one of any
+    /// the code's owner (`new.owner_id` is ignored), or for that owner's
+    /// device with the same `new.node_id` re-registered. Exactly one of any
     /// number of concurrent exchanges of one code succeeds.
     pub async fn exchange_pairing(
         &self,
@@ -89,8 +93,8 @@ impl Store {
         now: i64,
         new: &NewDevice,
     ) -> Result<std::result::Result<Device, PairingRefusal>> {
-        let id = new_id();
-        let owner: Option<String> = with_pool!(self, |pool| {
+        let new_id = new_id();
+        let placed: Option<(String, String)> = with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let claimed: Option<(String,)> = sqlx::query_as(
                 "UPDATE pairing_codes SET used_at = $1 \
@@ -105,18 +109,20 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(Err(self.why_refused(code_hash, now).await?));
             };
-            crate::devices::insert_device!(&mut *tx, &id, &owner, new, now).await?;
-            crate::devices::insert_capabilities!(tx, &id, new).await?;
+            let Some((id, _)) = crate::devices::place_device!(tx, &new_id, &owner, new, now).await? else {
+                tx.rollback().await?;
+                return Ok(Err(PairingRefusal::NodeIdTaken));
+            };
             sqlx::query("UPDATE pairing_codes SET device_id = $1 WHERE code_hash = $2")
                 .bind(&id)
                 .bind(code_hash)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Some(owner)
+            Some((owner, id))
         });
-        match owner {
-            Some(owner) => Ok(Ok(self.get_device(&owner, &id).await?.ok_or(crate::Error::NotFound)?)),
+        match placed {
+            Some((owner, id)) => Ok(Ok(self.get_device(&owner, &id).await?.ok_or(crate::Error::NotFound)?)),
             None => Err(crate::Error::NotFound),
         }
     }

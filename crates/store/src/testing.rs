@@ -65,6 +65,7 @@ pub fn new_device(owner_id: &str) -> NewDevice {
         metadata: Default::default(),
         public_key: "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n".into(),
         key_algorithm: "ed25519".into(),
+        node_id: None,
     }
 }
 

@@ -24,11 +24,15 @@ pub enum Scope {
     PairingCreate,
     /// Create, list and revoke API tokens.
     TokenManage,
+    /// Send messages to devices.
+    MessageSend,
+    /// See devices' message queues.
+    MessageRead,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 8] = [
+    pub const ALL: [Scope; 10] = [
         Scope::DeviceRead,
         Scope::DeviceWrite,
         Scope::DeviceDelete,
@@ -37,6 +41,8 @@ impl Scope {
         Scope::SessionManage,
         Scope::PairingCreate,
         Scope::TokenManage,
+        Scope::MessageSend,
+        Scope::MessageRead,
     ];
 
     /// The wire name (`device:read`).
@@ -50,6 +56,8 @@ impl Scope {
             Scope::SessionManage => "session:manage",
             Scope::PairingCreate => "pairing:create",
             Scope::TokenManage => "token:manage",
+            Scope::MessageSend => "message:send",
+            Scope::MessageRead => "message:read",
         }
     }
 
@@ -82,7 +90,7 @@ pub struct Scopes(BTreeSet<Scope>);
 /// A scope name this server does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope {0:?} (known: device:read, device:write, device:delete, device:manage, session:read, session:manage, pairing:create, token:manage)"
+    "unknown scope {0:?} (known: device:read, device:write, device:delete, device:manage, session:read, session:manage, pairing:create, token:manage, message:send, message:read)"
 )]
 pub struct UnknownScope(pub String);
 

@@ -8,6 +8,7 @@ mod dev_idp;
 mod devices;
 mod forward;
 mod lifecycle;
+mod messages;
 mod openapi;
 mod pairing;
 mod postgres;

@@ -1,0 +1,136 @@
+//! Prometheus metrics for both servers (ADR 21).
+//!
+//! Crates record through the `metrics` facade (`metrics::counter!` …); this
+//! crate installs the one process-wide Prometheus recorder, records every
+//! HTTP request by route pattern (never by id: label values stay few), and
+//! serves the text format on a listener of its own.
+//!
+//! Series every binary has: `edgelink_http_requests_total{service, route,
+//! method, status}` and `edgelink_http_request_duration_seconds{service,
+//! route}` (a histogram). The rest are recorded where they happen
+//! (docs/operations.md lists them).
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds: 100 µs to 30 s.
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process; later calls return
+/// the same handle). Metrics recorded before this are lost.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only this crate's view");
+        }
+        handle
+    })
+}
+
+/// The current metrics in the Prometheus text format (0.0.4).
+pub fn render() -> String {
+    let handle = install();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An axum middleware recording each request under `service` (use with
+/// `axum::middleware::from_fn_with_state(service, track)` as a layer on the
+/// router, so the matched route is known).
+pub async fn track(State(service): State<&'static str>, req: Request, next: Next) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = method_label(req.method());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("edgelink_http_requests_total", "service" => service, "route" => route.clone(),
+        "method" => method, "status" => status)
+    .increment(1);
+    metrics::histogram!("edgelink_http_request_duration_seconds", "service" => service, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Methods outside the standard set share one label value.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+async fn metrics_text() -> Response {
+    let mut resp = render().into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+/// The metrics listener's router: `GET /metrics` (and `/healthz`).
+pub fn router() -> Router {
+    Router::new().route("/metrics", get(metrics_text)).route("/healthz", get(|| async { "ok" }))
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes.
+pub async fn serve(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    install();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics listening");
+    }
+    if let Err(e) = axum::serve(listener, router()).with_graceful_shutdown(shutdown).await {
+        tracing::warn!(error = %e, "metrics listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_pattern() {
+        install();
+        let app = Router::new()
+            .route("/things/{id}", get(|| async { "x" }))
+            .layer(axum::middleware::from_fn_with_state("unit", track));
+        for id in ["a", "b"] {
+            let req = Request::builder().uri(format!("/things/{id}")).body(axum::body::Body::empty()).unwrap();
+            assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+        }
+        let text = render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("edgelink_http_requests_total{") && l.contains("service=\"unit\""))
+            .unwrap_or_else(|| panic!("no request counter in:\n{text}"));
+        assert!(line.contains("route=\"/things/{id}\"") && line.ends_with(" 2"), "{line}");
+        assert!(!text.contains("/things/a"), "ids must not become labels");
+        assert!(text.contains("edgelink_http_request_duration_seconds_bucket{"), "{text}");
+    }
+}
