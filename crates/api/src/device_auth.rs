@@ -88,13 +88,17 @@ fn check_len(field: &str, value: &str, max: usize, path: &str) -> Result<(), Api
     Ok(())
 }
 
-/// The credentials of a device that exists and is not revoked.
+/// The credentials of a device that exists and is not revoked, by its id
+/// or by the node id a seed-000 client registered it with.
 async fn active_device(state: &AppState, device_id: &str, path: &str) -> Result<DeviceCredentials, ApiError> {
-    let creds = state
-        .store()
-        .device_credentials(device_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, "unknown device").at(path))?;
+    let unknown = || ApiError::new(ErrorCode::DeviceNotFound, "unknown device").at(path);
+    let creds = match state.store().device_credentials(device_id).await? {
+        Some(c) => c,
+        None => {
+            let id = state.store().device_id_for_node(device_id).await?.ok_or_else(unknown)?;
+            state.store().device_credentials(&id).await?.ok_or_else(unknown)?
+        }
+    };
     if creds.revoked_at.is_some() {
         return Err(ApiError::new(ErrorCode::DeviceRevoked, "device is revoked").at(path));
     }
@@ -151,13 +155,26 @@ pub async fn verify(
     Ok(NoStore(tokens))
 }
 
-/// Rotates a refresh token; a reused one revokes its family.
+/// Rotates a refresh token; a reused one revokes its family. The token
+/// comes as `{"refresh_token"}` or, with no body, as `Authorization:
+/// Bearer` (seed 000's client).
 pub async fn refresh(
     State(state): State<AppState>,
     uri: Uri,
-    Json(req): Json<RefreshRequest>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<NoStore<TokenResponse>, ApiError> {
     let path = uri.path();
+    let body = body.map_err(|e| ApiError::new(ErrorCode::PayloadTooLarge, e.body_text()).at(path))?;
+    let req = if body.iter().all(u8::is_ascii_whitespace) {
+        let token = edgelink_protocol::bearer::token(&headers).ok_or_else(|| {
+            ApiError::bad_request("send {\"refresh_token\": …} or Authorization: Bearer <refresh token>").at(path)
+        })?;
+        RefreshRequest { refresh_token: token.to_owned() }
+    } else {
+        serde_json::from_slice::<RefreshRequest>(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")).at(path))?
+    };
     check_len("refresh_token", &req.refresh_token, MAX_REFRESH_LEN, path)?;
     let now = now_ms();
     let new_refresh = secret::generate(REFRESH_TOKEN_PREFIX);

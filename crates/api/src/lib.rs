@@ -40,6 +40,7 @@ pub mod device_proxy;
 pub mod devices;
 pub mod error;
 pub mod messages;
+pub mod node_api;
 pub mod openapi;
 pub mod pairing;
 pub mod principal;
@@ -272,6 +273,7 @@ impl AppState {
 /// The axum app: exactly the routes of [`routes::routes`], each behind its
 /// access gate.
 pub fn router(state: AppState) -> Router {
+    node_api::mark_start();
     let mut router = Router::new();
     for route in routes::routes() {
         let path = route.path;

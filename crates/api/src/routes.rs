@@ -11,7 +11,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::principal::{self, Access, Gate, Need};
 use crate::ratelimit::Limit;
-use crate::{AppState, api_tokens, browser, device_auth, device_proxy, devices, messages, pairing, telemetry, ui};
+use crate::{
+    AppState, api_tokens, browser, device_auth, device_proxy, devices, messages, node_api, pairing, telemetry, ui,
+};
 use edgelink_tokens::Scope;
 
 /// One route.
@@ -148,5 +150,15 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::DELETE, "/api/v1/tokens/{id}", User, api_tokens::revoke).scope(TokenManage),
         // This API, described (any signed-in user or token).
         Route::new(Method::GET, "/api/openapi.json", User, crate::openapi::serve),
+        // Seed 000's node API (docs/api.md, "Seed 000 compatibility").
+        Route::new(Method::POST, "/api/v1/auth/register", Public, node_api::register).limited(Limit::PairingExchange),
+        Route::new(Method::POST, "/api/v1/auth/login", Public, node_api::login).limited(Limit::DeviceAuth),
+        Route::new(Method::GET, "/api/v1/nodes", UserOrDevice, node_api::list).scope(DeviceRead),
+        Route::new(Method::PUT, "/api/v1/nodes/{id}", Device, node_api::update),
+        Route::new(Method::POST, "/api/v1/nodes/{id}/heartbeat", Device, node_api::heartbeat),
+        Route::new(Method::POST, "/api/v1/messages/send", UserOrDevice, node_api::send).scope(MessageSend),
+        Route::new(Method::GET, "/api/v1/messages/pending/{node_id}", Device, node_api::pending),
+        Route::new(Method::GET, "/api/v1/metrics", UserOrDevice, node_api::owner_metrics).scope(DeviceRead),
+        Route::new(Method::GET, "/api/v1/health", Public, node_api::health),
     ]
 }

@@ -51,6 +51,15 @@ pub fn render() -> String {
     handle.render()
 }
 
+/// Renders only what `record` records, in a registry of its own (for a
+/// tenant's view, which must never show the process-wide series).
+pub fn render_local(record: impl FnOnce()) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, record);
+    handle.render()
+}
+
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

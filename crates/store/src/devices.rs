@@ -405,9 +405,9 @@ mod query_tests {
             let bobs = store.create_device(&b).await.unwrap();
             store
                 .write_device_latest(&[
-                    (busy.id.clone(), 5_000, Some(3.5)),
-                    (idle.id.clone(), 6_000, Some(0.2)),
-                    (bobs.id.clone(), 6_000, Some(0.1)),
+                    crate::LatestSample { device_id: busy.id.clone(), at: 5_000, load_1m: Some(3.5), sample: None },
+                    crate::LatestSample { device_id: idle.id.clone(), at: 6_000, load_1m: Some(0.2), sample: None },
+                    crate::LatestSample { device_id: bobs.id.clone(), at: 6_000, load_1m: Some(0.1), sample: None },
                 ])
                 .await
                 .unwrap();

@@ -34,7 +34,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use api_tokens::{ApiToken, NewApiToken};
 pub use devices::{DevicePatch, DeviceQuery};
 pub use messages::{AckOutcome, MessageRow, NewMessage, QueueRefusal};
-pub use metrics::MetricPoint;
+pub use metrics::{LatestSample, MetricPoint};
 pub use model::*;
 pub use pairings::{Pairing, PairingRefusal};
 

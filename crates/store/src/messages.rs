@@ -265,6 +265,21 @@ impl Store {
         })
     }
 
+    /// How many of `owner_id`'s deliveries are in each status (as of `now`).
+    pub async fn message_counts(&self, owner_id: &str, now: i64) -> Result<Vec<(String, i64)>> {
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as(
+                "SELECT q.status, COUNT(*) FROM (SELECT CASE WHEN status IN ('pending', 'delivered') \
+                 AND expires_at <= $1 THEN 'expired' ELSE status END AS status FROM message_deliveries \
+                 WHERE owner_id = $2) q GROUP BY q.status ORDER BY q.status",
+            )
+            .bind(now)
+            .bind(owner_id)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
     /// Marks every unread message whose time ran out as expired; returns
     /// how many.
     pub async fn expire_messages(&self, now: i64) -> Result<u64> {
@@ -371,6 +386,9 @@ mod tests {
             let expired = store.device_messages(&alice.id, &d.id, Some("expired"), 3_000, 10).await.unwrap();
             assert_eq!(expired.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["short"]);
             assert!(store.device_messages(&bob.id, &d.id, None, 3_000, 10).await.unwrap().is_empty());
+            let counts = store.message_counts(&alice.id, 3_000).await.unwrap();
+            assert_eq!(counts, [("delivered".to_owned(), 2), ("expired".to_owned(), 1)]);
+            assert!(store.message_counts(&bob.id, 3_000).await.unwrap().is_empty());
             assert_eq!(store.expire_messages(3_000).await.unwrap(), 1);
             assert_eq!(store.purge_messages(10_000).await.unwrap(), 1);
             // Deleting the device deletes its queue.

@@ -22,6 +22,19 @@ pub struct MetricPoint {
     pub sample: String,
 }
 
+/// A device's latest heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct LatestSample {
+    /// The device.
+    pub device_id: String,
+    /// When it arrived, ms.
+    pub at: i64,
+    /// Its load, if it said.
+    pub load_1m: Option<f64>,
+    /// The heartbeat, JSON (None for rows written before it was kept).
+    pub sample: Option<String>,
+}
+
 /// Rows per multi-row INSERT (6 binds each stays under SQLite's 32,766
 /// parameters and PostgreSQL's 65,535).
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -60,22 +73,22 @@ impl Store {
         })
     }
 
-    /// Records each device's latest heartbeat time and load (what the
-    /// discovery filters read), newest wins.
-    pub async fn write_device_latest(&self, rows: &[(String, i64, Option<f64>)]) -> Result<()> {
+    /// Records each device's latest heartbeat: time, load (what the
+    /// discovery filters read) and the sample as JSON; newest wins.
+    pub async fn write_device_latest(&self, rows: &[LatestSample]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut qb = sqlx::QueryBuilder::new("INSERT INTO device_latest (device_id, at, load_1m) ");
-                qb.push_values(chunk, |mut row, (device_id, at, load)| {
-                    row.push_bind(device_id).push_bind(at).push_bind(load);
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO device_latest (device_id, at, load_1m, sample) ");
+                qb.push_values(chunk, |mut row, l| {
+                    row.push_bind(&l.device_id).push_bind(l.at).push_bind(l.load_1m).push_bind(&l.sample);
                 });
                 qb.push(
-                    " ON CONFLICT (device_id) DO UPDATE SET at = excluded.at, load_1m = excluded.load_1m \
-                     WHERE device_latest.at <= excluded.at",
+                    " ON CONFLICT (device_id) DO UPDATE SET at = excluded.at, load_1m = excluded.load_1m, \
+                     sample = excluded.sample WHERE device_latest.at <= excluded.at",
                 );
                 qb.build().execute(&mut *tx).await?;
             }
@@ -103,6 +116,19 @@ impl Store {
             .bind(device_id)
             .bind(resolution)
             .bind(since)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// The latest heartbeat of each of `owner_id`'s devices that sent one.
+    pub async fn latest_samples(&self, owner_id: &str) -> Result<Vec<LatestSample>> {
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, LatestSample>(
+                "SELECT l.device_id, l.at, l.load_1m, l.sample FROM device_latest l \
+                 JOIN devices d ON d.id = l.device_id WHERE d.owner_id = $1",
+            )
+            .bind(owner_id)
             .fetch_all(pool)
             .await?)
         })

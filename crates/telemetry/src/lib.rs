@@ -95,8 +95,15 @@ impl Telemetry {
             }
         }
         self.store.write_metric_points(&points).await?;
-        let latest: Vec<(String, i64, Option<f64>)> =
-            batch.iter().map(|(id, (_, at, beat))| (id.clone(), *at, beat.load_1m)).collect();
+        let latest: Vec<edgelink_store::LatestSample> = batch
+            .iter()
+            .map(|(id, (_, at, beat))| edgelink_store::LatestSample {
+                device_id: id.clone(),
+                at: *at,
+                load_1m: beat.load_1m,
+                sample: serde_json::to_string(beat).ok(),
+            })
+            .collect();
         self.store.write_device_latest(&latest).await?;
         if !batch.is_empty() {
             tracing::debug!(devices = batch.len(), "telemetry batch written");

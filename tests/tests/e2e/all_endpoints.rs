@@ -21,7 +21,9 @@ use edgelink_protocol::error::ErrorBody;
 use reqwest::Method;
 
 /// The routes anyone may call (SPEC §6: login, callback, health, JWKS,
-/// device challenge/verify/refresh, pairing exchange). Keep it short.
+/// device challenge/verify/refresh, pairing exchange; and seed 000's
+/// health, node login and registration, which needs a pairing code or a
+/// token that the handler checks). Keep it short.
 const ALLOWLIST: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -32,6 +34,9 @@ const ALLOWLIST: &[(&str, &str)] = &[
     ("GET", "/api/auth/login"),
     ("GET", "/api/auth/callback"),
     ("POST", "/api/v1/pairings/exchange"),
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/auth/login"),
+    ("GET", "/api/v1/health"),
 ];
 
 /// Public routes of `table` that the allowlist does not name.

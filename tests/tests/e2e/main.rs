@@ -13,6 +13,7 @@ mod openapi;
 mod pairing;
 mod postgres;
 mod robustness;
+mod seed000;
 mod telemetry;
 mod tls;
 mod tokens;
