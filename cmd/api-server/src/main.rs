@@ -182,6 +182,9 @@ fn session_keys(config: &ApiConfig) -> anyhow::Result<CookieKeys> {
 }
 
 async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
+    // Before anything records a metric.
+    edgelink_observe::announce(edgelink_observe::Service::Api);
+    let config_metrics = config.metrics_listen;
     let (key, origin) = SigningKey::load_or_generate(&config.signing_key_file).context("loading the signing key")?;
     if origin == KeyOrigin::Generated {
         tracing::info!(path = %config.signing_key_file.display(), kid = key.kid(), "generated a new token signing key");
@@ -197,6 +200,13 @@ async fn serve(store: Store, config: ApiConfig) -> anyhow::Result<()> {
         "api-server listening"
     );
     let state = AppState::new(store, key, cookie_keys, config).map_err(anyhow::Error::msg)?;
-    edgelink_api::serve(listener, state, startup::shutdown_token()).await?;
+    let shutdown = startup::shutdown_token();
+    if let Some(addr) = config_metrics {
+        let metrics =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics port {addr}"))?;
+        let stop = shutdown.clone();
+        tokio::spawn(edgelink_observe::serve(metrics, async move { stop.cancelled().await }));
+    }
+    edgelink_api::serve(listener, state, shutdown).await?;
     Ok(())
 }

@@ -130,6 +130,8 @@ fn main() {
 
 async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Before anything records a metric.
+    edgelink_observe::announce(edgelink_observe::Service::Relay);
     let store = edgelink_store::Store::connect(&config.database_url).await.context("opening the database")?;
     let tunnel = tokio::net::TcpListener::bind(config.tunnel_listen)
         .await
@@ -139,6 +141,12 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding internal port {}", config.internal_listen))?;
     tracing::info!(tunnel = %tunnel.local_addr()?, internal = %internal.local_addr()?, "remote-proxy listening");
     let shutdown = startup::shutdown_token();
+    if let Some(addr) = config.metrics_listen {
+        let metrics =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics port {addr}"))?;
+        let stop = shutdown.clone();
+        tokio::spawn(edgelink_observe::serve(metrics, async move { stop.cancelled().await }));
+    }
     edgelink_relay::run(config, store, tunnel, internal, shutdown).await?;
     Ok(())
 }

@@ -66,6 +66,7 @@ impl From<edgelink_store::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        edgelink_observe::count_refusal("api-server", self.code);
         let mut body = ErrorBody::new(self.code, self.message, self.path, timestamp());
         body.retry_after = self.retry_after;
         let mut resp = (status, axum::Json(body)).into_response();

@@ -20,6 +20,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use edgelink_protocol::error::ErrorCode;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets in seconds: 100 µs to 30 s.
@@ -42,6 +43,87 @@ pub fn install() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// Which binary's series to announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// api-server.
+    Api,
+    /// remote-proxy.
+    Relay,
+}
+
+/// Series every binary has, then each one's own: (name, help). Counters
+/// end in `_total`, histograms in `_seconds`, the rest are gauges.
+const COMMON: &[(&str, &str)] = &[
+    ("edgelink_http_requests_total", "HTTP requests by service, route pattern, method and status"),
+    ("edgelink_http_request_duration_seconds", "HTTP request latency by service and route pattern"),
+    ("edgelink_auth_failures_total", "Requests refused with 401 or 403, by error name"),
+    ("edgelink_rate_limited_total", "Requests refused with 429, by error name"),
+    ("edgelink_heartbeats_received_total", "Device heartbeats received"),
+    ("edgelink_telemetry_batches_total", "Telemetry batches written to the database"),
+    ("edgelink_telemetry_samples_written_total", "Device samples written in those batches"),
+    ("edgelink_telemetry_batch_write_seconds", "Time to write one telemetry batch"),
+    ("edgelink_messages_delivered_total", "Messages handed to devices for the first time"),
+    ("edgelink_messages_redelivered_total", "Messages handed to devices again (not acknowledged before)"),
+    ("edgelink_messages_read_total", "Messages acknowledged by their device"),
+];
+const API: &[(&str, &str)] = &[
+    ("edgelink_messages_queued_total", "Message deliveries queued (one per recipient)"),
+    ("edgelink_messages_refused_total", "Messages refused, by reason"),
+    ("edgelink_messages_expired_total", "Message deliveries that expired unread"),
+];
+const RELAY: &[(&str, &str)] = &[
+    ("edgelink_tunnels_open", "Device tunnels open on this relay"),
+    ("edgelink_tunnels_accepted_total", "Device tunnels accepted"),
+    ("edgelink_tunnels_closed_total", "Device tunnels closed, by reason"),
+    ("edgelink_tunnel_streams_open", "Tunnel streams open, by who opened them"),
+    ("edgelink_relay_bytes_total", "Bytes relayed through tunnel streams, by direction"),
+    ("edgelink_relay_notifies_total", "Notices sent to devices, by result"),
+];
+
+/// Installs the recorder and announces `service`'s series with their help
+/// text, at zero, so a scrape shows every series from the start.
+pub fn announce(service: Service) {
+    install();
+    let own = match service {
+        Service::Api => API,
+        Service::Relay => RELAY,
+    };
+    for &(name, help) in COMMON.iter().chain(own) {
+        if name.ends_with("_total") {
+            metrics::describe_counter!(name, help);
+            // Labelled counters appear with their first label set.
+            if !matches!(
+                name,
+                "edgelink_http_requests_total"
+                    | "edgelink_auth_failures_total"
+                    | "edgelink_rate_limited_total"
+                    | "edgelink_messages_refused_total"
+                    | "edgelink_tunnels_closed_total"
+                    | "edgelink_relay_bytes_total"
+                    | "edgelink_relay_notifies_total"
+            ) {
+                metrics::counter!(name).increment(0);
+            }
+        } else if name.ends_with("_seconds") {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+        } else {
+            metrics::describe_gauge!(name, help);
+            if name == "edgelink_tunnels_open" {
+                metrics::gauge!(name).set(0.0);
+            }
+        }
+    }
+    if service == Service::Relay {
+        for direction in ["to_device", "from_device"] {
+            metrics::counter!("edgelink_relay_bytes_total", "direction" => direction).increment(0);
+        }
+        for by in ["relay", "device"] {
+            metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => by).increment(0.0);
+        }
+    }
 }
 
 /// The current metrics in the Prometheus text format (0.0.4).
@@ -79,6 +161,21 @@ pub async fn track(State(service): State<&'static str>, req: Request, next: Next
     metrics::histogram!("edgelink_http_request_duration_seconds", "service" => service, "route" => route)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Counts a refused request: `edgelink_auth_failures_total{service,
+/// reason}` for 401s and 403s (reason = the error name),
+/// `edgelink_rate_limited_total{service, reason}` for 429s. Other errors
+/// show in the request counter's status label.
+pub fn count_refusal(service: &'static str, code: ErrorCode) {
+    match code.status() {
+        401 | 403 => metrics::counter!("edgelink_auth_failures_total", "service" => service, "reason" => code.name())
+            .increment(1),
+        429 => {
+            metrics::counter!("edgelink_rate_limited_total", "service" => service, "reason" => code.name()).increment(1)
+        }
+        _ => {}
+    }
 }
 
 /// Methods outside the standard set share one label value.

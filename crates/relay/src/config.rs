@@ -15,6 +15,9 @@ pub struct RelayConfig {
     pub tunnel_listen: SocketAddr,
     /// Where the internal API listens. Loopback unless you mean otherwise.
     pub internal_listen: SocketAddr,
+    /// Where `GET /metrics` (Prometheus text) is served: a listener of its
+    /// own, loopback by default; absent = no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// Bearer secret every internal API request must carry. Required.
     #[serde(serialize_with = "redacted")]
     pub internal_secret: Option<SecretString>,
@@ -96,6 +99,7 @@ impl Default for RelayConfig {
         RelayConfig {
             tunnel_listen: SocketAddr::from(([127, 0, 0, 1], 3800)),
             internal_listen: SocketAddr::from(([127, 0, 0, 1], 3801)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9800))),
             internal_secret: None,
             instance_id: None,
             internal_url: None,

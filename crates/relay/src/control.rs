@@ -57,11 +57,27 @@ pub fn spawn_device_stream(relay: Relay, session_id: String, budget: &StreamBudg
     tokio::spawn(
         async move {
             let _permit = permit;
+            let open = metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => "device");
+            open.increment(1.0);
+            let _open = scopeguard(move || open.decrement(1.0));
             let svc = hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
             edgelink_hop::serve(stream, svc, header_timeout).await;
         }
         .instrument(span),
     );
+}
+
+/// Runs `f` when dropped (a stream task ends however it ends).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {

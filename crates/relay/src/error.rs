@@ -60,6 +60,7 @@ impl RelayError {
             other => other.to_string(),
         };
         let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        edgelink_observe::count_refusal("remote-proxy", code);
         let body = ErrorBody::new(code, message, path, timestamp());
         // Marks the answer as the relay's own (not the device's), so a
         // forwarding api-server can act on it.

@@ -58,13 +58,96 @@ impl tower::Service<Uri> for TunnelConnector {
             let id = uri.host().ok_or("no session in uri")?;
             let session = registry.get(id).ok_or("tunnel session is gone")?;
             let stream = session.handle.open_stream().await?;
-            Ok(TunnelIo(TokioIo::new(stream)))
+            Ok(TunnelIo::new(stream))
         })
     }
 }
 
-/// A tunnel stream as a hyper connection.
-pub struct TunnelIo(TokioIo<edgelink_tunnel::TunnelStream>);
+/// A tunnel stream as a hyper connection, counted in
+/// `edgelink_tunnel_streams_open{opened_by="relay"}` and
+/// `edgelink_relay_bytes_total{direction}` (requests, responses and
+/// upgraded connections' bytes).
+pub struct TunnelIo(TokioIo<Counted>);
+
+impl TunnelIo {
+    fn new(stream: edgelink_tunnel::TunnelStream) -> Self {
+        let open = metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => "relay");
+        open.increment(1.0);
+        TunnelIo(TokioIo::new(Counted {
+            inner: stream,
+            to_device: metrics::counter!("edgelink_relay_bytes_total", "direction" => "to_device"),
+            from_device: metrics::counter!("edgelink_relay_bytes_total", "direction" => "from_device"),
+            open,
+        }))
+    }
+}
+
+/// A tunnel stream that counts its bytes (handles resolved once per
+/// stream: an increment is an atomic add).
+pub struct Counted {
+    inner: edgelink_tunnel::TunnelStream,
+    to_device: metrics::Counter,
+    from_device: metrics::Counter,
+    open: metrics::Gauge,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            me.from_device.increment((buf.filled().len() - before) as u64);
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let poll = Pin::new(&mut me.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            me.to_device.increment(n as u64);
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let poll = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll {
+            me.to_device.increment(n as u64);
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 impl Connection for TunnelIo {
     fn connected(&self) -> Connected {

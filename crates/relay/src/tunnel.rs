@@ -139,10 +139,15 @@ async fn run_session(
         old.close(CloseReason::Replaced);
     }
     tracing::info!(remote_addr = %addr, "tunnel up");
+    metrics::counter!("edgelink_tunnels_accepted_total").increment(1);
+    let open = metrics::gauge!("edgelink_tunnels_open");
+    open.increment(1.0);
 
     let end = ended.await;
+    open.decrement(1.0);
     relay.registry().remove(&id);
     let reason = end.close_reason();
+    metrics::counter!("edgelink_tunnels_closed_total", "reason" => reason.as_str()).increment(1);
     tracing::info!(reason = reason.as_str(), ?end, "tunnel down");
     if let Err(e) = relay.store().close_session(&id, now_ms(), reason.as_str()).await {
         tracing::warn!(error = %e, "could not record session close");

@@ -71,6 +71,7 @@ impl Telemetry {
 
     /// Records `device_id`'s (of `owner_id`) heartbeat received at `at`.
     pub fn record(&self, device_id: &str, owner_id: &str, at: i64, beat: Heartbeat) {
+        metrics::counter!("edgelink_heartbeats_received_total").increment(1);
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.insert(device_id.to_owned(), (owner_id.to_owned(), at, beat));
     }
@@ -80,6 +81,10 @@ impl Telemetry {
     pub async fn flush(&self) -> Result<usize, edgelink_store::Error> {
         let batch: Vec<_> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let started = std::time::Instant::now();
         let mut points = Vec::with_capacity(batch.len() * 2);
         for (device_id, (owner_id, at, beat)) in &batch {
             let sample = serde_json::to_string(beat).unwrap_or_else(|_| "{}".into());
@@ -105,9 +110,10 @@ impl Telemetry {
             })
             .collect();
         self.store.write_device_latest(&latest).await?;
-        if !batch.is_empty() {
-            tracing::debug!(devices = batch.len(), "telemetry batch written");
-        }
+        metrics::counter!("edgelink_telemetry_batches_total").increment(1);
+        metrics::counter!("edgelink_telemetry_samples_written_total").increment(batch.len() as u64);
+        metrics::histogram!("edgelink_telemetry_batch_write_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(devices = batch.len(), "telemetry batch written");
         Ok(batch.len())
     }
 

@@ -6,4 +6,5 @@ mod api_server;
 mod browser_ui;
 mod edge_agent;
 mod edgelink;
+mod metrics;
 mod remote_proxy;
