@@ -69,6 +69,37 @@ try {
   await device.screenshot({ path: join(shots, 'device.png'), fullPage: true });
   console.log('device page:', text.trim().slice(0, 80));
 
+  // The device panel: latest values, the 24-hour chart drawn from the
+  // agent's heartbeats, and the message queue with a message sent from
+  // this page.
+  const deviceId = await row.getAttribute('data-device');
+  const sent = await page.evaluate(async (id) => {
+    const r = await fetch('/api/v1/messages', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ to: [id], type: 'browser_test', content: { hello: 1 }, priority: 'high' }) });
+    return r.status;
+  }, deviceId);
+  if (sent !== 201) throw new Error(`sending a message answered ${sent}`);
+  let drawn = 0;
+  for (let i = 0; i < 40 && drawn === 0; i++) {
+    await row.locator('button', { hasText: 'Details' }).click();
+    await page.locator('#device:not([hidden])').waitFor();
+    drawn = await page.evaluate(() => {
+      const c = document.querySelector('#device-chart canvas');
+      if (!c || !c.width) return 0;
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let ink = 0;
+      for (let j = 3; j < px.length; j += 4) if (px[j] > 0) ink++;
+      return ink;
+    });
+    if (drawn === 0) await page.waitForTimeout(500);
+  }
+  if (drawn === 0) throw new Error('the device chart was never drawn');
+  await page.locator('#device-messages tr', { hasText: 'browser_test' }).waitFor();
+  const latest = await page.textContent('#device-latest');
+  if (!latest.includes('Memory') || latest.includes('never')) throw new Error(`no latest values: ${latest}`);
+  await page.screenshot({ path: join(shots, 'device-panel.png'), fullPage: true });
+  console.log(`device panel: chart drawn (${drawn} pixels), message queue shown`);
+
   // An API token: created on the page, shown once, works, revoked.
   await page.fill('#token-name', 'ci pipeline');
   await page.check('#token-scopes input[value="device:read"]');

@@ -104,6 +104,8 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::GET, "/", User, ui::index).browser_only(),
         Route::new(Method::GET, "/ui/app.js", User, ui::app_js).browser_only(),
         Route::new(Method::GET, "/ui/app.css", User, ui::app_css).browser_only(),
+        Route::new(Method::GET, "/ui/vendor/uPlot.iife.min.js", User, ui::uplot_js).browser_only(),
+        Route::new(Method::GET, "/ui/vendor/uPlot.min.css", User, ui::uplot_css).browser_only(),
         Route::new(Method::GET, "/healthz", Public, crate::health),
         Route::new(Method::GET, "/readyz", Public, crate::ready),
         Route::new(Method::GET, "/.well-known/jwks.json", Public, crate::jwks),

@@ -1,5 +1,5 @@
-//! The web UI: three static files compiled into the binary (no build step,
-//! no framework). They are served only to signed-in users; an anonymous
+//! The web UI: three static files and the uPlot chart library compiled
+//! into the binary (no build step, no framework). They are served only to signed-in users; an anonymous
 //! browser asking for them is sent to sign in first (see the gate).
 
 use axum::http::{HeaderValue, header};
@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const APP_CSS: &str = include_str!("../ui/app.css");
+/// uPlot 1.6.32 (MIT, ui/vendor/uPlot.LICENSE): the device chart.
+const UPLOT_JS: &str = include_str!("../ui/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../ui/vendor/uPlot.min.css");
 
 /// Scripts and styles only from this origin; never framed.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -31,6 +34,16 @@ pub async fn index() -> Response {
 /// `GET /ui/app.js`.
 pub async fn app_js() -> Response {
     file(APP_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /ui/vendor/uPlot.iife.min.js`.
+pub async fn uplot_js() -> Response {
+    file(UPLOT_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /ui/vendor/uPlot.min.css`.
+pub async fn uplot_css() -> Response {
+    file(UPLOT_CSS, "text/css; charset=utf-8")
 }
 
 /// `GET /ui/app.css`.

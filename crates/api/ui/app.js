@@ -52,6 +52,7 @@ async function loadDevices() {
     const session = el("button", { type: "button", onclick: () => showSession(d) }, "Session");
     session.disabled = !online;
     actions.append(open,
+      el("button", { type: "button", onclick: () => showDevice(d) }, "Details"),
       el("button", { type: "button", onclick: () => rename(d) }, "Rename"),
       session,
       el("button", { type: "button", class: "danger", onclick: () => remove(d) }, "Delete"));
@@ -86,6 +87,68 @@ async function showSession(d) {
       await loadDevices();
     }
   } catch (e) { say(`Session: ${e.message}`); }
+}
+
+function bytes(n) {
+  if (n == null) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+let chart = null;
+let shown = null;
+
+// The device panel: its latest heartbeat, a 24-hour chart (uPlot) of CPU
+// and load from the metrics API, and its message queue.
+async function showDevice(d) {
+  shown = d;
+  $("#device-h").textContent = d.name;
+  $("#device").hidden = false;
+  await refreshDevice();
+  $("#device").scrollIntoView();
+}
+
+async function refreshDevice() {
+  const d = shown;
+  if (!d) return;
+  const [m, q] = await Promise.all([
+    api("GET", `/api/v1/devices/${d.id}/metrics?step=1m`),
+    api("GET", `/api/v1/devices/${d.id}/messages?limit=50`),
+  ]);
+  const last = m.points[m.points.length - 1];
+  const facts = [
+    ["Status", d.status], ["Last report", last ? when(new Date(last.at).toISOString()) : "never"],
+    ["CPU", last?.cpu_percent != null ? `${last.cpu_percent.toFixed(1)} %` : "–"],
+    ["Load (1 min)", last?.load_1m != null ? last.load_1m.toFixed(2) : "–"],
+    ["Memory", last ? `${bytes(last.memory_used_bytes)} of ${bytes(last.memory_total_bytes)}` : "–"],
+    ["Disk", last ? `${bytes(last.disk_used_bytes)} of ${bytes(last.disk_total_bytes)}` : "–"],
+    ["Network in / out", last ? `${bytes(last.network_in_bytes)} / ${bytes(last.network_out_bytes)}` : "–"],
+    ["Agent", last?.agent_version || "–"],
+  ];
+  $("#device-latest").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
+  const xs = m.points.map((p) => p.at / 1000);
+  const cpu = m.points.map((p) => p.cpu_percent ?? null);
+  const load = m.points.map((p) => p.load_1m ?? null);
+  $("#device-chart-empty").hidden = xs.length > 0;
+  if (chart) { chart.destroy(); chart = null; }
+  if (xs.length > 0 && window.uPlot) {
+    const box = $("#device-chart");
+    const now = Date.now() / 1000;
+    chart = new uPlot({
+      width: Math.max(320, box.clientWidth || 600), height: 220,
+      scales: { x: { time: true, range: [now - 86400, now] } },
+      series: [{}, { label: "CPU %", stroke: "#1f3a5f", scale: "%" }, { label: "load", stroke: "#f0a400", scale: "load" }],
+      axes: [{}, { scale: "%" }, { scale: "load", side: 1, grid: { show: false } }],
+    }, [xs, cpu, load], box);
+  }
+  const tbody = $("#device-messages tbody");
+  tbody.replaceChildren(...q.messages.map((msg) => el("tr", { "data-message": msg.id },
+    el("td", {}, when(msg.created_at)), el("td", {}, msg.message_type), el("td", {}, msg.priority),
+    el("td", {}, el("span", { class: `badge ${msg.status}` }, msg.status)), el("td", {}, String(msg.attempts)),
+    el("td", {}, when(msg.expires_at)))));
+  $("#device-messages-empty").hidden = q.messages.length > 0;
 }
 
 async function pair() {
@@ -178,9 +241,11 @@ async function main() {
   $("#me").textContent = `${me.name} (${me.email})`;
   $("#logout").addEventListener("click", logout);
   $("#pair").addEventListener("click", pair);
+  $("#device-close").addEventListener("click", () => { $("#device").hidden = true; shown = null; });
   setupTokens();
   await Promise.all([loadDevices(), loadSessions(), loadTokens()]);
   setInterval(() => loadDevices().catch((e) => say(e.message)), 3000);
+  setInterval(() => refreshDevice().catch((e) => say(e.message)), 15000);
 }
 
 main().catch((e) => say(e.message));

@@ -54,8 +54,9 @@ async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
     assert!(out.status.success(), "browser script failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("device page: Hello from the demo device"), "{stdout}");
     assert!(stdout.contains("token: created, used, revoked"), "{stdout}");
+    assert!(stdout.contains("device panel: chart drawn"), "{stdout}");
     assert!(origin::INDEX_HTML.contains("Hello from the demo device"));
-    for shot in ["devices.png", "device.png", "tokens.png"] {
+    for shot in ["devices.png", "device.png", "device-panel.png", "tokens.png"] {
         let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "screenshot {shot} missing or empty");
     }
