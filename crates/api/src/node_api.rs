@@ -45,11 +45,14 @@ fn node_id(v: &str) -> Result<String, ApiError> {
     let ok = !v.is_empty()
         && v.len() <= MAX_NODE_ID
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err(ApiError::bad_request(format!("node_id must be 1 to {MAX_NODE_ID} of A-Z a-z 0-9 . _ -")))
+    if !ok {
+        return Err(ApiError::bad_request(format!("node_id must be 1 to {MAX_NODE_ID} of A-Z a-z 0-9 . _ -")));
     }
+    // Device ids are UUIDs; a node id that looks like one could shadow one.
+    if uuid::Uuid::parse_str(v).is_ok() {
+        return Err(ApiError::bad_request("node_id must not be a UUID (device ids are)"));
+    }
+    Ok(v.to_owned())
 }
 
 /// `POST /api/v1/auth/register`.
@@ -130,14 +133,17 @@ pub async fn register(
         key_algorithm: key.algorithm().as_str().into(),
         node_id: Some(node.clone()),
     };
+    // An existing node of the same owner is re-registered (checked again,
+    // atomically, where the row is written).
+    let existed = state.store().device_id_for_node(&node).await?;
     let (device, replaced) = match (code, principal) {
         (Some(code), _) => {
             let code = crate::pairing::normalise(&code).ok_or_else(|| {
                 ApiError::new(ErrorCode::PairingCodeInvalid, "that is not a pairing code (8 characters like 7KQF-M2XD)")
             })?;
-            // Whether it replaced an existing node is not told by the
-            // exchange; the listing shows the device either way.
-            (crate::pairing::redeem(&state, &code, &new).await?, false)
+            let device = crate::pairing::redeem(&state, &code, &new).await?;
+            let replaced = existed.as_deref() == Some(device.id.as_str());
+            (device, replaced)
         }
         (None, Some(Principal::User(user))) => {
             if !user.scopes.allows(Scope::PairingCreate) {
@@ -160,6 +166,10 @@ pub async fn register(
             ));
         }
     };
+    if replaced {
+        // The old key's holder may still have a tunnel up: it ends now.
+        crate::devices::close_live_tunnel(&state, &device.owner_id, &device.id).await;
+    }
     tracing::info!(device_id = %device.id, user_id = %device.owner_id, replaced, "node registered");
     Ok((
         StatusCode::CREATED,

@@ -99,14 +99,21 @@ fn node(id: &str, code: Option<&str>) -> Value {
 
 #[tokio::test]
 async fn registration_needs_a_code_or_a_token_and_node_ids_belong_to_one_owner() {
-    let stack = Stack::start().await;
+    // More registrations than one address may make a minute by default.
+    fn roomy(c: &mut edgelink_api::ApiConfig) {
+        c.pairing_exchange_per_minute = 100;
+    }
+    let options = edgelink_e2e::Options { dev_idp: true, api: roomy, ..Default::default() };
+    let stack = Stack::start_with(options).await.unwrap();
     // Nothing to prove ownership: refused, nothing created.
     let (s, v) = register(&stack, node("n-1", None), None).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("token_missing")), "{v}");
     let (s, v) = register(&stack, node("n-1", Some("AAAA-AAAA")), None).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("pairing_code_invalid")), "{v}");
-    let (s, _) = register(&stack, node("bad id!", Some(&code(&stack, "alice@example.com").await)), None).await;
-    assert_eq!(s, 400);
+    for bad in ["bad id!", "0b6a6b5e-2f7c-4a59-9d0e-6f1d2d6c9b1a"] {
+        let (s, _) = register(&stack, node(bad, Some(&code(&stack, "alice@example.com").await)), None).await;
+        assert_eq!(s, 400, "{bad}");
+    }
     // With alice's code: created; again with a new code: her node is
     // re-registered (same device, new key), not duplicated.
     let (s, first) = register(&stack, node("n-1", Some(&code(&stack, "alice@example.com").await)), None).await;
@@ -114,12 +121,25 @@ async fn registration_needs_a_code_or_a_token_and_node_ids_belong_to_one_owner()
     let (s, again) = register(&stack, node("n-1", Some(&code(&stack, "alice@example.com").await)), None).await;
     assert_eq!(s, 201, "{again}");
     assert_eq!(first["device_id"], again["device_id"]);
+    assert_eq!((first["status"].as_str(), again["status"].as_str()), (Some("registered"), Some("updated")));
     // Bob cannot take alice's node id; his code stays usable.
     let bobs_code = code(&stack, "bob@example.com").await;
     let (s, v) = register(&stack, node("n-1", Some(&bobs_code)), None).await;
     assert_eq!((s, v["error"].as_str()), (409, Some("node_id_taken")), "{v}");
     let (s, _) = register(&stack, node("n-2", Some(&bobs_code)), None).await;
     assert_eq!(s, 201);
+    // A program of alice's with pairing:create registers without a code;
+    // one without that scope cannot.
+    let alice = edgelink_e2e::signin::Browser::new(&stack.api_url);
+    alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
+    let (_, can) = alice.api_token(json!({"name": "fleet", "scopes": ["pairing:create"]})).await;
+    let (_, cannot) = alice.api_token(json!({"name": "reader", "scopes": ["device:read"]})).await;
+    let (s, v) = register(&stack, node("n-3", None), Some(&cannot)).await;
+    assert_eq!((s, v["error"].as_str()), (403, Some("insufficient_scope")), "{v}");
+    let (s, v) = register(&stack, node("n-3", None), Some(&can)).await;
+    assert_eq!((s, v["status"].as_str()), (201, Some("registered")), "{v}");
+    let (s, v) = register(&stack, node("n-3", None), Some(&can)).await;
+    assert_eq!((s, v["status"].as_str()), (201, Some("updated")), "{v}");
     // A login for an unknown node is the same answer as for an unknown device.
     let resp =
         http().post(format!("{}/api/v1/auth/login", stack.api_url)).json(&json!({"node_id": "nope"})).send().await;
