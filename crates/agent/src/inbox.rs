@@ -23,6 +23,8 @@ use tokio::sync::Notify;
 
 /// How many messages one fetch takes.
 const BATCH: usize = 50;
+/// Wait before retrying after a failed fetch or acknowledgement.
+const RETRY: Duration = Duration::from_secs(1);
 /// Most ids remembered as "handled, acknowledgement pending".
 const MAX_REMEMBERED: usize = 10_000;
 
@@ -75,11 +77,24 @@ impl Inbox {
     /// Drains the inbox now, then whenever woken or every `poll`, until the
     /// task is dropped (the tunnel went down).
     pub async fn run(self: Arc<Self>, handle: Handle, poll: Duration) {
+        let mut retry = RETRY;
         loop {
             match self.drain(&handle).await {
-                Ok(n) if n > 0 => tracing::debug!(handled = n, "messages handled"),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "could not fetch messages"),
+                Ok(n) => {
+                    retry = RETRY;
+                    if n > 0 {
+                        tracing::debug!(handled = n, "messages handled");
+                    }
+                }
+                Err(e) => {
+                    // A refused fetch or acknowledgement (the relay's
+                    // database busy, a stream reset): try again soon, not
+                    // at the next poll, backing off to the poll interval.
+                    tracing::debug!(error = %e, delay_ms = retry.min(poll).as_millis() as u64, "could not fetch messages; retrying");
+                    tokio::time::sleep(retry.min(poll)).await;
+                    retry = (retry * 2).min(poll);
+                    continue;
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}

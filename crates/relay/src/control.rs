@@ -46,7 +46,13 @@ impl Default for StreamBudget {
 /// allows another; otherwise the stream is closed at once. A stream's
 /// request head, and its body, must each arrive within the relay's
 /// `header_timeout`, and an idle stream is closed after as long.
-pub fn spawn_device_stream(relay: Relay, session_id: String, budget: &StreamBudget, stream: TunnelStream) {
+pub fn spawn_device_stream(
+    relay: Relay,
+    session_id: String,
+    device_id: Arc<str>,
+    budget: &StreamBudget,
+    stream: TunnelStream,
+) {
     let Ok(permit) = budget.0.clone().try_acquire_owned() else {
         tracing::debug!(session_id = %session_id, "device opened too many streams at once; closing the newest");
         drop(stream);
@@ -60,7 +66,9 @@ pub fn spawn_device_stream(relay: Relay, session_id: String, budget: &StreamBudg
             let open = metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => "device");
             open.increment(1.0);
             let _open = scopeguard(move || open.decrement(1.0));
-            let svc = hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), req));
+            let svc = hyper::service::service_fn(move |req| {
+                handle(relay.clone(), session_id.clone(), device_id.clone(), req)
+            });
             edgelink_hop::serve(stream, svc, header_timeout).await;
         }
         .instrument(span),
@@ -93,7 +101,12 @@ fn error(code: ErrorCode, message: &str, path: &str) -> Response<Full<Bytes>> {
     json(status, &ErrorBody::new(code, message, path, timestamp()))
 }
 
-async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    relay: Relay,
+    session_id: String,
+    device_id: Arc<str>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if path == paths::HEARTBEAT {
@@ -106,7 +119,7 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
         if method != hyper::Method::GET {
             return Ok(error(ErrorCode::MethodNotAllowed, "messages are fetched with GET", &path));
         }
-        return Ok(take_messages(relay, session_id, req.uri().query()).await);
+        return Ok(take_messages(relay, &device_id, req.uri().query()).await);
     }
     if let Some(id) =
         path.strip_prefix(paths::MESSAGES).and_then(|r| r.strip_prefix('/')).and_then(|r| r.strip_suffix("/ack"))
@@ -114,14 +127,15 @@ async fn handle(relay: Relay, session_id: String, req: Request<Incoming>) -> Res
         if method != hyper::Method::POST {
             return Ok(error(ErrorCode::MethodNotAllowed, "acknowledgements are POSTed", &path));
         }
-        return Ok(ack_message(relay, session_id, id, &path).await);
+        return Ok(ack_message(relay, &device_id, id, &path).await);
     }
     Ok(error(ErrorCode::NotFound, "no such control path", &path))
 }
 
 /// `GET /.edgelink/v1/messages?limit=N`: the device's unread messages,
 /// highest priority first, then oldest (at most `limit`, default 100).
-async fn take_messages(relay: Relay, session_id: String, query: Option<&str>) -> Response<Full<Bytes>> {
+/// The device is the tunnel's (known before its session is registered).
+async fn take_messages(relay: Relay, device_id: &str, query: Option<&str>) -> Response<Full<Bytes>> {
     let path = paths::MESSAGES;
     let limit = match query.unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("limit=")) {
         None => 100,
@@ -130,10 +144,7 @@ async fn take_messages(relay: Relay, session_id: String, query: Option<&str>) ->
             _ => return error(ErrorCode::BadRequest, "limit must be 1 to 500", path),
         },
     };
-    let Some(session) = relay.registry().get(&session_id) else {
-        return error(ErrorCode::SessionNotFound, "session is closing", path);
-    };
-    match relay.messages().take(&session.device_id, limit, now_ms()).await {
+    match relay.messages().take(device_id, limit, now_ms()).await {
         Ok(messages) => json(StatusCode::OK, &serde_json::json!({ "messages": messages })),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the device's messages");
@@ -143,11 +154,8 @@ async fn take_messages(relay: Relay, session_id: String, query: Option<&str>) ->
 }
 
 /// `POST /.edgelink/v1/messages/{id}/ack`: the device handled `id`.
-async fn ack_message(relay: Relay, session_id: String, id: &str, path: &str) -> Response<Full<Bytes>> {
-    let Some(session) = relay.registry().get(&session_id) else {
-        return error(ErrorCode::SessionNotFound, "session is closing", path);
-    };
-    match relay.messages().ack(&session.device_id, id, now_ms()).await {
+async fn ack_message(relay: Relay, device_id: &str, id: &str, path: &str) -> Response<Full<Bytes>> {
+    match relay.messages().ack(device_id, id, now_ms()).await {
         Ok(edgelink_messages::Ack::Read) => json(StatusCode::OK, &serde_json::json!({ "id": id, "status": "read" })),
         Ok(edgelink_messages::Ack::Expired) => {
             error(ErrorCode::MessageExpired, "this message expired before it was read", path)

@@ -76,10 +76,17 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
         async move {
             let relay_in = relay2.clone();
             let id_in = id2.clone();
+            let device_in: Arc<str> = Arc::from(claims.sub.as_str());
             let budget = crate::control::StreamBudget::new();
             let started = upgrade
                 .into_session(&relay2.tunnel_config(), move |stream| {
-                    crate::control::spawn_device_stream(relay_in.clone(), id_in.clone(), &budget, stream);
+                    crate::control::spawn_device_stream(
+                        relay_in.clone(),
+                        id_in.clone(),
+                        device_in.clone(),
+                        &budget,
+                        stream,
+                    );
                 })
                 .await;
             match started {

@@ -177,32 +177,36 @@ impl Store {
     /// more attempt). They stay unread, and are handed out again, until
     /// acknowledged: at-least-once.
     pub async fn take_pending_messages(&self, device_id: &str, now: i64, limit: i64) -> Result<Vec<MessageRow>> {
-        let sql = concat!(
-            message_select!(),
-            "WHERE d.device_id = $2 AND d.status IN ('pending', 'delivered') AND d.expires_at > $1 \
-             ORDER BY d.priority DESC, d.created_at, d.message_id LIMIT $3"
-        );
+        let sql = concat!(message_select!(), "WHERE d.device_id = $2 AND d.message_id = $3");
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            // Mark first (the write takes SQLite's lock before the read),
-            // then read what was marked.
-            let mut rows: Vec<MessageRow> =
-                sqlx::query_as(sql).bind(now).bind(device_id).bind(limit).fetch_all(&mut *tx).await?;
-            for row in &mut rows {
-                sqlx::query(
-                    "UPDATE message_deliveries SET status = 'delivered', attempts = attempts + 1, \
-                     delivered_at = COALESCE(delivered_at, $1) WHERE device_id = $2 AND message_id = $3",
-                )
-                .bind(now)
-                .bind(device_id)
-                .bind(&row.id)
-                .execute(&mut *tx)
-                .await?;
-                row.status = "delivered".into();
-                row.attempts += 1;
-                row.delivered_at.get_or_insert(now);
+            // Write first: the UPDATE takes SQLite's write lock at once (a
+            // read first would make the upgrade fail under concurrent
+            // writers), and picks the rows in queue order.
+            let marked: Vec<(String,)> = sqlx::query_as(
+                "UPDATE message_deliveries SET status = 'delivered', attempts = attempts + 1, \
+                 delivered_at = COALESCE(delivered_at, $1) WHERE device_id = $2 AND message_id IN \
+                 (SELECT message_id FROM message_deliveries WHERE device_id = $2 \
+                  AND status IN ('pending', 'delivered') AND expires_at > $1 \
+                  ORDER BY priority DESC, created_at, message_id LIMIT $3) RETURNING message_id",
+            )
+            .bind(now)
+            .bind(device_id)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut rows: Vec<MessageRow> = Vec::with_capacity(marked.len());
+            for (id,) in &marked {
+                if let Some(row) =
+                    sqlx::query_as(sql).bind(now).bind(device_id).bind(id).fetch_optional(&mut *tx).await?
+                {
+                    rows.push(row);
+                }
             }
             tx.commit().await?;
+            rows.sort_by(|a, b| {
+                b.priority.cmp(&a.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id))
+            });
             Ok(rows)
         })
     }
