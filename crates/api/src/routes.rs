@@ -161,6 +161,6 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/messages/send", UserOrDevice, node_api::send).scope(MessageSend),
         Route::new(Method::GET, "/api/v1/messages/pending/{node_id}", Device, node_api::pending),
         Route::new(Method::GET, "/api/v1/metrics", UserOrDevice, node_api::owner_metrics).scope(DeviceRead),
-        Route::new(Method::GET, "/api/v1/health", Public, node_api::health),
+        Route::new(Method::GET, "/api/v1/health", Public, node_api::health).limited(Limit::DeviceAuth),
     ]
 }
