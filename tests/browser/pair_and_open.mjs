@@ -80,10 +80,13 @@ try {
   }, deviceId);
   if (sent !== 201) throw new Error(`sending a message answered ${sent}`);
   let drawn = 0;
+  // The list redraws itself every 3 s; one click opens the panel, then the
+  // panel is refreshed until the first heartbeat has reached the chart.
+  await row.locator('button', { hasText: 'Details' }).click();
+  await page.locator('#device:not([hidden])').waitFor();
   for (let i = 0; i < 40 && drawn === 0; i++) {
-    await row.locator('button', { hasText: 'Details' }).click();
-    await page.locator('#device:not([hidden])').waitFor();
-    drawn = await page.evaluate(() => {
+    drawn = await page.evaluate(async () => {
+      await refreshDevice();
       const c = document.querySelector('#device-chart canvas');
       if (!c || !c.width) return 0;
       const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

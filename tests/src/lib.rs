@@ -63,6 +63,8 @@ pub struct RelayRun {
     pub tunnel_addr: SocketAddr,
     /// Internal API address.
     pub internal_addr: SocketAddr,
+    /// Device-origin listener address, when serving device origins.
+    pub devices_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), edgelink_relay::RelayError>>,
 }
@@ -184,6 +186,9 @@ pub struct Options {
     pub dev_idp: bool,
     /// Last adjustments to api-server's config.
     pub api: fn(&mut ApiConfig),
+    /// Serve device origins (`http://{id}.devices.localhost:{port}`) on a
+    /// third relay listener.
+    pub device_origins: bool,
 }
 
 impl Default for Options {
@@ -201,6 +206,7 @@ impl Default for Options {
             access_token_ttl: ApiConfig::default().access_token_ttl,
             dev_idp: false,
             api: |_| {},
+            device_origins: false,
         }
     }
 }
@@ -223,6 +229,8 @@ pub struct Stack {
     pub signing_key_file: PathBuf,
     /// The development provider, when [`Options::dev_idp`] asked for it.
     pub idp: Option<dev_idp::DevIdp>,
+    /// The device-origin listener's address, when [`Options::device_origins`].
+    pub devices_addr: Option<SocketAddr>,
     api: Option<api::Api>,
     cookie_key: Vec<u8>,
     dir: PathBuf,
@@ -261,7 +269,27 @@ impl Stack {
         };
 
         let origin = origin::spawn().await;
+        let cookie_key = uuid::Uuid::new_v4().as_bytes().repeat(2);
+        let devices_addr = match options.device_origins {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind devices").local_addr().expect("addr")),
+            false => None,
+        };
+        let devices = devices_addr.map(|addr| {
+            use base64::Engine;
+            edgelink_relay::config::DeviceOriginSettings {
+                url: format!("http://devices.localhost:{}", addr.port()),
+                listen: addr,
+                api_url: api_url.clone(),
+                session_keys: vec![base64::engine::general_purpose::STANDARD.encode(&cookie_key)],
+                session_key_file: None,
+                tls_cert: None,
+                tls_key: None,
+                // Every request asks the database: sign-out shows at once.
+                cache_ttl: Duration::ZERO,
+            }
+        });
         let relay_config = RelayConfig {
+            devices,
             internal_secret: Some(SecretString::from(SECRET)),
             database_url: database_url.clone(),
             jwks_url: format!("{api_url}/.well-known/jwks.json"),
@@ -277,8 +305,9 @@ impl Stack {
             origin,
             signing_key_file,
             api: None,
-            cookie_key: uuid::Uuid::new_v4().as_bytes().repeat(2),
+            cookie_key,
             idp,
+            devices_addr,
             dir,
         };
         stack.start_relay(None).await;
@@ -316,13 +345,23 @@ impl Stack {
             addrs.unwrap_or_else(|| (SocketAddr::from(([127, 0, 0, 1], 0)), SocketAddr::from(([127, 0, 0, 1], 0))));
         let tunnel = bind_retry(t).await;
         let internal = bind_retry(i).await;
+        let devices = match self.devices_addr {
+            Some(addr) => Some(bind_retry(addr).await),
+            None => None,
+        };
         let tunnel_addr = tunnel.local_addr().expect("addr");
         let internal_addr = internal.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let store = self.store.clone();
-        let task =
-            tokio::spawn(edgelink_relay::run(self.relay_config.clone(), store, tunnel, internal, shutdown.clone()));
-        self.relay = Some(RelayRun { tunnel_addr, internal_addr, shutdown, task });
+        let task = tokio::spawn(edgelink_relay::run_with_devices(
+            self.relay_config.clone(),
+            store,
+            tunnel,
+            internal,
+            devices,
+            shutdown.clone(),
+        ));
+        self.relay = Some(RelayRun { tunnel_addr, internal_addr, devices_addr: self.devices_addr, shutdown, task });
     }
 
     /// Starts another remote-proxy instance (its own instance id) on the
@@ -332,13 +371,30 @@ impl Stack {
         let internal = bind_retry(SocketAddr::from(([127, 0, 0, 1], 0))).await;
         let tunnel_addr = tunnel.local_addr().expect("addr");
         let internal_addr = internal.local_addr().expect("addr");
-        let config = RelayConfig {
+        let mut config = RelayConfig {
             instance_id: Some(format!("relay-{}", uuid::Uuid::new_v4().simple())),
             ..self.relay_config.clone()
         };
+        // Its own device listener, serving the same device origins.
+        let devices = match config.devices.as_mut() {
+            Some(d) => {
+                let l = bind_retry(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+                d.listen = l.local_addr().expect("addr");
+                Some(l)
+            }
+            None => None,
+        };
+        let devices_addr = devices.as_ref().map(|l| l.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(edgelink_relay::run(config, self.store.clone(), tunnel, internal, shutdown.clone()));
-        RelayRun { tunnel_addr, internal_addr, shutdown, task }
+        let task = tokio::spawn(edgelink_relay::run_with_devices(
+            config,
+            self.store.clone(),
+            tunnel,
+            internal,
+            devices,
+            shutdown.clone(),
+        ));
+        RelayRun { tunnel_addr, internal_addr, devices_addr, shutdown, task }
     }
 
     /// What every api-server of this stack shares: the database, the
@@ -346,7 +402,9 @@ impl Stack {
     fn shared_api_settings(&self) -> impl FnOnce(&mut ApiConfig) + Send + 'static {
         let db_url = self.database_url.clone();
         let tunnel_url = self.tunnel_url();
+        let devices_url = self.relay_config.devices.as_ref().map(|d| d.url.clone());
         move |c| {
+            c.devices_url = devices_url;
             c.database_url = db_url;
             c.agent_tunnel_url = tunnel_url;
             c.relay_internal_secret = Some(SecretString::from(SECRET));

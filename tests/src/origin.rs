@@ -67,6 +67,23 @@ pub async fn serve(listener: tokio::net::TcpListener) {
             "/ws-hostile",
             get(|ws: WebSocketUpgrade| async move { (hostile_headers(), ws.on_upgrade(echo).into_response()) }),
         )
+        // A device app's own cookies: one scoped to the parent domain (to
+        // toss at sibling devices) and one named like the relay's pass.
+        .route(
+            "/set-cookies",
+            get(|| async {
+                let mut h = HeaderMap::new();
+                for v in [
+                    "app=1; Path=/; HttpOnly",
+                    "wide=1; Domain=devices.localhost; Path=/",
+                    "edgelink-pass=forged; Path=/",
+                    "__Host-edgelink-pass=forged; Path=/; Secure",
+                ] {
+                    h.append(axum::http::header::SET_COOKIE, axum::http::HeaderValue::from_static(v));
+                }
+                (h, "cookies set")
+            }),
+        )
         // A redirect to `?to=`.
         .route(
             "/redirect",

@@ -147,7 +147,15 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
         let stop = shutdown.clone();
         tokio::spawn(edgelink_observe::serve(metrics, async move { stop.cancelled().await }));
     }
-    edgelink_relay::run(config, store, tunnel, internal, shutdown).await?;
+    let devices = match &config.devices {
+        Some(d) => Some(
+            tokio::net::TcpListener::bind(d.listen)
+                .await
+                .with_context(|| format!("binding device-origin port {}", d.listen))?,
+        ),
+        None => None,
+    };
+    edgelink_relay::run_with_devices(config, store, tunnel, internal, devices, shutdown).await?;
     Ok(())
 }
 

@@ -98,6 +98,12 @@ pub struct ApiConfig {
     pub rate_limits: RateLimitSettings,
     /// Store-and-forward messages to devices.
     pub messages: MessageSettings,
+    /// Base URL of device origins, `scheme://devices-domain[:port]` (e.g.
+    /// `https://devices.example.net`): each device's web service is then at
+    /// `scheme://{device-id}.devices-domain/` on remote-proxy's device
+    /// listener, and "Open" goes there. Absent: devices open through the
+    /// path route only.
+    pub devices_url: Option<String>,
     /// Where `GET /metrics` (Prometheus text) is served: a listener of its
     /// own, loopback by default; absent = no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
@@ -315,6 +321,7 @@ impl Default for ApiConfig {
             session: SessionSettings::default(),
             rate_limits: RateLimitSettings::default(),
             messages: MessageSettings::default(),
+            devices_url: None,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9721))),
         }
     }
@@ -364,6 +371,9 @@ impl ApiConfig {
             || self.telemetry_flush_interval > Duration::from_secs(300)
         {
             return Err("telemetry_flush_interval must be between 100ms and 5m".into());
+        }
+        if let Some(u) = &self.devices_url {
+            edgelink_origins::DevicesDomain::parse(u)?;
         }
         let m = &self.messages;
         if m.max_content_bytes == 0 || m.max_content_bytes > 60 * 1024 {

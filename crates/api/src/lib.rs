@@ -42,6 +42,7 @@ pub mod error;
 pub mod messages;
 pub mod node_api;
 pub mod openapi;
+pub mod origins;
 pub mod pairing;
 pub mod principal;
 pub mod provision;
@@ -104,6 +105,8 @@ struct Inner {
     telemetry: std::sync::Arc<edgelink_telemetry::Telemetry>,
     /// Store-and-forward messages.
     messages: std::sync::Arc<edgelink_messages::Messages>,
+    /// Device origins' domain, when configured.
+    devices_domain: Option<edgelink_origins::DevicesDomain>,
     /// Verified machine-client tokens (token → principal), for cache_ttl.
     service_cache: cache::TtlCache<String, principal::UserPrincipal>,
     /// API token uses refused for their address, since start.
@@ -163,6 +166,7 @@ impl AppState {
                 api_tokens,
                 telemetry,
                 messages,
+                devices_domain: origins::domain(&config),
                 service_cache: cache::TtlCache::new(config.cache_ttl, 10_000),
                 ip_refusals: Default::default(),
                 sessions,
@@ -229,6 +233,10 @@ impl AppState {
 
     fn telemetry(&self) -> &edgelink_telemetry::Telemetry {
         &self.inner.telemetry
+    }
+
+    fn devices_domain(&self) -> Option<&edgelink_origins::DevicesDomain> {
+        self.inner.devices_domain.as_ref()
     }
 
     fn messages(&self) -> &edgelink_messages::Messages {

@@ -12,7 +12,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use crate::principal::{self, Access, Gate, Need};
 use crate::ratelimit::Limit;
 use crate::{
-    AppState, api_tokens, browser, device_auth, device_proxy, devices, messages, node_api, pairing, telemetry, ui,
+    AppState, api_tokens, browser, device_auth, device_proxy, devices, messages, node_api, origins, pairing, telemetry,
+    ui,
 };
 use edgelink_tokens::Scope;
 
@@ -124,6 +125,8 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::PATCH, "/api/v1/devices/{id}", User, devices::patch).scope(DeviceWrite),
         Route::new(Method::DELETE, "/api/v1/devices/{id}", User, devices::delete).scope(DeviceDelete),
         Route::new(Method::GET, "/api/v1/devices/{id}/session", User, devices::session).scope(SessionRead),
+        // The device's own origin (a grant for this browser), or its path route.
+        Route::new(Method::GET, "/api/v1/devices/{id}/open", User, origins::open).browser_only(),
         Route::new(Method::GET, "/api/v1/devices/{id}/metrics", User, telemetry::history).scope(DeviceRead),
         // A device's own heartbeat over REST (devices without the agent).
         Route::new(Method::POST, "/api/v1/devices/{id}/heartbeat", Device, telemetry::heartbeat),

@@ -46,7 +46,7 @@ async function loadDevices() {
   for (const d of list.devices) {
     const online = d.status === "online";
     const actions = el("td", { class: "actions" });
-    const open = el("a", { class: "button", href: `/api/v1/devices/${d.id}/http/`, target: "_blank", rel: "noopener",
+    const open = el("a", { class: "button", href: `/api/v1/devices/${d.id}/open`, target: "_blank", rel: "noopener",
                            "aria-label": `Open ${d.name}` }, "Open");
     if (!online) open.setAttribute("aria-disabled", "true");
     const session = el("button", { type: "button", onclick: () => showSession(d) }, "Session");

@@ -85,6 +85,78 @@ pub struct RelayConfig {
     pub shutdown_grace: Duration,
     /// Bytes of WebSocket read buffer per tunnel (idle memory vs bulk speed).
     pub ws_read_buffer: usize,
+    /// Device origins (each device's web service on its own origin);
+    /// absent = off.
+    pub devices: Option<DeviceOriginSettings>,
+}
+
+/// The public listener that serves device origins (ADR 22).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceOriginSettings {
+    /// Base URL, `scheme://devices-domain[:port]`, the same as api-server's
+    /// `devices_url`; device `X` is served at `scheme://X.devices-domain/`.
+    pub url: String,
+    /// Where the listener binds (public, like the tunnel port).
+    #[serde(default = "default_devices_listen")]
+    pub listen: SocketAddr,
+    /// api-server's `public_url`: browsers without a pass are sent there
+    /// to get one.
+    pub api_url: String,
+    /// api-server's session cookie keys (`session.keys`, newest first), or
+    /// the file with one (`session.key_file`): passes are sealed with them.
+    #[serde(default)]
+    pub session_keys: Vec<String>,
+    /// See `session_keys`.
+    #[serde(default)]
+    pub session_key_file: Option<PathBuf>,
+    /// PEM certificate chain (a wildcard for the devices domain) for TLS on
+    /// the listener, with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the listener.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// How long an admitted (browser session, device) is trusted before the
+    /// database is asked again (sign-out and deletion take effect within it).
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+}
+
+fn default_devices_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3802))
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl DeviceOriginSettings {
+    /// The keys passes are sealed with.
+    pub fn cookie_keys(&self) -> Result<edgelink_auth::cookie::CookieKeys, String> {
+        use edgelink_auth::cookie::CookieKeys;
+        if !self.session_keys.is_empty() {
+            return CookieKeys::from_base64(&self.session_keys).map_err(|e| format!("devices.session_keys: {e}"));
+        }
+        let path = self.session_key_file.as_ref().ok_or(
+            "devices needs session_keys or session_key_file: api-server's session key material (passes are sealed with it)",
+        )?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("devices.session_key_file {}: {e}", path.display()))?;
+        CookieKeys::from_base64(&[text.trim()]).map_err(|e| format!("devices.session_key_file: {e}"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        edgelink_origins::DevicesDomain::parse(&self.url)?;
+        edgelink_protocol::origin::WebOrigin::parse(&self.api_url).map_err(|e| format!("devices.api_url {e}"))?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("devices.tls_cert and devices.tls_key must be set together".into());
+        }
+        if self.cache_ttl > Duration::from_secs(60) {
+            return Err("devices.cache_ttl must be at most 1m".into());
+        }
+        self.cookie_keys().map(|_| ())
+    }
 }
 
 fn redacted<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -122,6 +194,7 @@ impl Default for RelayConfig {
             telemetry_flush_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             ws_read_buffer: 4 * 1024,
+            devices: None,
         }
     }
 }
@@ -174,6 +247,9 @@ impl RelayConfig {
         }
         if let Some(u) = &self.internal_url {
             check_service_url("internal_url", u, &["http", "https"], self.allow_insecure_internal_url)?;
+        }
+        if let Some(d) = &self.devices {
+            d.validate()?;
         }
         Ok(())
     }

@@ -15,10 +15,13 @@
 //! * [`internal`], [`forward`]: the internal API; [`pool`]: keep-alive
 //!   HTTP connections over tunnel streams.
 //! * [`keys`]: device-token keys from api-server's JWKS.
+//! * [`origin`]: the device-origin listener (each device's web service on
+//!   its own origin, ADR 22).
 //! * [`listener`]: accept loops (TLS optional) and graceful shutdown.
 //!
 //! # Entry point
-//! [`run`] with two bound listeners and a cancellation token.
+//! [`run`] with two bound listeners and a cancellation token;
+//! [`run_with_devices`] with the device-origin listener too.
 
 pub mod config;
 pub mod control;
@@ -27,6 +30,7 @@ pub mod forward;
 pub mod internal;
 pub mod keys;
 pub mod listener;
+pub mod origin;
 pub mod pool;
 pub mod registry;
 pub mod tunnel;
@@ -78,10 +82,12 @@ struct Inner {
     telemetry: Arc<edgelink_telemetry::Telemetry>,
     /// Devices take and acknowledge their messages over the tunnel.
     messages: edgelink_messages::Messages,
+    /// Device origins, when configured.
+    origins: Option<origin::Origins>,
 }
 
 impl Relay {
-    fn new(config: RelayConfig, store: Store, internal_addr: SocketAddr) -> Self {
+    fn new(config: RelayConfig, store: Store, internal_addr: SocketAddr, origins: Option<origin::Origins>) -> Self {
         let keys = KeySet::new(&config.jwks_url, &config.token_issuer);
         let instance_id = config.instance_id();
         let internal_url = config.internal_url(internal_addr);
@@ -105,6 +111,7 @@ impl Relay {
                 streams,
                 telemetry,
                 messages,
+                origins,
             }),
         }
     }
@@ -112,6 +119,11 @@ impl Relay {
     /// Devices' heartbeats.
     pub fn telemetry(&self) -> &edgelink_telemetry::Telemetry {
         &self.inner.telemetry
+    }
+
+    /// Device origins, when configured.
+    pub fn origins(&self) -> Option<&origin::Origins> {
+        self.inner.origins.as_ref()
     }
 
     /// Devices' messages.
@@ -212,7 +224,37 @@ pub async fn run(
     internal_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
+    run_with_devices(config, store, tunnel_listener, internal_listener, None, shutdown).await
+}
+
+/// [`run`], also serving device origins on `devices_listener` (required
+/// when `config.devices` is set).
+pub async fn run_with_devices(
+    config: RelayConfig,
+    store: Store,
+    tunnel_listener: TcpListener,
+    internal_listener: TcpListener,
+    devices_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
     config.validate().map_err(RelayError::Internal)?;
+    let origins = match &config.devices {
+        None => None,
+        Some(d) => {
+            let secret =
+                config.internal_secret.clone().ok_or_else(|| RelayError::Internal("no internal secret".into()))?;
+            let tls = edgelink_hop::tls::client_config(None).map_err(|e| RelayError::Internal(e.to_string()))?;
+            let forwarder = edgelink_internal_api::forward::Forwarder::new(secret, config.forward_timeout, tls);
+            Some(origin::Origins::new(d, store.clone(), forwarder).map_err(RelayError::Internal)?)
+        }
+    };
+    let devices_tls = match config.devices.as_ref().and_then(|d| d.tls_cert.clone().zip(d.tls_key.clone())) {
+        Some((cert, key)) => Some(listener::tls_acceptor("devices.tls_cert", &cert, &key)?),
+        None => None,
+    };
+    if origins.is_some() != devices_listener.is_some() {
+        return Err(RelayError::Internal("device origins need both config.devices and a devices listener".into()));
+    }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(listener::tls_acceptor("tls_cert", cert, key)?),
         _ => None,
@@ -232,7 +274,7 @@ pub async fn run(
     )
     .map_err(RelayError::Internal)?;
     let jwks_every = config.jwks_refresh_interval;
-    let relay = Relay::new(config, store, internal_addr);
+    let relay = Relay::new(config, store, internal_addr, origins);
     let grace = relay.inner.config.shutdown_grace;
     let limits = edgelink_hop::listen::Limits {
         header_timeout: relay.inner.config.header_timeout,
@@ -276,6 +318,16 @@ pub async fn run(
         stop_accepting.clone(),
     ));
 
+    let devices_task = devices_listener.map(|l| {
+        tokio::spawn(serve(
+            l,
+            devices_tls,
+            router_service(origin::router(relay.clone())),
+            limits,
+            stop_accepting.clone(),
+        ))
+    });
+
     shutdown.cancelled().await;
     tracing::info!(sessions = relay.registry().len(), "shutting down");
     stop_accepting.cancel();
@@ -292,6 +344,9 @@ pub async fn run(
         tracing::warn!(error = %e, "could not write the last telemetry batch");
     }
     let _ = tokio::join!(tunnel_task, internal_task, refresher);
+    if let Some(t) = devices_task {
+        let _ = t.await;
+    }
     relay.store().close_sessions_of_relay(relay.instance_id(), now_ms(), CloseReason::Shutdown.as_str()).await?;
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod devices;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod origin_grants;
 pub mod pairings;
 pub mod rate_limits;
 pub mod sessions;
@@ -36,6 +37,7 @@ pub use devices::{DevicePatch, DeviceQuery};
 pub use messages::{AckOutcome, MessageRow, NewMessage, QueueRefusal};
 pub use metrics::{LatestSample, MetricPoint};
 pub use model::*;
+pub use origin_grants::RedeemedGrant;
 pub use pairings::{Pairing, PairingRefusal};
 
 /// Errors from the store.

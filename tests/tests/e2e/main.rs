@@ -5,6 +5,7 @@ mod all_endpoints;
 mod auth;
 mod browser_auth;
 mod dev_idp;
+mod device_origins;
 mod devices;
 mod forward;
 mod lifecycle;
