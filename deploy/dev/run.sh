@@ -11,6 +11,7 @@ RUN_DIR=${RUN_DIR:-.run}
 API_PORT=${API_PORT:-3721}
 TUNNEL_PORT=${TUNNEL_PORT:-3800}
 INTERNAL_PORT=${INTERNAL_PORT:-3801}
+DEVICES_PORT=${DEVICES_PORT:-3802}
 DEMO_PORT=${DEMO_PORT:-8080}
 IDP_PORT=${IDP_PORT:-3790}
 PROFILE=${PROFILE:-dev}
@@ -33,6 +34,14 @@ export EDGELINK_API__SESSION__KEY_FILE=$RUN_DIR/session.key
 export EDGELINK_API__OIDC__ISSUER=http://127.0.0.1:$IDP_PORT
 export EDGELINK_API__OIDC__CLIENT_ID=edgelink-web
 export EDGELINK_API__AGENT_TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
+# Each device's web service on its own origin (browsers resolve *.localhost
+# to loopback): http://{device-id}.devices.localhost:$DEVICES_PORT/
+export EDGELINK_API__DEVICES_URL=http://devices.localhost:$DEVICES_PORT
+export EDGELINK_RELAY__DEVICES__URL=$EDGELINK_API__DEVICES_URL
+export EDGELINK_RELAY__DEVICES__LISTEN=127.0.0.1:$DEVICES_PORT
+export EDGELINK_RELAY__DEVICES__API_URL=http://127.0.0.1:$API_PORT
+# api-server writes its session key on first start; the relay seals passes with it.
+export EDGELINK_RELAY__DEVICES__SESSION_KEY_FILE=$RUN_DIR/session.key
 export EDGELINK_RELAY__TUNNEL_LISTEN=127.0.0.1:$TUNNEL_PORT
 export EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
 export EDGELINK_RELAY__DATABASE_URL=sqlite://$RUN_DIR/edgelink.db
@@ -88,7 +97,8 @@ cat <<MSG
 
 edgelink is running (logs and state in $RUN_DIR):
   api-server      http://127.0.0.1:$API_PORT
-  remote-proxy    tunnel ws://127.0.0.1:$TUNNEL_PORT/tunnel, internal http://127.0.0.1:$INTERNAL_PORT
+  remote-proxy    tunnel ws://127.0.0.1:$TUNNEL_PORT/tunnel, internal http://127.0.0.1:$INTERNAL_PORT,
+                  device origins http://{device-id}.devices.localhost:$DEVICES_PORT/
   demo device     $EDGELINK_AGENT__DEVICE_ID (session $SESSION)
 
 Open the web UI and sign in as alice (any password):
@@ -96,7 +106,10 @@ Open the web UI and sign in as alice (any password):
   http://127.0.0.1:$API_PORT/
 
 The demo device is alice's: press "Open" next to it to reach its web service
-through the tunnel. The development provider runs at http://127.0.0.1:$IDP_PORT
+through the tunnel, on its own origin:
+
+  http://$EDGELINK_AGENT__DEVICE_ID.devices.localhost:$DEVICES_PORT/
+ The development provider runs at http://127.0.0.1:$IDP_PORT
 (users alice and bob).
 
 Or reach the demo device with the operator's internal API:
