@@ -84,6 +84,23 @@ pub async fn serve(listener: tokio::net::TcpListener) {
                 (h, "cookies set")
             }),
         )
+        // A device web app as real ones are written: absolute paths, its
+        // own session cookie, localStorage and a WebSocket (docs: device
+        // origins). It reports what worked in #result.
+        .route("/app", get(|| async { axum::response::Html(APP_HTML) }))
+        .route("/app.js", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/javascript")], APP_JS) }))
+        .route(
+            "/api/login",
+            post(|| async { ([(axum::http::header::SET_COOKIE, "app_session=s1; Path=/; HttpOnly")], "ok") }),
+        )
+        .route(
+            "/api/whoami",
+            get(|h: HeaderMap| async move {
+                let cookie = h.get(axum::http::header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let session = cookie.split(';').map(str::trim).find_map(|kv| kv.strip_prefix("app_session="));
+                axum::Json(serde_json::json!({ "session": session }))
+            }),
+        )
         // A redirect to `?to=`.
         .route(
             "/redirect",
@@ -93,6 +110,29 @@ pub async fn serve(listener: tokio::net::TcpListener) {
         );
     let _ = axum::serve(listener, app).await;
 }
+
+/// The device web app's page.
+pub const APP_HTML: &str = "<!doctype html><title>device app</title><h1>Device app</h1>\
+<pre id=\"result\">running</pre><script src=\"/app.js\"></script>";
+
+/// Its script: every step uses what a device app on its own origin needs.
+pub const APP_JS: &str = r#"(async () => {
+  const out = {};
+  try {
+    await fetch('/api/login', { method: 'POST' });
+    out.cookie = (await (await fetch('/api/whoami')).json()).session === 's1' ? 'ok' : 'missing';
+    localStorage.setItem('device-app', 'kept');
+    out.storage = localStorage.getItem('device-app') === 'kept' ? 'ok' : 'missing';
+    out.ws = await new Promise((resolve) => {
+      const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+      ws.onopen = () => ws.send('ping');
+      ws.onmessage = (m) => { resolve(m.data === 'ping' ? 'ok' : 'wrong: ' + m.data); ws.close(); };
+      ws.onerror = () => resolve('error');
+      setTimeout(() => resolve('timeout'), 5000);
+    });
+  } catch (e) { out.error = String(e); }
+  document.getElementById('result').textContent = JSON.stringify(out);
+})();"#;
 
 /// Headers no device answer may pass to a browser on a cloud origin.
 pub const HOSTILE_HEADERS: [(&str, &str); 10] = [

@@ -71,3 +71,41 @@ fn uuid_like() -> String {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_uses_a_device_app_on_its_own_origin_bob_cannot_and_sign_out_ends_it() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() || !dir.join("node_modules/playwright-core").exists() {
+        assert!(std::env::var_os("CI").is_none(), "browser test prerequisites missing in CI");
+        eprintln!("!!! SKIPPED the device-origin browser test: chromium or playwright-core missing");
+        return;
+    }
+    let options = Options { dev_idp: true, device_origins: true, ..Options::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let (device, agent, _) = stack.connected_device("alice@example.com").await;
+    let origin = format!("http://{}.devices.localhost:{}", device.id, stack.devices_addr.unwrap().port());
+    let shots = std::env::var("EDGELINK_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-ui"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::task::block_in_place(|| {
+        Command::new("node")
+            .arg("device_origin.mjs")
+            .current_dir(&dir)
+            .env("API_URL", &stack.api_url)
+            .env("DEVICE_ID", &device.id)
+            .env("DEVICE_ORIGIN", &origin)
+            .env("SCREENSHOT_DIR", &shots)
+            .env("CHROMIUM", &chromium)
+            .output()
+    })
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser script failed:\n{stdout}\n{stderr}");
+    for line in ["landed on the device origin", "device app: absolute paths", "bob: 404", "after sign-out"] {
+        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
+    agent.stop().await;
+}
