@@ -7,6 +7,10 @@
 #   relay: remote-proxy's internal forward → tunnel → agent → origin
 #   user:  api-server /api/v1/devices/{id}/http/… with a session cookie
 #          → remote-proxy → tunnel → agent → origin
+#   origin: the device's own origin, {id}.devices.localhost on remote-proxy's
+#          device listener with its pass cookie → tunnel → agent → origin
+#          (needs {id}.devices.localhost to resolve: added to /etc/hosts for
+#          the run when it does not and the file is writable)
 # Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
 # PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
 # CONTENDERS=hold starts the stack and waits (for profiling).
@@ -14,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PEERS_BENCH=${PEERS_BENCH:-$ROOT/../shared/bench/peers/run.sh}
-CONTENDERS=${CONTENDERS:-"relay user"}
+CONTENDERS=${CONTENDERS:-"relay user origin"}
 [ -f "$PEERS_BENCH" ] || { echo "peers benchmark not found at $PEERS_BENCH" >&2; exit 1; }
 for tool in wrk nginx curl node python3; do
   command -v $tool >/dev/null || { echo "$tool missing: apt-get install -y wrk nginx-light iperf3 curl (node for the dev provider)" >&2; exit 1; }
@@ -26,13 +30,16 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/edgelink-bench.XXXXXX")
 PIDS=()
+HOSTS_LINE=""
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$HOSTS_LINE" ]; then grep -vxF "$HOSTS_LINE" /etc/hosts >"$W/hosts" && cat "$W/hosts" >/etc/hosts; fi
   wait 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
 API_PORT=${API_PORT:-18721}; TUNNEL_PORT=${TUNNEL_PORT:-18800}; INTERNAL_PORT=${INTERNAL_PORT:-18801}
+DEVICES_PORT=${DEVICES_PORT:-18802}
 IDP_PORT=${IDP_PORT:-18790}
 PORT_BASE=${PORT_BASE:-18080}   # the peers benchmark's origin (nginx) port
 export PORT_BASE
@@ -55,6 +62,11 @@ export EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
 export EDGELINK_RELAY__DATABASE_URL=sqlite://$W/edgelink.db
 export EDGELINK_RELAY__JWKS_URL=$API/.well-known/jwks.json
 export EDGELINK_RELAY__INTERNAL_SECRET=$SECRET
+export EDGELINK_API__DEVICES_URL=http://devices.localhost:$DEVICES_PORT
+export EDGELINK_RELAY__DEVICES__URL=$EDGELINK_API__DEVICES_URL
+export EDGELINK_RELAY__DEVICES__LISTEN=127.0.0.1:$DEVICES_PORT
+export EDGELINK_RELAY__DEVICES__API_URL=$API
+export EDGELINK_RELAY__DEVICES__SESSION_KEY_FILE=$W/session.key
 export EDGELINK_AGENT__KEY_FILE=$W/device.key
 export EDGELINK_AGENT__STATE_FILE=$W/device.state.json
 export EDGELINK_AGENT__LOCAL_SERVICE=http://127.0.0.1:$PORT_BASE
@@ -79,11 +91,21 @@ for _ in $(seq 100); do
   curl -fs -o /dev/null -H "Cookie: edgelink_session=$COOKIE" "$API/api/v1/devices/$DEVICE/session" && break; sleep 0.1
 done
 
+# The device origin: a grant from api-server, redeemed for the pass cookie.
+DEVICE_HOST=$DEVICE.devices.localhost
+if ! getent hosts "$DEVICE_HOST" >/dev/null && [ -w /etc/hosts ]; then
+  HOSTS_LINE="127.0.0.1 $DEVICE_HOST"; echo "$HOSTS_LINE" >>/etc/hosts
+fi
+GRANT=$(curl -fs -o /dev/null -w '%{redirect_url}' -H "Cookie: edgelink_session=$COOKIE" "$API/api/v1/devices/$DEVICE/open")
+PASS=$(curl -s -o /dev/null -D - "$GRANT" | sed -n 's/^set-cookie: \(edgelink-pass=[^;]*\).*/\1/Ip' | tr -d '\r')
+[ -n "$PASS" ] || echo "warning: no device-origin pass (grant $GRANT); the origin contender will fail" >&2
+
 if [ "$CONTENDERS" = hold ]; then
   # For profiling: the stack stays up (with an origin on PORT_BASE if
   # none is there) until interrupted.
   echo "user path:  curl -H 'Cookie: edgelink_session=$COOKIE' $API/api/v1/devices/$DEVICE/http/hello" >&2
   echo "relay path: curl -H 'Authorization: Bearer $SECRET' http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/hello" >&2
+  echo "origin path: curl -H 'Cookie: $PASS' http://$DEVICE_HOST:$DEVICES_PORT/hello" >&2
   echo "pids: api-server $API_PID, remote-proxy $RELAY_PID, edge-agent $AGENT_PID" >&2
   wait
 fi
@@ -102,7 +124,13 @@ for contender in $CONTENDERS; do
       BIG=$API/api/v1/devices/$DEVICE/http/big
       HEADER="Cookie: edgelink_session=$COOKIE"
       SAMPLED="$API_PID $RELAY_PID $AGENT_PID" ;;
-    *) echo "unknown contender $contender (relay, user)" >&2; exit 1 ;;
+    origin)
+      NAME=edgelink-origin
+      SMALL=http://$DEVICE_HOST:$DEVICES_PORT/small
+      BIG=http://$DEVICE_HOST:$DEVICES_PORT/big
+      HEADER="Cookie: $PASS"
+      SAMPLED="$RELAY_PID $AGENT_PID" ;;
+    *) echo "unknown contender $contender (relay, user, origin)" >&2; exit 1 ;;
   esac
   echo "## $NAME" 
   EXTRA_NAME=$NAME EXTRA_URL_SMALL=$SMALL EXTRA_URL_BIG=$BIG EXTRA_HEADER=$HEADER EXTRA_PIDS=$SAMPLED \
