@@ -263,6 +263,12 @@ pub async fn purge_loop(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "browser session purge failed"),
         }
+        // Device-origin grants live a minute; keep an hour for forensics.
+        match state.store().purge_origin_grants(now_ms() - 3_600_000).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "old device-origin grants removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "device-origin grant purge failed"),
+        }
     }
 }
 
