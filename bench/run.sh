@@ -8,9 +8,10 @@
 #   user:  api-server /api/v1/devices/{id}/http/… with a session cookie
 #          → remote-proxy → tunnel → agent → origin
 #   origin: the device's own origin, {id}.devices.localhost on remote-proxy's
-#          device listener with its pass cookie → tunnel → agent → origin
-#          (needs {id}.devices.localhost to resolve: added to /etc/hosts for
-#          the run when it does not and the file is writable)
+#          device listener with its pass cookie → tunnel → agent → origin.
+#          The shared script takes loopback URLs with one header only, so
+#          this one is measured here: wrk c1 and c64 against the relay path
+#          and the origin path alternately, same nginx, same run.
 # Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
 # PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
 # CONTENDERS=hold starts the stack and waits (for profiling).
@@ -52,6 +53,8 @@ export EDGELINK_API__DATABASE_URL=sqlite://$W/edgelink.db
 export EDGELINK_API__SIGNING_KEY_FILE=$W/signing.pem
 export EDGELINK_API__PUBLIC_URL=$API
 export EDGELINK_API__SESSION__INSECURE_COOKIES=true
+# The benchmark measures the path, not the per-user request limit.
+export EDGELINK_API__RATE_LIMITS__SESSION_PER_HOUR=4000000000
 export EDGELINK_API__SESSION__KEY_FILE=$W/session.key
 export EDGELINK_API__OIDC__ISSUER=http://127.0.0.1:$IDP_PORT
 export EDGELINK_API__OIDC__CLIENT_ID=edgelink-web
@@ -110,6 +113,52 @@ if [ "$CONTENDERS" = hold ]; then
   wait
 fi
 
+# wrk → "p50_ms req_per_s" (args: connections threads url headers…)
+wrk_run() {
+  local c=$1 t=$2 url=$3; shift 3
+  local hdr=() out
+  for h in "$@"; do hdr+=(-H "$h"); done
+  out=$(wrk --latency -t"$t" -c"$c" -d"${DURATION:-10}s" "${hdr[@]}" "$url")
+  local p50 rps
+  p50=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  echo "$p50 $rps"
+}
+
+origin_vs_relay() {
+  echo "## edgelink-origin (device origin vs relay path, same run)"
+  mkdir -p "$W/nginx/logs"
+  printf 'small origin\n' >"$W/nginx/small"
+  cat >"$W/nginx/nginx.conf" <<NGINX
+worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/logs/error.log;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 100000;
+  server { listen 127.0.0.1:$PORT_BASE; root $W/nginx; location / { } } }
+NGINX
+  # nginx's workers may run as another user: let them read the file.
+  chmod o+x "$W"; chmod -R o+rX "$W/nginx"
+  nginx -p "$W/nginx" -c "$W/nginx/nginx.conf"
+  for _ in $(seq 50); do [ -s "$W/nginx/nginx.pid" ] && break; sleep 0.1; done
+  PIDS+=("$(cat "$W/nginx/nginx.pid")")
+  local relay_url="http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/small"
+  local origin_url="http://$DEVICE_HOST:$DEVICES_PORT/small"
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $PASS" "$origin_url")
+  [ "$code" = 200 ] || { echo "origin path answered $code" >&2; return 1; }
+  echo "| path | round | c1 p50 ms | c1 req/s | c64 p50 ms | c64 req/s |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for round in $(seq "${ROUNDS:-2}"); do
+    for path in relay origin; do
+      if [ $path = relay ]; then set -- "$relay_url" "Authorization: Bearer $SECRET"; else set -- "$origin_url" "Cookie: $PASS"; fi
+      read -r c1p c1r <<<"$(wrk_run 1 1 "$@")"
+      read -r c64p c64r <<<"$(wrk_run 64 2 "$@")"
+      echo "| $path | $round | $c1p | $c1r | $c64p | $c64r |"
+    done
+  done
+  kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null || true
+  echo
+}
+
 for contender in $CONTENDERS; do
   case $contender in
     relay)
@@ -125,11 +174,8 @@ for contender in $CONTENDERS; do
       HEADER="Cookie: edgelink_session=$COOKIE"
       SAMPLED="$API_PID $RELAY_PID $AGENT_PID" ;;
     origin)
-      NAME=edgelink-origin
-      SMALL=http://$DEVICE_HOST:$DEVICES_PORT/small
-      BIG=http://$DEVICE_HOST:$DEVICES_PORT/big
-      HEADER="Cookie: $PASS"
-      SAMPLED="$RELAY_PID $AGENT_PID" ;;
+      origin_vs_relay
+      continue ;;
     *) echo "unknown contender $contender (relay, user, origin)" >&2; exit 1 ;;
   esac
   echo "## $NAME" 
