@@ -147,7 +147,12 @@ fn main() {
             }
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let key = edgelink_agent::load_key(&config.key_file).unwrap_or_else(|e| startup::config_error(e));
-            let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+            // One tunnel, one thread: its muxer and streams wake each other
+            // without crossing CPUs (ADR 7's profile: cross-CPU wake-ups).
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
             let result = rt.block_on(async move {
                 let shutdown = startup::shutdown_token();
                 let (status, _) = tokio::sync::watch::channel(Status::Connecting);

@@ -14,34 +14,63 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Buffers of the standard size kept for reuse across tunnels, at most this
+/// many: taking and giving back one per burst costs no allocation and no
+/// zeroing, and idle tunnels still hold nothing.
+const POOL_MAX: usize = 64;
+
+static POOL: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
+
+fn take_buffer(size: usize) -> Box<[u8]> {
+    if size == crate::READ_AHEAD
+        && let Some(b) = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    {
+        return b;
+    }
+    vec![0; size].into_boxed_slice()
+}
+
+fn give_back(buf: Box<[u8]>) {
+    if buf.len() == crate::READ_AHEAD {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    }
+}
+
 /// Reads from `inner` in chunks of `chunk` bytes while it is busy; holds no
 /// buffer while it is idle. Writes pass straight through.
 pub struct ReadAhead<S> {
     inner: S,
     chunk: usize,
-    /// Bytes read from `inner` and not yet handed out; empty while idle.
-    buf: Vec<u8>,
+    /// Held only while data flows (initialized once, reused without zeroing).
+    buf: Option<Box<[u8]>>,
+    /// Bytes `pos..end` of `buf` are read and not yet handed out.
     pos: usize,
+    end: usize,
 }
 
 impl<S> ReadAhead<S> {
     /// Wraps `inner`, reading `chunk` bytes at a time.
     pub fn new(inner: S, chunk: usize) -> Self {
-        ReadAhead { inner, chunk, buf: Vec::new(), pos: 0 }
+        ReadAhead { inner, chunk, buf: None, pos: 0, end: 0 }
     }
 
     /// Bytes of buffer currently held (0 when idle).
     pub fn buffered_capacity(&self) -> usize {
-        self.buf.capacity()
+        self.buf.as_ref().map_or(0, |b| b.len())
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.pos < this.buf.len() {
-            let n = out.remaining().min(this.buf.len() - this.pos);
-            out.put_slice(&this.buf[this.pos..this.pos + n]);
+        if let Some(buf) = &this.buf
+            && this.pos < this.end
+        {
+            let n = out.remaining().min(this.end - this.pos);
+            out.put_slice(&buf[this.pos..this.pos + n]);
             this.pos += n;
             return Poll::Ready(Ok(()));
         }
@@ -50,12 +79,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.release();
             return Pin::new(&mut this.inner).poll_read(cx, out);
         }
-        if this.buf.capacity() < this.chunk {
-            this.buf = vec![0; this.chunk];
-        } else {
-            this.buf.resize(this.chunk, 0);
-        }
-        let mut fill = ReadBuf::new(&mut this.buf);
+        let chunk = this.chunk;
+        let buf = this.buf.get_or_insert_with(|| take_buffer(chunk));
+        let mut fill = ReadBuf::new(buf);
         match Pin::new(&mut this.inner).poll_read(cx, &mut fill) {
             Poll::Pending => {
                 // Nothing more right now: the tunnel is idle, give the
@@ -69,15 +95,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             }
             Poll::Ready(Ok(())) => {
                 let n = fill.filled().len();
-                this.buf.truncate(n);
-                this.pos = 0;
                 if n == 0 {
                     this.release();
                     return Poll::Ready(Ok(()));
                 }
                 let take = out.remaining().min(n);
-                out.put_slice(&this.buf[..take]);
+                if let Some(buf) = &this.buf {
+                    out.put_slice(&buf[..take]);
+                }
                 this.pos = take;
+                this.end = n;
                 Poll::Ready(Ok(()))
             }
         }
@@ -86,8 +113,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
 
 impl<S> ReadAhead<S> {
     fn release(&mut self) {
-        self.buf = Vec::new();
+        if let Some(b) = self.buf.take() {
+            give_back(b);
+        }
         self.pos = 0;
+        self.end = 0;
+    }
+}
+
+impl<S> Drop for ReadAhead<S> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
