@@ -14,26 +14,10 @@ use edgelink_e2e::{Options, Stack, origin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let missing = [
-        (!std::path::Path::new(&chromium).exists()).then(|| format!("{chromium} (apt-get install chromium)")),
-        (!dir.join("node_modules/playwright-core").exists())
-            .then(|| "tests/browser/node_modules (make browser-deps)".into()),
-    ];
-    let missing: Vec<String> = missing.into_iter().flatten().collect();
-    if !missing.is_empty() {
-        assert!(std::env::var_os("CI").is_none(), "browser test prerequisites missing in CI: {missing:?}");
-        eprintln!("!!! SKIPPED the real-browser UI test: missing {missing:?}");
-        return;
-    }
+    let Some(Browser { dir, chromium, shots }) = browser("the real-browser UI test") else { return };
     let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
     let work = std::env::temp_dir().join(format!("edgelink-browser-{}", uuid_like()));
     std::fs::create_dir_all(&work).unwrap();
-    let shots = std::env::var("EDGELINK_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-ui"));
-    std::fs::create_dir_all(&shots).unwrap();
 
     let out = tokio::task::block_in_place(|| {
         Command::new("node")
@@ -64,6 +48,36 @@ async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Where the browser scripts, chromium and the screenshots are.
+struct Browser {
+    dir: PathBuf,
+    chromium: String,
+    shots: PathBuf,
+}
+
+/// The browser test prerequisites, or None (a loud skip, and a failure in
+/// CI) when one is missing.
+fn browser(what: &str) -> Option<Browser> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = [
+        (!std::path::Path::new(&chromium).exists()).then(|| format!("{chromium} (apt-get install chromium)")),
+        (!dir.join("node_modules/playwright-core").exists())
+            .then(|| "tests/browser/node_modules (make browser-deps)".into()),
+    ];
+    let missing: Vec<String> = missing.into_iter().flatten().collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "browser test prerequisites missing in CI: {missing:?}");
+        eprintln!("!!! SKIPPED {what}: missing {missing:?}");
+        return None;
+    }
+    let shots = std::env::var("EDGELINK_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-ui"));
+    std::fs::create_dir_all(&shots).unwrap();
+    Some(Browser { dir, chromium, shots })
+}
+
 fn uuid_like() -> String {
     format!(
         "{}-{}",
@@ -74,21 +88,11 @@ fn uuid_like() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_uses_a_device_app_on_its_own_origin_bob_cannot_and_sign_out_ends_it() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !std::path::Path::new(&chromium).exists() || !dir.join("node_modules/playwright-core").exists() {
-        assert!(std::env::var_os("CI").is_none(), "browser test prerequisites missing in CI");
-        eprintln!("!!! SKIPPED the device-origin browser test: chromium or playwright-core missing");
-        return;
-    }
+    let Some(Browser { dir, chromium, shots }) = browser("the device-origin browser test") else { return };
     let options = Options { dev_idp: true, device_origins: true, ..Options::default() };
     let stack = Stack::start_with(options).await.unwrap();
     let (device, agent, _) = stack.connected_device("alice@example.com").await;
     let origin = format!("http://{}.devices.localhost:{}", device.id, stack.devices_addr.unwrap().port());
-    let shots = std::env::var("EDGELINK_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-ui"));
-    std::fs::create_dir_all(&shots).unwrap();
     let out = tokio::task::block_in_place(|| {
         Command::new("node")
             .arg("device_origin.mjs")

@@ -114,8 +114,13 @@ async fn both_binaries_serve_their_series_in_the_prometheus_text_format() {
     let mut agent = stack.spawn_agent_with(config, &device);
     agent.connected().await;
     let forward = format!("http://127.0.0.1:{internal}/internal/forward/{}/", device.id);
-    let resp = http().get(&forward).bearer_auth(SECRET).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    // The agent says connected as soon as its side is up; the relay lists
+    // the session a moment later.
+    wait_until("a request through the relay process", Duration::from_secs(10), || async {
+        let resp = http().get(&forward).bearer_auth(SECRET).send().await.ok()?;
+        (resp.status() == 200).then_some(())
+    })
+    .await;
     assert_eq!(http().get(format!("http://127.0.0.1:{api}/api/v1/health")).send().await.unwrap().status(), 200);
     assert_eq!(http().get(format!("http://127.0.0.1:{api}/api/v1/devices")).send().await.unwrap().status(), 401);
 

@@ -74,6 +74,18 @@ async fn device_token(stack: &Stack, d: &Device) -> String {
     t.access.expose_secret().to_owned()
 }
 
+/// `GET /api/v1/messages/pending` with a device token.
+async fn pending(stack: &Stack, token: &str) -> Value {
+    let url = format!("{}/api/v1/messages/pending", stack.api_url);
+    http().get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// `PUT /api/v1/messages/{id}/read` with a device token: the status.
+async fn read(stack: &Stack, token: &str, id: &str) -> u16 {
+    let url = format!("{}/api/v1/messages/{id}/read", stack.api_url);
+    http().put(url).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
 fn with_inbox(stack: &Stack, d: &Device, url: &str) -> edgelink_agent::AgentConfig {
     edgelink_agent::AgentConfig {
         message_url: Some(url.to_owned()),
@@ -159,23 +171,8 @@ async fn expired_messages_are_dropped_and_reported_and_tenancy_holds() {
     // The device itself (REST, as a device without the agent): nothing
     // pending, and acknowledging the expired one says so.
     let token = device_token(&stack, &device).await;
-    let pending: Value = http()
-        .get(format!("{}/api/v1/messages/pending", stack.api_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(pending["messages"], json!([]));
-    let ack = http()
-        .put(format!("{}/api/v1/messages/{expired_id}/read", stack.api_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ack.status(), 410);
+    assert_eq!(pending(&stack, &token).await["messages"], json!([]));
+    assert_eq!(read(&stack, &token, &expired_id).await, 410);
 
     // Devices message their owner's other devices, never another owner's.
     let dev_send = |to: &str| {
@@ -201,29 +198,13 @@ async fn expired_messages_are_dropped_and_reported_and_tenancy_holds() {
     assert_eq!(send(&bob, json!({"to": [device.id], "type": "t", "content": 1})).await.0, 404);
     // The sibling takes and acknowledges over REST; acks are idempotent.
     let sib_token = device_token(&stack, &sibling).await;
-    let pending: Value = http()
-        .get(format!("{}/api/v1/messages/pending", stack.api_url))
-        .bearer_auth(&sib_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = pending["messages"][0]["id"].as_str().unwrap().to_owned();
+    let taken = pending(&stack, &sib_token).await;
+    let id = taken["messages"][0]["id"].as_str().unwrap().to_owned();
     for _ in 0..2 {
-        let resp = http()
-            .put(format!("{}/api/v1/messages/{id}/read", stack.api_url))
-            .bearer_auth(&sib_token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        assert_eq!(read(&stack, &sib_token, &id).await, 200);
     }
     // Another device cannot acknowledge it (it is not its message).
-    let resp =
-        http().put(format!("{}/api/v1/messages/{id}/read", stack.api_url)).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(read(&stack, &token, &id).await, 404);
     // Bad input changes nothing.
     for bad in [
         json!({"to": [device.id], "type": "t", "content": 1, "priority": "urgent"}),
