@@ -1,6 +1,6 @@
 //! Device challenges and refresh tokens.
 
-use crate::{RefreshOutcome, Result, Store, new_id, with_pool};
+use crate::{BeginWrite, RefreshOutcome, Result, Store, new_id, with_pool};
 
 /// A refresh token with its device's state.
 #[derive(sqlx::FromRow)]
@@ -100,7 +100,7 @@ impl Store {
         new_expires_at: i64,
     ) -> Result<RefreshOutcome> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row: Option<RefreshRow> = sqlx::query_as(
                 "SELECT t.device_id, t.family_id, t.expires_at, t.used_at, t.revoked_at, d.owner_id, \
                  d.revoked_at AS device_revoked \

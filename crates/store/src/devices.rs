@@ -1,6 +1,6 @@
 //! Devices. Every method that serves a user takes the owner's id.
 
-use crate::{Device, DeviceCredentials, NewDevice, Result, Store, new_id, now_ms, with_pool};
+use crate::{BeginWrite, Device, DeviceCredentials, NewDevice, Result, Store, new_id, now_ms, with_pool};
 
 /// The columns of [`Device`], in its field order.
 macro_rules! device_columns {
@@ -255,7 +255,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             insert_device!(&mut *tx, &id, &new.owner_id, new, now).await?;
             insert_capabilities!(tx, &id, new).await?;
             tx.commit().await?;
@@ -270,7 +270,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let placed = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let placed = place_device!(tx, &id, &new.owner_id, new, now).await?;
             tx.commit().await?;
             placed
@@ -353,7 +353,7 @@ impl Store {
     pub async fn revoke_device(&self, owner_id: &str, device_id: &str) -> Result<bool> {
         let now = now_ms();
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let done = sqlx::query(
                 // The node id is freed: a new device may take the name.
                 "UPDATE devices SET revoked_at = $1, node_id = NULL \

@@ -114,6 +114,40 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`:
+/// the write lock is taken first, so a transaction that reads and then
+/// writes waits (`busy_timeout`) instead of failing with "database is
+/// locked" when another writer commits in between (WAL snapshots cannot be
+/// upgraded). PostgreSQL begins as usual.
+pub(crate) trait BeginWrite {
+    /// The database.
+    type Db: sqlx::Database;
+    /// The transaction.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = std::result::Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>> + Send
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> + Send
+    {
+        self.begin()
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, `sqlite:PATH`, `postgres://…`)
     /// and runs the migrations. A SQLite file is created when missing.

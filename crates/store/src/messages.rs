@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::{Result, Store, with_pool};
+use crate::{BeginWrite, Result, Store, with_pool};
 
 /// A message to write.
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ impl Store {
         max_unread: i64,
     ) -> Result<std::result::Result<(), QueueRefusal>> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO messages (id, owner_id, sender_kind, sender_id, message_type, content, metadata, \
                  priority, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -179,7 +179,7 @@ impl Store {
     pub async fn take_pending_messages(&self, device_id: &str, now: i64, limit: i64) -> Result<Vec<MessageRow>> {
         let sql = concat!(message_select!(), "WHERE d.device_id = $2 AND d.message_id = $3");
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // Write first: the UPDATE takes SQLite's write lock at once (a
             // read first would make the upgrade fail under concurrent
             // writers), and picks the rows in queue order.
@@ -303,7 +303,7 @@ impl Store {
     /// messages left without deliveries; returns how many deliveries.
     pub async fn purge_messages(&self, before: i64) -> Result<u64> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let n =
                 sqlx::query("DELETE FROM message_deliveries WHERE status IN ('read', 'expired') AND finished_at < $1")
                     .bind(before)

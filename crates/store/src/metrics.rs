@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{Result, Store, with_pool};
+use crate::{BeginWrite, Result, Store, with_pool};
 
 /// One stored sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -47,7 +47,7 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // Multi-row statements: a batch of thousands of devices is a
             // few statements, not one per point.
             for chunk in points.chunks(ROWS_PER_STATEMENT) {
@@ -80,7 +80,7 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut qb = sqlx::QueryBuilder::new("INSERT INTO device_latest (device_id, at, load_1m, sample) ");
                 qb.push_values(chunk, |mut row, l| {

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::{Device, NewDevice, Result, Store, new_id, with_pool};
+use crate::{BeginWrite, Device, NewDevice, Result, Store, new_id, with_pool};
 
 /// A pairing code as its owner sees it (without the code itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -58,7 +58,7 @@ impl Store {
             device_id: None,
         };
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let (live,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM pairing_codes WHERE owner_id = $1 AND used_at IS NULL AND expires_at > $2",
             )
@@ -95,7 +95,7 @@ impl Store {
     ) -> Result<std::result::Result<Device, PairingRefusal>> {
         let new_id = new_id();
         let placed: Option<(String, String)> = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let claimed: Option<(String,)> = sqlx::query_as(
                 "UPDATE pairing_codes SET used_at = $1 \
                  WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $3 RETURNING owner_id",

@@ -1,6 +1,6 @@
 //! The tunnel session registry as stored: which relay holds which device.
 
-use crate::{Result, Store, TunnelSession, with_pool};
+use crate::{BeginWrite, Result, Store, TunnelSession, with_pool};
 
 /// The columns of [`TunnelSession`], in its field order.
 macro_rules! session_columns {
@@ -16,7 +16,7 @@ impl Store {
     /// registry never shows two.
     pub async fn open_session(&self, s: &TunnelSession) -> Result<()> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "UPDATE tunnel_sessions SET disconnected_at = $1, close_reason = 'replaced' \
                  WHERE device_id = $2 AND disconnected_at IS NULL",

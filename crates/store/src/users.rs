@@ -1,6 +1,6 @@
 //! Users.
 
-use crate::{Result, Store, User, new_id, now_ms, with_pool};
+use crate::{BeginWrite, Result, Store, User, new_id, now_ms, with_pool};
 
 impl Store {
     /// Returns the user with the verified `email`, creating it (verified:
@@ -46,7 +46,7 @@ impl Store {
         let now = now_ms();
         let new_id = new_id();
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE issuer = $1 AND subject = $2")
                 .bind(issuer)
                 .bind(subject)
