@@ -178,10 +178,21 @@ async fn connected(
                 let sample = sampler.sample(started.elapsed().as_secs());
                 let told = told_interval.clone();
                 tokio::spawn(async move {
-                    match send_heartbeat(&h, &sample).await {
-                        Ok(Some(secs)) => told.store(secs, std::sync::atomic::Ordering::Relaxed),
-                        Ok(None) => {}
-                        Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                    // A refused heartbeat (the relay may not have registered
+                    // a brand-new session yet) is tried again soon, not a
+                    // whole interval later.
+                    for attempt in 0..3 {
+                        match send_heartbeat(&h, &sample).await {
+                            Ok(Some(secs)) => {
+                                told.store(secs, std::sync::atomic::Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, attempt, "heartbeat failed");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
                     }
                 });
                 // The relay says how often it wants them (5 s to 1 h).

@@ -42,17 +42,6 @@ impl Default for StreamBudget {
     }
 }
 
-/// Whose tunnel a device-opened stream belongs to (known from the token
-/// before the session is registered, so the device's first heartbeat and
-/// fetch do not race the registration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelOwner {
-    /// The device.
-    pub device_id: String,
-    /// Its owner.
-    pub owner_id: String,
-}
-
 /// Serves one device-opened stream on its own task, if the tunnel's budget
 /// allows another; otherwise the stream is closed at once. A stream's
 /// request head, and its body, must each arrive within the relay's
@@ -60,7 +49,7 @@ pub struct TunnelOwner {
 pub fn spawn_device_stream(
     relay: Relay,
     session_id: String,
-    device: Arc<TunnelOwner>,
+    device_id: Arc<str>,
     budget: &StreamBudget,
     stream: TunnelStream,
 ) {
@@ -77,8 +66,9 @@ pub fn spawn_device_stream(
             let open = metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => "device");
             open.increment(1.0);
             let _open = scopeguard(move || open.decrement(1.0));
-            let svc =
-                hyper::service::service_fn(move |req| handle(relay.clone(), session_id.clone(), device.clone(), req));
+            let svc = hyper::service::service_fn(move |req| {
+                handle(relay.clone(), session_id.clone(), device_id.clone(), req)
+            });
             edgelink_hop::serve(stream, svc, header_timeout).await;
         }
         .instrument(span),
@@ -114,7 +104,7 @@ fn error(code: ErrorCode, message: &str, path: &str) -> Response<Full<Bytes>> {
 async fn handle(
     relay: Relay,
     session_id: String,
-    device: Arc<TunnelOwner>,
+    device_id: Arc<str>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -123,13 +113,13 @@ async fn handle(
         if method != hyper::Method::POST {
             return Ok(error(ErrorCode::MethodNotAllowed, "heartbeats are POSTed", &path));
         }
-        return Ok(heartbeat(relay, session_id, &device, req).await);
+        return Ok(heartbeat(relay, session_id, req).await);
     }
     if path == paths::MESSAGES {
         if method != hyper::Method::GET {
             return Ok(error(ErrorCode::MethodNotAllowed, "messages are fetched with GET", &path));
         }
-        return Ok(take_messages(relay, &device.device_id, req.uri().query()).await);
+        return Ok(take_messages(relay, &device_id, req.uri().query()).await);
     }
     if let Some(id) =
         path.strip_prefix(paths::MESSAGES).and_then(|r| r.strip_prefix('/')).and_then(|r| r.strip_suffix("/ack"))
@@ -137,7 +127,7 @@ async fn handle(
         if method != hyper::Method::POST {
             return Ok(error(ErrorCode::MethodNotAllowed, "acknowledgements are POSTed", &path));
         }
-        return Ok(ack_message(relay, &device.device_id, id, &path).await);
+        return Ok(ack_message(relay, &device_id, id, &path).await);
     }
     Ok(error(ErrorCode::NotFound, "no such control path", &path))
 }
@@ -178,12 +168,7 @@ async fn ack_message(relay: Relay, device_id: &str, id: &str, path: &str) -> Res
     }
 }
 
-async fn heartbeat(
-    relay: Relay,
-    session_id: String,
-    device: &TunnelOwner,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn heartbeat(relay: Relay, session_id: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = paths::HEARTBEAT;
     let body = Limited::new(req.into_body(), limits::MAX_CONTROL_BODY).collect();
     let body = match tokio::time::timeout(relay.header_timeout(), body).await {
@@ -206,21 +191,20 @@ async fn heartbeat(
     if let Some(problem) = beat.problem() {
         return error(ErrorCode::BadRequest, &format!("bad heartbeat: {problem}"), path);
     }
+    let Some(session) = relay.registry().get(&session_id) else {
+        return error(ErrorCode::SessionNotFound, "session is closing", path);
+    };
     let now = now_ms();
-    // The session may not be registered yet (a heartbeat sent the moment
-    // the tunnel came up): the sample counts anyway.
-    if let Some(session) = relay.registry().get(&session_id) {
-        session.last_heartbeat.store(now, Ordering::Relaxed);
-        let stored = session.heartbeat_stored_at.load(Ordering::Relaxed);
-        if now - stored >= HEARTBEAT_STORE_EVERY_MS
-            && session.heartbeat_stored_at.compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            && let Err(e) = relay.store().session_heartbeat(&session_id, now).await
-        {
-            tracing::warn!(error = %e, "could not store heartbeat");
-        }
+    session.last_heartbeat.store(now, Ordering::Relaxed);
+    let stored = session.heartbeat_stored_at.load(Ordering::Relaxed);
+    if now - stored >= HEARTBEAT_STORE_EVERY_MS
+        && session.heartbeat_stored_at.compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        && let Err(e) = relay.store().session_heartbeat(&session_id, now).await
+    {
+        tracing::warn!(error = %e, "could not store heartbeat");
     }
     tracing::debug!(cpu = ?beat.cpu_percent, "heartbeat");
-    relay.telemetry().record(&device.device_id, &device.owner_id, now, beat);
+    relay.telemetry().record(&session.device_id, &session.owner_id, now, beat);
     let ack = HeartbeatAck {
         session: session_id,
         server_time: rfc3339_ms(now),

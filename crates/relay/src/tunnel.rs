@@ -76,8 +76,7 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
         async move {
             let relay_in = relay2.clone();
             let id_in = id2.clone();
-            let device_in =
-                Arc::new(crate::control::TunnelOwner { device_id: claims.sub.clone(), owner_id: claims.owner.clone() });
+            let device_in: Arc<str> = Arc::from(claims.sub.as_str());
             let budget = crate::control::StreamBudget::new();
             let started = upgrade
                 .into_session(&relay2.tunnel_config(), move |stream| {
