@@ -141,6 +141,24 @@ impl Pass {
     }
 }
 
+/// A path on the device to land on after entering its origin: it starts
+/// with one `/`, is at most 2 KiB and has no control characters; anything
+/// else (another host, `//evil`, `/\\evil`) becomes `/`.
+pub fn landing(to: Option<&str>) -> String {
+    match to {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.starts_with("/\\")
+                && p.len() <= 2048
+                && !p.chars().any(char::is_control) =>
+        {
+            p.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
 /// The value of cookie `name` in a request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -319,6 +337,15 @@ mod tests {
         assert_eq!(cookie(&h, "edgelink-pass"), Some("secret"));
         strip_pass(&mut h);
         assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+    }
+
+    #[test]
+    fn landing_paths_stay_on_the_device() {
+        assert_eq!(landing(None), "/");
+        assert_eq!(landing(Some("/app/?x=1")), "/app/?x=1");
+        for bad in ["//evil.example/", "/\\evil.example", "https://evil.example/", "x", "/a\nb"] {
+            assert_eq!(landing(Some(bad)), "/", "{bad:?}");
+        }
     }
 
     #[test]

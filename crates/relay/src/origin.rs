@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edgelink_auth::cookie::CookieKeys;
-use edgelink_origins::{AUTH_PATH, DevicesDomain, Gatekeeper, Pass};
+use edgelink_origins::{AUTH_PATH, DevicesDomain, Gatekeeper, Pass, landing};
 use edgelink_protocol::error::ErrorCode;
 use edgelink_protocol::paths;
 use edgelink_store::now_ms;
@@ -156,16 +156,6 @@ async fn redeem(relay: &Relay, o: &Origins, device_id: &str, query: &str) -> Res
     }
     resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
-}
-
-/// A path on this origin (never another host).
-fn landing(to: Option<&str>) -> String {
-    match to {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\") && p.len() <= 2048 => {
-            p.to_owned()
-        }
-        _ => "/".to_owned(),
-    }
 }
 
 async fn forward(
