@@ -89,7 +89,7 @@ wait_http "http://127.0.0.1:$TUNNEL_PORT/healthz"
 CODE=$("$BIN/api-server" pairing create --owner alice@example.com)
 "$BIN/edge-agent" pair --server "$API" --code "$CODE" --name bench >&2
 DEVICE=$(sed -n 's/.*"device_id": "\([^"]*\)".*/\1/p' "$EDGELINK_AGENT__STATE_FILE")
-"$BIN/edge-agent" run >"$W/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
+"${AGENT_BIN:-$BIN/edge-agent}" run >"$W/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
 COOKIE=$(python3 bench/signin.py "$API" alice)
 for _ in $(seq 100); do
   curl -fs -o /dev/null -H "Cookie: edgelink_session=$COOKIE" "$API/api/v1/devices/$DEVICE/session" && break; sleep 0.1

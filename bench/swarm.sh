@@ -3,6 +3,9 @@
 # tunnels held by bench/swarm against a release remote-proxy; its RSS is
 # read before and after; then the relay is restarted (graceful TERM, then
 # a crash with KILL) and the time until every tunnel is back is measured.
+# Above ~25,000 tunnels one source address runs out of ports: the swarm
+# then dials from 127.0.0.2… (SWARM_SOURCES, one address per 20,000), and
+# the file limit is raised for both processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,6 +17,11 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/edgelink-swarm.XXXXXX")
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
+if [ "$COUNT" -gt 15000 ]; then
+  ulimit -Hn $((COUNT * 2 + 10000)) 2>/dev/null || true
+  export SWARM_SOURCES=${SWARM_SOURCES:-$(( (COUNT + 19999) / 20000 ))}
+  export EDGELINK_RELAY__MAX_CONNECTIONS=$((COUNT + 1000))
+fi
 ulimit -n "$(ulimit -Hn)"
 
 API_PORT=${API_PORT:-18731}; TUNNEL_PORT=${TUNNEL_PORT:-18830}; INTERNAL_PORT=${INTERNAL_PORT:-18831}
@@ -38,22 +46,28 @@ BASE=$(rss_kib "$RELAY")
 
 OUT=$W/swarm.out
 "$BIN/examples/swarm" "$COUNT" >"$OUT" & SWARM=$!; PIDS+=($SWARM)
-for _ in $(seq 1200); do grep -q '^READY' "$OUT" && break; sleep 0.1; done
+for _ in $(seq $((1200 + COUNT / 10))); do grep -q '^READY' "$OUT" && break; sleep 0.1; done
 grep '^READY' "$OUT" >&2 || { echo "swarm never got ready" >&2; exit 1; }
 sleep 3
 FULL=$(rss_kib "$RELAY")
+# CPU while idle: the relay's user+system ticks over 10 s with every tunnel up
+# (pings every 15 s per tunnel are the only traffic).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+T0=$(ticks "$RELAY"); sleep 10; T1=$(ticks "$RELAY")
+IDLE_CPU=$(awk -v t=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t / hz / 10 * 100}')
 PER=$(( (FULL - BASE) * 1024 / COUNT ))
 echo "| relay RSS idle | $((BASE / 1024)) MiB |"
 echo "| relay RSS with $COUNT idle tunnels | $((FULL / 1024)) MiB |"
 [ -n "${HOLD:-}" ] && { echo "relay pid $RELAY; holding ${HOLD}s" >&2; sleep "$HOLD"; }
 echo "| relay RSS per idle tunnel | $PER bytes ($(awk -v b="$PER" 'BEGIN{printf "%.1f", b/1024}') KiB) |"
+echo "| relay CPU while idle (10 s, % of one core) | $IDLE_CPU % |"
 echo "| initial connect of $COUNT tunnels | $(awk '/^READY/{print $3}' "$OUT") ms |"
 
 for mode in TERM KILL; do
   before=$(grep -c '^RECONNECTED' "$OUT" || true)
   kill -$mode "$RELAY"; wait "$RELAY" 2>/dev/null || true
   start_relay
-  for _ in $(seq 1200); do [ "$(grep -c '^RECONNECTED' "$OUT" || true)" -gt "$before" ] && break; sleep 0.1; done
+  for _ in $(seq $((1200 + COUNT / 20))); do [ "$(grep -c '^RECONNECTED' "$OUT" || true)" -gt "$before" ] && break; sleep 0.1; done
   line=$(grep '^RECONNECTED' "$OUT" | tail -1)
   echo "| all $COUNT back after relay restart (SIG$mode) | $(echo "$line" | awk '{print $3}') ms after the first drop |"
 done

@@ -9,7 +9,9 @@
 //! * `RECONNECTED n ms` — all back, ms after the first drop.
 //!
 //! Env: SWARM_DATABASE_URL, SWARM_SIGNING_KEY, SWARM_TUNNEL_URL,
-//! SWARM_CONCURRENCY (256).
+//! SWARM_CONCURRENCY (256), SWARM_SOURCES (0: the kernel picks the source
+//! address; n > 0: tunnel i dials from 127.0.0.{2 + i % n}, so more than one
+//! address's worth of source ports, ~28,000 each, can be open at once).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +33,13 @@ async fn main() -> anyhow::Result<()> {
     let key_file = std::env::var("SWARM_SIGNING_KEY").context("SWARM_SIGNING_KEY")?;
     let url = std::env::var("SWARM_TUNNEL_URL").context("SWARM_TUNNEL_URL")?;
     let concurrency: usize = std::env::var("SWARM_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let sources: u8 = std::env::var("SWARM_SOURCES").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let target: std::net::SocketAddr = {
+        let u = url::Url::parse(&url)?;
+        let host = u.host_str().context("tunnel url host")?;
+        let port = u.port_or_known_default().context("tunnel url port")?;
+        tokio::net::lookup_host((host, port)).await?.next().context("tunnel url resolves to nothing")?
+    };
 
     let store = Store::connect(&db).await?;
     let (key, _) = SigningKey::load_or_generate(std::path::Path::new(&key_file))?;
@@ -61,8 +70,9 @@ async fn main() -> anyhow::Result<()> {
     let gate = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let (drop_tx, mut drop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    for token in tokens {
+    for (i, token) in tokens.into_iter().enumerate() {
         let (up, gate, url, drop_tx) = (up.clone(), gate.clone(), url.clone(), drop_tx.clone());
+        let source = (sources > 0).then(|| std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % sources as usize) as u8));
         tokio::spawn(async move {
             let cfg = TunnelConfig {
                 ping_interval: Duration::from_secs(15),
@@ -79,11 +89,10 @@ async fn main() -> anyhow::Result<()> {
                 if let Ok(v) = format!("Bearer {token}").parse() {
                     req.headers_mut().insert("authorization", v);
                 }
-                let dialed =
-                    tokio_tungstenite::connect_async_with_config(req, Some(cfg.websocket_config()), true).await;
+                let dialed = dial(target, source, req, &cfg).await;
                 drop(permit);
                 let ws = match dialed {
-                    Ok((ws, _)) => ws,
+                    Ok(ws) => ws,
                     Err(_) => {
                         tokio::time::sleep(backoff.next_delay()).await;
                         continue;
@@ -123,4 +132,22 @@ async fn main() -> anyhow::Result<()> {
         println!("DOWN {}", count - lowest);
         println!("RECONNECTED {count} {}", first_drop.elapsed().as_millis());
     }
+}
+
+/// Opens a TCP connection from `source` (or any address) and runs the
+/// WebSocket handshake on it.
+async fn dial(
+    target: std::net::SocketAddr,
+    source: Option<std::net::Ipv4Addr>,
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    cfg: &TunnelConfig,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(std::net::SocketAddr::from((ip, 0)))?;
+    }
+    let tcp = socket.connect(target).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg.websocket_config())).await?;
+    Ok(ws)
 }

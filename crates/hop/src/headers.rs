@@ -20,6 +20,20 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Headers that describe one connection, never the message (RFC 9110
+/// §7.6.1), in the lower case both strippers compare against.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Removes hop-by-hop headers and those the Connection header names. With
 /// `keep_upgrade`, `Upgrade` stays and `Connection` becomes `upgrade`.
 pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -30,22 +44,13 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
     for n in named {
         headers.remove(n);
     }
-    for n in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(n);
+    for n in HOP_BY_HOP {
+        if !(keep_upgrade && *n == "upgrade") {
+            headers.remove(*n);
+        }
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 

@@ -20,10 +20,13 @@
 //! * [`splice`]: copying bytes between two upgraded connections.
 //! * [`serve`]: HTTP/1.1 served on one stream (a tunnel stream) with the
 //!   limits every edgelink stream server applies.
+//! * [`h1`]: HTTP/1.1 forwarded by heads (edge-agent's streams): heads
+//!   parsed and rewritten, bodies copied with their framing.
 //! * [`listen`]: the accept loop of every edgelink TCP listener, with
 //!   head and idle timeouts, a head size limit and a connection cap.
 //! * [`tls`]: server and client TLS configs (one private CA optional).
 
+pub mod h1;
 pub mod headers;
 pub mod listen;
 pub mod tls;

@@ -1,0 +1,1122 @@
+//! HTTP/1.1 forwarded by heads: each message's head is parsed and
+//! rewritten, and its body is copied with its own framing untouched
+//! (`Content-Length` bytes, or chunks passed through as they come), on one
+//! task per stream and without a full HTTP client and server.
+//!
+//! edge-agent serves the streams the relay opens with [`serve_stream`]:
+//! one keep-alive stream maps to one keep-alive connection to the local
+//! service, requests and answers flow both ways at once (an echo service
+//! may answer while the request body is still arriving), and an upgrade
+//! (`101`) splices the two connections.
+//!
+//! The framing rules are RFC 9112 §6: a request body is chunked or
+//! `Content-Length` long or absent; an answer to `HEAD`, a `1xx`, `204` or
+//! `304` has none; an answer without either header runs until the
+//! connection closes. Ambiguous framing (both headers, several lengths, a
+//! transfer coding other than a final `chunked` on a request) is refused.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::headers::HOP_BY_HOP;
+
+/// Headers parsed per message at most.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 4096;
+/// Bytes gathered before a write: a head and a small body leave together.
+const OUT_BATCH: usize = 16 * 1024;
+/// Read buffer of the stream side and of the next hop's side.
+const STREAM_BUF: usize = 32 * 1024;
+const UPSTREAM_BUF: usize = 64 * 1024;
+
+/// Why a message could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// The head is not HTTP/1.x, or its framing is ambiguous.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// The head is larger than the limit.
+    #[error("message head too large")]
+    HeadTooLarge,
+    /// The connection ended inside a message.
+    #[error("connection ended inside a message")]
+    Truncated,
+    /// No head arrived in time.
+    #[error("timed out waiting for a message head")]
+    TimedOut,
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A read half with a buffer of its own: heads are parsed in place and
+/// bodies are copied out of it. The buffer starts small and doubles (up to
+/// its maximum) whenever a read fills it, so a stream carrying small
+/// requests stays small and a download soon reads in big chunks.
+pub struct Reader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    max: usize,
+}
+
+/// Initial size of every [`Reader`]'s buffer.
+const INITIAL_BUF: usize = 4096;
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Wraps `inner`; the buffer grows to `max` bytes as reads fill it
+    /// (heads may grow it further, to the head limit).
+    pub fn new(inner: R, max: usize) -> Self {
+        Reader { inner, buf: vec![0; INITIAL_BUF.min(max)], pos: 0, end: 0, max }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes; 0 means end of stream. Unconsumed data may grow
+    /// the buffer up to `limit` bytes.
+    async fn fill(&mut self, limit: usize) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.pos > 0 {
+                self.buf.copy_within(self.pos..self.end, 0);
+                self.end -= self.pos;
+                self.pos = 0;
+            } else if self.buf.len() < limit {
+                let grown = (self.buf.len() * 2).min(limit);
+                self.buf.resize(grown, 0);
+            } else {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "buffer limit reached"));
+            }
+        }
+        let room = self.buf.len() - self.end;
+        let n = self.inner.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        if n == room && self.buf.len() < self.max {
+            // More was probably waiting: read bigger next time.
+            let grown = (self.buf.len() * 2).min(self.max);
+            self.buf.resize(grown, 0);
+        }
+        Ok(n)
+    }
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding, passed through as it is.
+    Chunked,
+    /// Until the sender closes the connection (answers only).
+    UntilClose,
+}
+
+/// What forwarding needs to know of a request head.
+#[derive(Debug)]
+struct RequestInfo {
+    method_head: bool,
+    method: String,
+    path: String,
+    framing: Framing,
+    upgrade: bool,
+    close: bool,
+}
+
+/// What forwarding needs to know of an answer head.
+#[derive(Debug)]
+struct ResponseInfo {
+    status: u16,
+    framing: Framing,
+    close: bool,
+}
+
+fn connection_has(value: &[u8], token: &str) -> bool {
+    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool) -> bool {
+    if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
+        return false;
+    }
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || connection.iter().any(|v| connection_has(v, name))
+}
+
+/// Framing from `Transfer-Encoding` and `Content-Length` headers (RFC 9112
+/// §6.1–6.3). `request` refuses what a request may not carry.
+fn body_framing(headers: &[httparse::Header<'_>], request: bool) -> Result<Framing, H1Error> {
+    let mut length: Option<u64> = None;
+    let mut coding: Option<bool> = None; // Some(final coding is chunked)
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii).rfind(|t| !t.is_empty());
+            coding = Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            for v in h.value.split(|b| *b == b',') {
+                let v = std::str::from_utf8(v.trim_ascii()).map_err(|_| H1Error::Malformed("content-length"))?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(H1Error::Malformed("content-length"));
+                }
+                let n: u64 = v.parse().map_err(|_| H1Error::Malformed("content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(H1Error::Malformed("conflicting content-length"));
+                }
+                length = Some(n);
+            }
+        }
+    }
+    match (coding, length) {
+        (Some(_), Some(_)) => Err(H1Error::Malformed("both transfer-encoding and content-length")),
+        (Some(true), None) => Ok(Framing::Chunked),
+        (Some(false), None) if request => Err(H1Error::Malformed("request transfer coding is not chunked")),
+        (Some(false), None) => Ok(Framing::UntilClose),
+        (None, Some(0)) => Ok(Framing::None),
+        (None, Some(n)) => Ok(Framing::Length(n)),
+        (None, None) if request => Ok(Framing::None),
+        (None, None) => Ok(Framing::UntilClose),
+    }
+}
+
+/// Parses a request head at the start of `buf` and writes it, rewritten
+/// for the next hop, to `out`: HTTP/1.1, hop-by-hop headers dropped (an
+/// upgrade's pair kept), `Host` set to `host` with the original kept as
+/// `X-Forwarded-Host`. Framing headers stay as they are: the body is
+/// copied unchanged. `Ok(None)` when the head is not complete yet.
+fn rewrite_request(buf: &[u8], host: &str, out: &mut Vec<u8>) -> Result<Option<(usize, RequestInfo)>, H1Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
+        Err(_) => return Err(H1Error::Malformed("request head")),
+    };
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(H1Error::Malformed("request line"));
+    };
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Err(H1Error::Malformed("CONNECT is not forwarded"));
+    }
+    let connection: Vec<&[u8]> =
+        req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect();
+    let upgrade = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        && connection.iter().any(|v| connection_has(v, "upgrade"));
+    let close = connection.iter().any(|v| connection_has(v, "close"))
+        || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")));
+    let framing = body_framing(req.headers, true)?;
+
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let forwarded_host = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-forwarded-host"));
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            if !forwarded_host {
+                out.extend_from_slice(b"x-forwarded-host: ");
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        // The body is copied as it is, so its framing header stays.
+        if !h.name.eq_ignore_ascii_case("transfer-encoding") && is_hop_by_hop(h.name, &connection, upgrade) {
+            continue;
+        }
+        put_header(out, h.name.as_bytes(), h.value);
+    }
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let info = RequestInfo {
+        method_head: method.eq_ignore_ascii_case("HEAD"),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        framing,
+        upgrade,
+        close,
+    };
+    Ok(Some((len, info)))
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses an answer head at the start of `buf` and writes it, rewritten
+/// (HTTP/1.1, hop-by-hop headers dropped but for the framing and an
+/// upgrade's pair), to `out`. `Ok(None)` when the head is not complete.
+fn rewrite_response(
+    buf: &[u8],
+    request: &RequestInfo,
+    out: &mut Vec<u8>,
+) -> Result<Option<(usize, ResponseInfo)>, H1Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
+        Err(_) => return Err(H1Error::Malformed("answer head")),
+    };
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err(H1Error::Malformed("status line"));
+    };
+    let connection: Vec<&[u8]> =
+        resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect();
+    let switched = status == 101 && request.upgrade;
+    let mut framing = if request.method_head || (100..200).contains(&status) || status == 204 || status == 304 {
+        Framing::None
+    } else {
+        body_framing(resp.headers, false)?
+    };
+    if switched {
+        framing = Framing::None;
+    }
+    let close = framing == Framing::UntilClose
+        || connection.iter().any(|v| connection_has(v, "close"))
+        || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")));
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // httparse takes exactly three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        let framing_header =
+            h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("content-length");
+        if !framing_header && is_hop_by_hop(h.name, &connection, switched) {
+            continue;
+        }
+        put_header(out, h.name.as_bytes(), h.value);
+    }
+    if switched {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if framing == Framing::UntilClose {
+        // The body ends when this stream closes: say so to the caller.
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some((len, ResponseInfo { status, framing, close })))
+}
+
+/// Bytes waiting to be written, so a head and a small body (or many small
+/// chunks) leave in one write: on a tunnel stream every write is a frame.
+struct Out {
+    buf: Vec<u8>,
+}
+
+impl Out {
+    fn new() -> Self {
+        Out { buf: Vec::new() }
+    }
+
+    async fn put<W: AsyncWrite + Unpin>(&mut self, dst: &mut W, bytes: &[u8]) -> io::Result<()> {
+        if self.buf.len() + bytes.len() > OUT_BATCH {
+            self.send(dst).await?;
+            if bytes.len() > OUT_BATCH {
+                return dst.write_all(bytes).await;
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            dst.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> io::Result<()> {
+        self.send(dst).await?;
+        dst.flush().await
+    }
+}
+
+/// Copies `n` bytes from `src` to `dst`.
+async fn copy_exact<R, W>(src: &mut Reader<R>, dst: &mut W, out: &mut Out, mut n: u64) -> Result<(), H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while n > 0 {
+        if src.buffered().is_empty() && src.fill(src.max).await? == 0 {
+            return Err(H1Error::Truncated);
+        }
+        let k = src.buffered().len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        out.put(dst, &src.buffered()[..k]).await?;
+        src.consume(k);
+        n -= k as u64;
+        if n > 0 {
+            // Let what arrived so far go on while waiting for the rest.
+            out.send(dst).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one line (through its `\n`) into the buffer; returns its length.
+async fn line<R: AsyncRead + Unpin>(src: &mut Reader<R>) -> Result<usize, H1Error> {
+    let mut searched = 0;
+    loop {
+        if let Some(i) = src.buffered()[searched..].iter().position(|b| *b == b'\n') {
+            return Ok(searched + i + 1);
+        }
+        searched = src.buffered().len();
+        if searched >= MAX_LINE {
+            return Err(H1Error::Malformed("chunk line too long"));
+        }
+        if src.fill(src.max.max(MAX_LINE)).await? == 0 {
+            return Err(H1Error::Truncated);
+        }
+    }
+}
+
+/// The size of a chunk from its size line (`HEX[;ext]\r\n`).
+fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let hex = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(H1Error::Malformed("chunk size"));
+    }
+    let hex = std::str::from_utf8(hex).map_err(|_| H1Error::Malformed("chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| H1Error::Malformed("chunk size"))
+}
+
+/// Copies a chunked body, chunk lines, data and trailers as they are.
+async fn copy_chunked<R, W>(src: &mut Reader<R>, dst: &mut W, out: &mut Out) -> Result<(), H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let n = line(src).await?;
+        let size = chunk_size(&src.buffered()[..n])?;
+        out.put(dst, &src.buffered()[..n]).await?;
+        src.consume(n);
+        if size == 0 {
+            // Trailer fields, then the empty line.
+            loop {
+                let n = line(src).await?;
+                let empty = src.buffered()[..n].trim_ascii().is_empty();
+                out.put(dst, &src.buffered()[..n]).await?;
+                src.consume(n);
+                if empty {
+                    return Ok(());
+                }
+            }
+        }
+        copy_exact(src, dst, out, size).await?;
+        let n = line(src).await?;
+        if !src.buffered()[..n].trim_ascii().is_empty() {
+            return Err(H1Error::Malformed("chunk data longer than its size"));
+        }
+        out.put(dst, &src.buffered()[..n]).await?;
+        src.consume(n);
+    }
+}
+
+/// Copies everything until `src` ends.
+async fn copy_to_end<R, W>(src: &mut Reader<R>, dst: &mut W, out: &mut Out) -> Result<(), H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        if src.buffered().is_empty() && src.fill(src.max).await? == 0 {
+            return Ok(());
+        }
+        out.put(dst, src.buffered()).await?;
+        let n = src.buffered().len();
+        src.consume(n);
+        out.send(dst).await?;
+    }
+}
+
+async fn copy_body<R, W>(src: &mut Reader<R>, dst: &mut W, out: &mut Out, framing: Framing) -> Result<(), H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match framing {
+        Framing::None => Ok(()),
+        Framing::Length(n) => copy_exact(src, dst, out, n).await,
+        Framing::Chunked => copy_chunked(src, dst, out).await,
+        Framing::UntilClose => copy_to_end(src, dst, out).await,
+    }
+}
+
+/// Reads a body to its end and drops it.
+async fn discard_body<R: AsyncRead + Unpin>(src: &mut Reader<R>, framing: Framing) -> Result<(), H1Error> {
+    let mut sink = tokio::io::sink();
+    let mut out = Out::new();
+    copy_body(src, &mut sink, &mut out, framing).await
+}
+
+/// An answer the hop gives itself (JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// What the serving end decides for itself.
+pub trait Local: Send + Sync {
+    /// An answer for a request this end serves itself (its control paths);
+    /// `None` forwards it.
+    fn answer(&self, method: &str, path: &str) -> Option<Answer>;
+    /// The answer when the next hop cannot be reached or fails before
+    /// answering.
+    fn failure(&self, message: &str, path: &str) -> Answer;
+}
+
+/// Where forwarded requests go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port` to connect to and to send as `Host`.
+    pub authority: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// How long a stream may wait for its next request head.
+    pub header_timeout: Duration,
+}
+
+struct Upstream {
+    rd: Reader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+}
+
+impl Upstream {
+    async fn connect(target: &Target) -> io::Result<Upstream> {
+        let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.authority))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let _ = tcp.set_nodelay(true);
+        let (rd, wr) = tcp.into_split();
+        Ok(Upstream { rd: Reader::new(rd, UPSTREAM_BUF), wr })
+    }
+
+    /// False when the idle connection was closed by the other end (or sent
+    /// something unasked): it must not carry the next request.
+    fn still_open(&mut self) -> bool {
+        if !self.rd.buffered().is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.rd.inner.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
+    let reason = http::StatusCode::from_u16(answer.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", answer.status).as_bytes());
+    out.extend_from_slice(b"content-type: application/json\r\n");
+    out.extend_from_slice(format!("content-length: {}\r\n", answer.body.len()).as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&answer.body);
+}
+
+/// Serves the requests of one stream until it ends: each is answered by
+/// `local` or forwarded to `target`, the answer written back.
+pub async fn serve_stream<S, L>(stream: S, target: &Target, local: &L)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    L: Local + ?Sized,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = Reader::new(rd, STREAM_BUF);
+    let mut upstream: Option<Upstream> = None;
+    if let Err(e) = serve_loop(&mut rd, &mut wr, &mut upstream, target, local).await {
+        tracing::debug!(error = %e, "stream ended with an error");
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn serve_loop<R, W, L>(
+    rd: &mut Reader<R>,
+    wr: &mut W,
+    upstream: &mut Option<Upstream>,
+    target: &Target,
+    local: &L,
+) -> Result<(), H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    L: Local + ?Sized,
+{
+    let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        // The next request head, within the header timeout.
+        head.clear();
+        let parsed = tokio::time::timeout(target.header_timeout, async {
+            loop {
+                if let Some(parsed) = rewrite_request(rd.buffered(), &target.authority, &mut head)? {
+                    return Ok(Some(parsed));
+                }
+                head.clear();
+                if rd.buffered().len() >= limit {
+                    return Err(H1Error::HeadTooLarge);
+                }
+                if rd.fill(limit).await? == 0 {
+                    return if rd.buffered().is_empty() { Ok(None) } else { Err(H1Error::Truncated) };
+                }
+            }
+        })
+        .await;
+        let (len, req) = match parsed {
+            Err(_) if rd.buffered().is_empty() => return Ok(()),
+            Err(_) => return Err(H1Error::TimedOut),
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                let status = if matches!(e, H1Error::HeadTooLarge) { 431 } else { 400 };
+                let answer = local.failure(&e.to_string(), "/");
+                let mut out = Vec::new();
+                write_answer(&mut out, &Answer { status, ..answer }, true);
+                let _ = wr.write_all(&out).await;
+                return Err(e);
+            }
+        };
+        rd.consume(len);
+
+        if let Some(answer) = local.answer(&req.method, &req.path) {
+            discard_body(rd, req.framing).await?;
+            let mut out = Vec::new();
+            write_answer(&mut out, &answer, req.close);
+            wr.write_all(&out).await?;
+            wr.flush().await?;
+            if req.close {
+                return Ok(());
+            }
+            continue;
+        }
+
+        match exchange(rd, wr, upstream, target, local, &req, &head).await? {
+            After::KeepAlive if !req.close => {}
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// What the stream does after an exchange.
+enum After {
+    KeepAlive,
+    Close,
+}
+
+/// One request forwarded and its answer written back.
+async fn exchange<R, W, L>(
+    rd: &mut Reader<R>,
+    wr: &mut W,
+    upstream: &mut Option<Upstream>,
+    target: &Target,
+    local: &L,
+    req: &RequestInfo,
+    head: &[u8],
+) -> Result<After, H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    L: Local + ?Sized,
+{
+    // A kept connection the service has closed meanwhile is replaced.
+    if upstream.as_mut().is_some_and(|u| !u.still_open()) || req.upgrade {
+        *upstream = None;
+    }
+    let reused = upstream.is_some();
+    let up = match upstream {
+        Some(u) => u,
+        None => match Upstream::connect(target).await {
+            Ok(u) => upstream.insert(u),
+            Err(e) => return fail(rd, wr, req, local, &e.to_string()).await,
+        },
+    };
+    if let Err(e) = up.wr.write_all(head).await {
+        if reused && req.framing == Framing::None {
+            *upstream = None;
+            return Box::pin(exchange(rd, wr, upstream, target, local, req, head)).await;
+        }
+        *upstream = None;
+        return fail(rd, wr, req, local, &e.to_string()).await;
+    }
+
+    // The request body and the answer flow at the same time.
+    let mut answer_started = false;
+    let (sent, answered) = {
+        let Upstream { rd: urd, wr: uwr } = &mut *up;
+        let send_body = async {
+            let mut out = Out::new();
+            copy_body(rd, uwr, &mut out, req.framing).await?;
+            out.flush(uwr).await?;
+            Ok::<(), H1Error>(())
+        };
+        let answer = relay_answer(urd, wr, req, &mut answer_started);
+        tokio::join!(send_body, answer)
+    };
+    match answered {
+        Ok(resp) if resp.status == 101 && req.upgrade => {
+            sent?;
+            let Some(up) = upstream.take() else { return Ok(After::Close) };
+            splice_upgraded(rd, wr, up).await;
+            Ok(After::Close)
+        }
+        Ok(resp) => {
+            if resp.close {
+                *upstream = None;
+            }
+            // A request body the service did not read to its end leaves
+            // this stream out of step: it ends here.
+            if sent.is_err() {
+                *upstream = None;
+                return Ok(After::Close);
+            }
+            Ok(if resp.framing == Framing::UntilClose { After::Close } else { After::KeepAlive })
+        }
+        Err(e) => {
+            *upstream = None;
+            if answer_started {
+                return Err(e);
+            }
+            if reused && req.framing == Framing::None && matches!(e, H1Error::Truncated | H1Error::Io(_)) {
+                // The kept connection died under the request: once more on
+                // a new one (nothing of the request body was consumed).
+                return Box::pin(exchange(rd, wr, upstream, target, local, req, head)).await;
+            }
+            // Whether or not the request body was all sent, the stream's
+            // next bytes can no longer be trusted to start a request.
+            send_failure(wr, local, &req.path, &e.to_string(), true).await
+        }
+    }
+}
+
+/// Reads the service's answer (skipping interim `1xx` ones but a `101`)
+/// and writes it, rewritten, to `wr`.
+async fn relay_answer<R, W>(
+    urd: &mut Reader<R>,
+    wr: &mut W,
+    req: &RequestInfo,
+    started: &mut bool,
+) -> Result<ResponseInfo, H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
+    let mut out = Out::new();
+    loop {
+        let mut head = Vec::with_capacity(512);
+        let (len, resp) = loop {
+            if let Some(parsed) = rewrite_response(urd.buffered(), req, &mut head)? {
+                break parsed;
+            }
+            head.clear();
+            if urd.buffered().len() >= limit {
+                return Err(H1Error::HeadTooLarge);
+            }
+            if urd.fill(limit).await? == 0 {
+                return Err(H1Error::Truncated);
+            }
+        };
+        urd.consume(len);
+        if (100..200).contains(&resp.status) && !(resp.status == 101 && req.upgrade) {
+            // Interim answers stop here: the caller's client waits for the
+            // final one anyway.
+            continue;
+        }
+        *started = true;
+        out.put(wr, &head).await?;
+        copy_body(urd, wr, &mut out, resp.framing).await?;
+        out.flush(wr).await?;
+        return Ok(resp);
+    }
+}
+
+/// The service could not be reached: the request body is read and
+/// dropped (so the stream stays in step) and `local`'s failure answer sent.
+async fn fail<R, W, L>(
+    rd: &mut Reader<R>,
+    wr: &mut W,
+    req: &RequestInfo,
+    local: &L,
+    message: &str,
+) -> Result<After, H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    L: Local + ?Sized,
+{
+    let in_step = discard_body(rd, req.framing).await.is_ok();
+    send_failure(wr, local, &req.path, message, !in_step).await
+}
+
+async fn send_failure<W, L>(wr: &mut W, local: &L, path: &str, message: &str, close: bool) -> Result<After, H1Error>
+where
+    W: AsyncWrite + Unpin,
+    L: Local + ?Sized,
+{
+    let mut out = Vec::new();
+    write_answer(&mut out, &local.failure(message, path), close);
+    wr.write_all(&out).await?;
+    wr.flush().await?;
+    Ok(if close { After::Close } else { After::KeepAlive })
+}
+
+/// Copies bytes both ways between an upgraded stream and the service's
+/// connection until either side ends (buffered bytes first).
+async fn splice_upgraded<R, W>(rd: &mut Reader<R>, wr: &mut W, up: Upstream)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Upstream { rd: mut urd, wr: mut uwr } = up;
+    let to_service = async {
+        let mut out = Out::new();
+        let r = copy_to_end(rd, &mut uwr, &mut out).await;
+        let _ = uwr.shutdown().await;
+        r
+    };
+    let to_caller = async {
+        let mut out = Out::new();
+        let r = copy_to_end(&mut urd, wr, &mut out).await;
+        let _ = wr.flush().await;
+        r
+    };
+    let _ = tokio::join!(to_service, to_caller);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Frame, Incoming};
+    use hyper_util::rt::TokioIo;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn headers<'a>(list: &'a [(&'a str, &'a [u8])]) -> Vec<httparse::Header<'a>> {
+        list.iter().map(|(n, v)| httparse::Header { name: n, value: v }).collect()
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        assert_eq!(body_framing(&headers(&[("Transfer-Encoding", b"gzip, chunked")]), true).unwrap(), Framing::Chunked);
+        assert_eq!(body_framing(&headers(&[("content-length", b"12")]), true).unwrap(), Framing::Length(12));
+        assert_eq!(body_framing(&headers(&[("content-length", b"0")]), true).unwrap(), Framing::None);
+        assert_eq!(body_framing(&headers(&[("content-length", b"7, 7")]), true).unwrap(), Framing::Length(7));
+        assert_eq!(body_framing(&headers(&[]), true).unwrap(), Framing::None);
+        assert_eq!(body_framing(&headers(&[]), false).unwrap(), Framing::UntilClose);
+        assert_eq!(body_framing(&headers(&[("transfer-encoding", b"gzip")]), false).unwrap(), Framing::UntilClose);
+        for bad in [
+            &[("transfer-encoding", &b"chunked"[..]), ("content-length", &b"3"[..])][..],
+            &[("content-length", &b"3"[..]), ("content-length", &b"4"[..])][..],
+            &[("content-length", &b"-1"[..])][..],
+            &[("content-length", &b"+5"[..])][..],
+            &[("transfer-encoding", &b"gzip"[..])][..],
+        ] {
+            assert!(body_framing(&headers(bad), true).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_parse_strictly() {
+        assert_eq!(chunk_size(b"1a\r\n").unwrap(), 26);
+        assert_eq!(chunk_size(b"0;name=value\r\n").unwrap(), 0);
+        assert_eq!(chunk_size(b"FF \r\n").unwrap(), 255);
+        for bad in [&b"\r\n"[..], b"zz\r\n", b"-1\r\n", b"1000000000000000\r\n", b"0x10\r\n"] {
+            assert!(chunk_size(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn request_heads_are_rewritten_for_the_next_hop() {
+        let raw = b"POST /a%2Fb?x=1 HTTP/1.0\r\nHost: s-1\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n\
+Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent-Length: 3\r\nX-App: kept\r\n\r\nabc";
+        let mut out = Vec::new();
+        let (len, info) = rewrite_request(raw, "127.0.0.1:9", &mut out).unwrap().unwrap();
+        assert_eq!(&raw[len..], b"abc");
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.starts_with("POST /a%2Fb?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n"), "{head}");
+        assert!(head.contains("x-forwarded-host: s-1\r\n"), "{head}");
+        assert!(head.contains("X-App: kept\r\n") && head.contains("Content-Length: 3\r\n"), "{head}");
+        for gone in ["Connection", "X-Private", "Keep-Alive", "TE:", "Proxy-Authorization"] {
+            assert!(!head.contains(gone), "{gone} must not pass: {head}");
+        }
+        assert_eq!(info.framing, Framing::Length(3));
+        assert!(!info.close, "HTTP/1.0 with keep-alive stays open");
+
+        let mut out = Vec::new();
+        let raw = b"GET /ws HTTP/1.1\r\nhost: s\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
+        let (_, info) = rewrite_request(raw, "h:1", &mut out).unwrap().unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert!(info.upgrade);
+        assert!(head.contains("upgrade: websocket\r\n") && head.contains("connection: upgrade\r\n"), "{head}");
+
+        let mut out = Vec::new();
+        assert!(rewrite_request(b"GET / HTTP/1.1\r\nhost: s\r\n", "h:1", &mut out).unwrap().is_none());
+        assert!(rewrite_request(b"CONNECT h:1 HTTP/1.1\r\n\r\n", "h:1", &mut out).is_err());
+        assert!(rewrite_request(b"\x16\x03\x01 not http\r\n\r\n", "h:1", &mut out).is_err());
+    }
+
+    struct Agentish;
+
+    impl Local for Agentish {
+        fn answer(&self, method: &str, path: &str) -> Option<Answer> {
+            (path == "/.control" && method == "GET").then(|| Answer { status: 200, body: b"{\"local\":true}".to_vec() })
+        }
+        fn failure(&self, message: &str, _path: &str) -> Answer {
+            Answer { status: 502, body: format!("{{\"error\":{message:?}}}").into_bytes() }
+        }
+    }
+
+    /// The local service: echoes bodies as they stream, answers HEAD and
+    /// 204, upgrades `/ws` to an echo, and counts its connections.
+    async fn service() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                        let host = req.headers().get("host").cloned();
+                        let fwd = req.headers().get("x-forwarded-host").cloned();
+                        let mut resp = match req.uri().path() {
+                            "/ws" => {
+                                let on = hyper::upgrade::on(&mut req);
+                                tokio::spawn(async move {
+                                    let mut io = TokioIo::new(on.await.unwrap());
+                                    let mut buf = [0u8; 5];
+                                    io.read_exact(&mut buf).await.unwrap();
+                                    io.write_all(&buf).await.unwrap();
+                                });
+                                Response::builder()
+                                    .status(101)
+                                    .header("connection", "upgrade")
+                                    .header("upgrade", "echo")
+                                    .body(http_body_util::Either::Left(Full::new(Bytes::new())))
+                                    .unwrap()
+                            }
+                            "/empty" => Response::builder()
+                                .status(204)
+                                .body(http_body_util::Either::Left(Full::new(Bytes::new())))
+                                .unwrap(),
+                            _ => Response::new(http_body_util::Either::Right(req.into_body())),
+                        };
+                        if let Some(h) = host {
+                            resp.headers_mut().insert("x-seen-host", h);
+                        }
+                        if let Some(h) = fwd {
+                            resp.headers_mut().insert("x-seen-forwarded-host", h);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    /// A hyper client on one end of a duplex whose other end `serve_stream`
+    /// serves (the relay's side of a tunnel stream).
+    async fn caller(
+        authority: String,
+    ) -> hyper::client::conn::http1::SendRequest<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        tokio::spawn(async move {
+            let target =
+                Target { authority, connect_timeout: Duration::from_secs(2), header_timeout: Duration::from_secs(5) };
+            serve_stream(b, &target, &Agentish).await;
+        });
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(a)).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        send
+    }
+
+    fn body(bytes: &'static [u8]) -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+        Full::new(Bytes::from_static(bytes)).map_err(|e| match e {}).boxed()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_requests_share_one_service_connection() {
+        let (addr, conns) = service().await;
+        let mut send = caller(addr.clone()).await;
+        for i in 0..5 {
+            let req = Request::post("/echo").header("host", "s-1").body(body(b"hello")).unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200, "request {i}");
+            assert_eq!(resp.headers()["x-seen-host"], addr.as_str());
+            assert_eq!(resp.headers()["x-seen-forwarded-host"], "s-1");
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "hello");
+        }
+        let resp = send.send_request(Request::head("/echo").body(body(b"")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = send.send_request(Request::get("/empty").body(body(b"")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 204);
+        let resp = send.send_request(Request::get("/.control").body(body(b"")).unwrap()).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "{\"local\":true}");
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "one keep-alive connection to the service");
+    }
+
+    #[tokio::test]
+    async fn bodies_stream_both_ways_at_once_chunked_and_sized() {
+        let (addr, _) = service().await;
+        let mut send = caller(addr).await;
+        // 8 MiB in uneven chunks, echoed while it is still being sent: the
+        // service answers before the request ends, so forwarding must run
+        // both directions at the same time.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        tokio::spawn(async move {
+            for i in 0..512u32 {
+                let chunk: Vec<u8> = (0..16_384 + i % 7).map(|j| (j % 251) as u8).collect();
+                if tx.send(Bytes::from(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stream = ChannelBody(rx).boxed();
+        let resp = send.send_request(Request::post("/echo").body(stream).unwrap()).await.unwrap();
+        assert_eq!(
+            resp.headers().get("transfer-encoding").map(|v| v.as_bytes()),
+            Some(&b"chunked"[..]),
+            "{:?}",
+            resp.headers()
+        );
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        let want: usize = (0..512u32).map(|i| 16_384 + (i % 7) as usize).sum();
+        assert_eq!(got.len(), want);
+        // The stream is still usable afterwards.
+        let resp = send.send_request(Request::post("/echo").body(body(b"again")).unwrap()).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "again");
+    }
+
+    /// A request body fed from a channel, chunk by chunk.
+    struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl hyper::body::Body for ChannelBody {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn upgrades_are_spliced_and_unreachable_services_fail_cleanly() {
+        let (addr, _) = service().await;
+        let mut send = caller(addr).await;
+        let req =
+            Request::get("/ws").header("connection", "upgrade").header("upgrade", "echo").body(body(b"")).unwrap();
+        let mut resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+        io.write_all(b"ping!").await.unwrap();
+        let mut got = [0u8; 5];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping!");
+
+        // Nothing listens there: a failure answer, and the stream stays in step.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let mut send = caller(gone).await;
+        for _ in 0..2 {
+            let resp = send.send_request(Request::post("/x").body(body(b"body")).unwrap()).await.unwrap();
+            assert_eq!(resp.status(), 502);
+            let text = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(text.starts_with(b"{\"error\":"), "{text:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_delimited_by_close_closes_the_stream_and_heads_are_bounded() {
+        // An HTTP/1.0-style service: no length, the body ends at close.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = tcp.read(&mut buf).await.unwrap();
+            tcp.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end").await.unwrap();
+        });
+        let (mut a, b) = tokio::io::duplex(64 * 1024);
+        let target =
+            Target { authority: addr, connect_timeout: Duration::from_secs(2), header_timeout: Duration::from_secs(5) };
+        let server = tokio::spawn(async move { serve_stream(b, &target, &Agentish).await });
+        a.write_all(b"GET / HTTP/1.1\r\nhost: s\r\n\r\n").await.unwrap();
+        let mut all = Vec::new();
+        a.read_to_end(&mut all).await.unwrap();
+        let text = String::from_utf8(all).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nuntil the end"), "{text}");
+        server.await.unwrap();
+
+        // A head past the limit is refused with 431 and the stream closed.
+        let (mut a, b) = tokio::io::duplex(256 * 1024);
+        let target = Target {
+            authority: "127.0.0.1:9".into(),
+            connect_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(5),
+        };
+        tokio::spawn(async move { serve_stream(b, &target, &Agentish).await });
+        let big =
+            format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(edgelink_protocol::limits::MAX_HEADER_BYTES));
+        let writer = tokio::spawn(async move {
+            let _ = a.write_all(big.as_bytes()).await;
+            let mut all = Vec::new();
+            let _ = a.read_to_end(&mut all).await;
+            all
+        });
+        let all = writer.await.unwrap();
+        assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&all));
+    }
+}
