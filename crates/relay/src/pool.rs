@@ -75,6 +75,7 @@ impl TunnelIo {
         open.increment(1.0);
         TunnelIo(TokioIo::new(Counted {
             inner: stream,
+            window: READ_WINDOW_MIN,
             to_device: metrics::counter!("edgelink_relay_bytes_total", "direction" => "to_device"),
             from_device: metrics::counter!("edgelink_relay_bytes_total", "direction" => "from_device"),
             open,
@@ -82,10 +83,21 @@ impl TunnelIo {
     }
 }
 
+/// The tunnel stream is a futures-io reader, which takes an initialized
+/// buffer: offering hyper's whole read buffer would zero all of it on every
+/// read (3 % of the relay's CPU at c64). A read offers a window instead,
+/// doubled whenever a read fills it and reset when one does not, so small
+/// answers zero little and a download soon reads in big chunks.
+const READ_WINDOW_MIN: usize = 4 * 1024;
+const READ_WINDOW_MAX: usize = 64 * 1024;
+
 /// A tunnel stream that counts its bytes (handles resolved once per
 /// stream: an increment is an atomic add).
 pub struct Counted {
     inner: edgelink_tunnel::TunnelStream,
+    /// How much of the caller's buffer the next read offers (see
+    /// [`READ_WINDOW_MIN`]).
+    window: usize,
     to_device: metrics::Counter,
     from_device: metrics::Counter,
     open: metrics::Gauge,
@@ -104,12 +116,13 @@ impl tokio::io::AsyncRead for Counted {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let me = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut me.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll {
-            me.from_device.increment((buf.filled().len() - before) as u64);
-        }
-        poll
+        let want = buf.remaining().min(me.window);
+        let slice = buf.initialize_unfilled_to(want);
+        let n = std::task::ready!(futures::io::AsyncRead::poll_read(Pin::new(me.inner.get_mut()), cx, slice))?;
+        buf.advance(n);
+        me.window = if n == want { (me.window * 2).min(READ_WINDOW_MAX) } else { READ_WINDOW_MIN };
+        me.from_device.increment(n as u64);
+        Poll::Ready(Ok(()))
     }
 }
 
