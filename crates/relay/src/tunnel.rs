@@ -78,17 +78,20 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
             let id_in = id2.clone();
             let device_in: Arc<str> = Arc::from(claims.sub.as_str());
             let budget = crate::control::StreamBudget::new();
-            let started = upgrade
-                .into_session(&relay2.tunnel_config(), move |stream| {
-                    crate::control::spawn_device_stream(
-                        relay_in.clone(),
-                        id_in.clone(),
-                        device_in.clone(),
-                        &budget,
-                        stream,
-                    );
-                })
-                .await;
+            // Every future this task awaits only once (the upgrade, the
+            // store writes) is boxed: the task's own state then stays small
+            // for as long as the tunnel is up (it was 8 KiB per idle tunnel
+            // with them inline).
+            let started = Box::pin(upgrade.into_session(&relay2.tunnel_config(), move |stream| {
+                crate::control::spawn_device_stream(
+                    relay_in.clone(),
+                    id_in.clone(),
+                    device_in.clone(),
+                    &budget,
+                    stream,
+                );
+            }))
+            .await;
             match started {
                 Ok(session) => run_session(relay2, session, id2, claims.sub, claims.owner, addr).await,
                 Err(e) => tracing::info!(error = %e, "tunnel upgrade failed"),
@@ -124,21 +127,25 @@ async fn run_session(
         heartbeat_stored_at: AtomicI64::new(now),
         handle,
     });
-    let record = TunnelSession {
-        id: id.clone(),
-        device_id,
-        owner_id,
-        relay_id: relay.instance_id().to_owned(),
-        relay_url: relay.internal_url().to_owned(),
-        remote_addr: addr.to_string(),
-        connected_at: now,
-        last_heartbeat: now,
-        disconnected_at: None,
-        close_reason: None,
-    };
     // The store learns of the session before it becomes visible in
     // memory: a session the internal API shows is always in the store.
-    if let Err(e) = relay.store().open_session(&record).await {
+    // (The record lives only for that write, not for the tunnel's life.)
+    let recorded = {
+        let record = TunnelSession {
+            id: id.clone(),
+            device_id,
+            owner_id,
+            relay_id: relay.instance_id().to_owned(),
+            relay_url: relay.internal_url().to_owned(),
+            remote_addr: addr.to_string(),
+            connected_at: now,
+            last_heartbeat: now,
+            disconnected_at: None,
+            close_reason: None,
+        };
+        Box::pin(relay.store().open_session(&record)).await
+    };
+    if let Err(e) = recorded {
         tracing::error!(error = %e, "could not record session; closing it");
         live.close(CloseReason::Shutdown);
     } else if let Some(old) = relay.registry().insert(live.clone()) {
@@ -156,7 +163,7 @@ async fn run_session(
     let reason = end.close_reason();
     metrics::counter!("edgelink_tunnels_closed_total", "reason" => reason.as_str()).increment(1);
     tracing::info!(reason = reason.as_str(), ?end, "tunnel down");
-    if let Err(e) = relay.store().close_session(&id, now_ms(), reason.as_str()).await {
+    if let Err(e) = Box::pin(relay.store().close_session(&id, now_ms(), reason.as_str())).await {
         tracing::warn!(error = %e, "could not record session close");
     }
 }
