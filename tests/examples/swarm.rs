@@ -64,6 +64,8 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         tokens.push(issuer.issue(&d.id, &owner.id, now)?.0);
     }
+    // The store is only needed to register: let its connections go.
+    store.close().await;
     eprintln!("swarm: {count} devices registered");
 
     let up = Arc::new(AtomicUsize::new(0));

@@ -1077,6 +1077,25 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
     }
 
     #[tokio::test]
+    async fn ambiguous_request_framing_is_refused_before_anything_is_forwarded() {
+        let (addr, conns) = service().await;
+        let (mut a, b) = tokio::io::duplex(64 * 1024);
+        let target =
+            Target { authority: addr, connect_timeout: Duration::from_secs(2), header_timeout: Duration::from_secs(5) };
+        tokio::spawn(async move { serve_stream(b, &target, &Agentish).await });
+        // A smuggling attempt: both framings at once.
+        a.write_all(b"POST / HTTP/1.1\r\nhost: s\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        a.read_to_end(&mut all).await.unwrap();
+        let text = String::from_utf8(all).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert_eq!(conns.load(Ordering::SeqCst), 0, "nothing reached the service");
+    }
+
+    #[tokio::test]
     async fn an_answer_delimited_by_close_closes_the_stream_and_heads_are_bounded() {
         // An HTTP/1.0-style service: no length, the body ends at close.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
