@@ -53,11 +53,18 @@ impl ApiError {
     }
 }
 
+/// How long a caller is asked to wait when the database is busy.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl From<edgelink_store::Error> for ApiError {
     fn from(e: edgelink_store::Error) -> Self {
         match e {
             edgelink_store::Error::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
             edgelink_store::Error::Conflict => ApiError::new(ErrorCode::Conflict, "already exists"),
+            edgelink_store::Error::Busy => {
+                tracing::warn!("database busy: answering 503");
+                ApiError::new(ErrorCode::Unavailable, "busy: try again shortly").retry_after(BUSY_RETRY)
+            }
             other => ApiError::internal(other),
         }
     }

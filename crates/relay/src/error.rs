@@ -22,10 +22,17 @@ pub enum RelayError {
     /// The device did not answer within the forward timeout.
     #[error("device did not answer in time")]
     DeviceTimeout,
+    /// The relay is overloaded for the moment (no database connection
+    /// came free in time): `503` with `Retry-After`.
+    #[error("busy: try again shortly")]
+    Busy,
     /// The relay itself failed (database, key fetch).
     #[error("relay: {0}")]
     Internal(String),
 }
+
+/// Seconds a caller is asked to wait when the relay is busy.
+const BUSY_RETRY_SECS: u16 = 1;
 
 impl RelayError {
     /// A caller-side error.
@@ -39,6 +46,7 @@ impl RelayError {
             RelayError::Client { code, .. } => *code,
             RelayError::Device(_) => ErrorCode::DeviceUnavailable,
             RelayError::DeviceTimeout => ErrorCode::DeviceTimeout,
+            RelayError::Busy => ErrorCode::Unavailable,
             RelayError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -51,6 +59,10 @@ impl RelayError {
                 tracing::error!(error = %cause, "relay internal error");
                 "internal error".to_owned()
             }
+            RelayError::Busy => {
+                tracing::warn!("database busy: answering 503");
+                self.to_string()
+            }
             RelayError::Device(cause) => {
                 // The cause (stream and connection errors) is for the log;
                 // the caller may be a user behind api-server.
@@ -61,12 +73,19 @@ impl RelayError {
         };
         let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         edgelink_observe::count_refusal("remote-proxy", code);
-        let body = ErrorBody::new(code, message, path, timestamp());
+        let mut body = ErrorBody::new(code, message, path, timestamp());
+        let busy = matches!(self, RelayError::Busy);
+        if busy {
+            body.retry_after = Some(u64::from(BUSY_RETRY_SECS));
+        }
         // Marks the answer as the relay's own (not the device's), so a
         // forwarding api-server can act on it.
         let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut()
             .insert(edgelink_protocol::paths::RELAY_ERROR_HEADER, axum::http::HeaderValue::from_static(code.name()));
+        if busy {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(BUSY_RETRY_SECS));
+        }
         resp
     }
 }
@@ -79,7 +98,25 @@ impl IntoResponse for RelayError {
 
 impl From<edgelink_store::Error> for RelayError {
     fn from(e: edgelink_store::Error) -> Self {
-        RelayError::Internal(e.to_string())
+        match e {
+            edgelink_store::Error::Busy => RelayError::Busy,
+            other => RelayError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_store_is_a_503_with_retry_after_not_a_500() {
+        let resp = RelayError::from(edgelink_store::Error::Busy).into_response_at("/tunnel");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        let resp = RelayError::from(edgelink_store::Error::UnsupportedUrl).into_response_at("/tunnel");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 }
 

@@ -55,6 +55,10 @@ pub enum Error {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No database connection came free in time (a connect storm or a
+    /// slow database): the caller may try again shortly.
+    #[error("database busy: no free connection in time")]
+    Busy,
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -66,6 +70,7 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict,
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::NotFound,
             sqlx::Error::RowNotFound => Error::NotFound,
+            sqlx::Error::PoolTimedOut => Error::Busy,
             _ => Error::Database(e),
         }
     }
@@ -214,3 +219,15 @@ pub(crate) fn new_id() -> String {
 pub mod testing;
 #[cfg(test)]
 pub(crate) use testing as testdb;
+
+#[cfg(test)]
+mod error_tests {
+    use super::Error;
+
+    #[test]
+    fn no_free_connection_in_time_is_busy_not_a_database_failure() {
+        assert!(matches!(Error::from(sqlx::Error::PoolTimedOut), Error::Busy));
+        assert!(matches!(Error::from(sqlx::Error::RowNotFound), Error::NotFound));
+        assert!(matches!(Error::from(sqlx::Error::PoolClosed), Error::Database(_)));
+    }
+}
