@@ -154,9 +154,24 @@ pub fn local_authority(url: &str) -> Option<String> {
     Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
 }
 
+/// The base path of the local service's URL, without a trailing `/`
+/// (`http://h:1/app/` → `/app`; none → `""`): prefixed to every forwarded
+/// request's path.
+pub fn local_base_path(url: &str) -> String {
+    parse_url(url, &["http"]).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_base_path_has_no_trailing_slash() {
+        assert_eq!(local_base_path("http://127.0.0.1:8080"), "");
+        assert_eq!(local_base_path("http://127.0.0.1:8080/"), "");
+        assert_eq!(local_base_path("http://h:1/app/"), "/app");
+        assert_eq!(local_base_path("http://h:1/a/b"), "/a/b");
+    }
 
     #[test]
     fn local_authority_parses() {

@@ -39,7 +39,8 @@ pub async fn run(
         .build()
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let auth = AuthClient::new(http, &config.api_url, &device_id);
-    let ctx = Arc::new(StreamContext::new(&device_id, authority, config.request_timeout));
+    let prefix = crate::config::local_base_path(&config.local_service);
+    let ctx = Arc::new(StreamContext::new(&device_id, authority, prefix, config.request_timeout));
     let inbox = match config.message_handler() {
         Some(h) => Some(Arc::new(Inbox::new(h, config.message_timeout, ctx.wake.clone()))),
         None => {

@@ -26,11 +26,17 @@ pub struct StreamContext {
 }
 
 impl StreamContext {
-    /// A context forwarding to the local service at `local_authority`.
-    pub fn new(device_id: &str, local_authority: String, connect_timeout: Duration) -> Self {
+    /// A context forwarding to the local service at `local_authority`,
+    /// under the base path `path_prefix` (`""` or `/base`, no trailing `/`).
+    pub fn new(device_id: &str, local_authority: String, path_prefix: String, connect_timeout: Duration) -> Self {
         StreamContext {
             device_id: device_id.to_owned(),
-            target: Target { authority: local_authority, connect_timeout, header_timeout: STREAM_HEADER_TIMEOUT },
+            target: Target {
+                authority: local_authority,
+                path_prefix,
+                connect_timeout,
+                header_timeout: STREAM_HEADER_TIMEOUT,
+            },
             started: Instant::now(),
             wake: Arc::new(tokio::sync::Notify::new()),
         }

@@ -198,7 +198,12 @@ fn body_framing(headers: &[httparse::Header<'_>], request: bool) -> Result<Frami
 /// upgrade's pair kept), `Host` set to `host` with the original kept as
 /// `X-Forwarded-Host`. Framing headers stay as they are: the body is
 /// copied unchanged. `Ok(None)` when the head is not complete yet.
-fn rewrite_request(buf: &[u8], host: &str, out: &mut Vec<u8>) -> Result<Option<(usize, RequestInfo)>, H1Error> {
+fn rewrite_request(
+    buf: &[u8],
+    host: &str,
+    prefix: &str,
+    out: &mut Vec<u8>,
+) -> Result<Option<(usize, RequestInfo)>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -223,6 +228,9 @@ fn rewrite_request(buf: &[u8], host: &str, out: &mut Vec<u8>) -> Result<Option<(
 
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
+    if path.starts_with('/') {
+        out.extend_from_slice(prefix.as_bytes());
+    }
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
@@ -508,6 +516,9 @@ pub trait Local: Send + Sync {
 pub struct Target {
     /// `host:port` to connect to and to send as `Host`.
     pub authority: String,
+    /// Prepended to every forwarded request's path (the base path of the
+    /// service's URL, without a trailing `/`; empty for none).
+    pub path_prefix: String,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// How long a stream may wait for its next request head.
@@ -587,7 +598,8 @@ where
         head.clear();
         let parsed = tokio::time::timeout(target.header_timeout, async {
             loop {
-                if let Some(parsed) = rewrite_request(rd.buffered(), &target.authority, &mut head)? {
+                if let Some(parsed) = rewrite_request(rd.buffered(), &target.authority, &target.path_prefix, &mut head)?
+                {
                     return Ok(Some(parsed));
                 }
                 head.clear();
@@ -871,7 +883,7 @@ mod tests {
         let raw = b"POST /a%2Fb?x=1 HTTP/1.0\r\nHost: s-1\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n\
 Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent-Length: 3\r\nX-App: kept\r\n\r\nabc";
         let mut out = Vec::new();
-        let (len, info) = rewrite_request(raw, "127.0.0.1:9", &mut out).unwrap().unwrap();
+        let (len, info) = rewrite_request(raw, "127.0.0.1:9", "", &mut out).unwrap().unwrap();
         assert_eq!(&raw[len..], b"abc");
         let head = String::from_utf8(out).unwrap();
         assert!(head.starts_with("POST /a%2Fb?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n"), "{head}");
@@ -885,15 +897,15 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
 
         let mut out = Vec::new();
         let raw = b"GET /ws HTTP/1.1\r\nhost: s\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
-        let (_, info) = rewrite_request(raw, "h:1", &mut out).unwrap().unwrap();
+        let (_, info) = rewrite_request(raw, "h:1", "", &mut out).unwrap().unwrap();
         let head = String::from_utf8(out).unwrap();
         assert!(info.upgrade);
         assert!(head.contains("upgrade: websocket\r\n") && head.contains("connection: upgrade\r\n"), "{head}");
 
         let mut out = Vec::new();
-        assert!(rewrite_request(b"GET / HTTP/1.1\r\nhost: s\r\n", "h:1", &mut out).unwrap().is_none());
-        assert!(rewrite_request(b"CONNECT h:1 HTTP/1.1\r\n\r\n", "h:1", &mut out).is_err());
-        assert!(rewrite_request(b"\x16\x03\x01 not http\r\n\r\n", "h:1", &mut out).is_err());
+        assert!(rewrite_request(b"GET / HTTP/1.1\r\nhost: s\r\n", "h:1", "", &mut out).unwrap().is_none());
+        assert!(rewrite_request(b"CONNECT h:1 HTTP/1.1\r\n\r\n", "h:1", "", &mut out).is_err());
+        assert!(rewrite_request(b"\x16\x03\x01 not http\r\n\r\n", "h:1", "", &mut out).is_err());
     }
 
     struct Agentish;
@@ -921,6 +933,7 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
                         let host = req.headers().get("host").cloned();
+                        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
                         let fwd = req.headers().get("x-forwarded-host").cloned();
                         let mut resp = match req.uri().path() {
                             "/ws" => {
@@ -950,6 +963,9 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
                         if let Some(h) = fwd {
                             resp.headers_mut().insert("x-seen-forwarded-host", h);
                         }
+                        if let Ok(v) = http::HeaderValue::from_str(&path) {
+                            resp.headers_mut().insert("x-seen-path", v);
+                        }
                         Ok::<_, std::convert::Infallible>(resp)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -967,10 +983,22 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
     async fn caller(
         authority: String,
     ) -> hyper::client::conn::http1::SendRequest<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+        caller_with_prefix(authority, "").await
+    }
+
+    async fn caller_with_prefix(
+        authority: String,
+        prefix: &str,
+    ) -> hyper::client::conn::http1::SendRequest<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+        let path_prefix = prefix.to_owned();
         let (a, b) = tokio::io::duplex(256 * 1024);
         tokio::spawn(async move {
-            let target =
-                Target { authority, connect_timeout: Duration::from_secs(2), header_timeout: Duration::from_secs(5) };
+            let target = Target {
+                authority,
+                path_prefix,
+                connect_timeout: Duration::from_secs(2),
+                header_timeout: Duration::from_secs(5),
+            };
             serve_stream(b, &target, &Agentish).await;
         });
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(a)).await.unwrap();
@@ -1001,6 +1029,16 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
         let resp = send.send_request(Request::get("/.control").body(body(b"")).unwrap()).await.unwrap();
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "{\"local\":true}");
         assert_eq!(conns.load(Ordering::SeqCst), 1, "one keep-alive connection to the service");
+    }
+
+    #[tokio::test]
+    async fn a_service_base_path_prefixes_every_forwarded_path_but_not_control_paths() {
+        let (addr, _) = service().await;
+        let mut send = caller_with_prefix(addr, "/base").await;
+        let resp = send.send_request(Request::get("/a/b?x=1").body(body(b"")).unwrap()).await.unwrap();
+        assert_eq!(resp.headers()["x-seen-path"], "/base/a/b?x=1");
+        let resp = send.send_request(Request::get("/.control").body(body(b"")).unwrap()).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "{\"local\":true}");
     }
 
     #[tokio::test]
@@ -1080,8 +1118,12 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
     async fn ambiguous_request_framing_is_refused_before_anything_is_forwarded() {
         let (addr, conns) = service().await;
         let (mut a, b) = tokio::io::duplex(64 * 1024);
-        let target =
-            Target { authority: addr, connect_timeout: Duration::from_secs(2), header_timeout: Duration::from_secs(5) };
+        let target = Target {
+            authority: addr,
+            path_prefix: String::new(),
+            connect_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(5),
+        };
         tokio::spawn(async move { serve_stream(b, &target, &Agentish).await });
         // A smuggling attempt: both framings at once.
         a.write_all(b"POST / HTTP/1.1\r\nhost: s\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
@@ -1107,8 +1149,12 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
             tcp.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end").await.unwrap();
         });
         let (mut a, b) = tokio::io::duplex(64 * 1024);
-        let target =
-            Target { authority: addr, connect_timeout: Duration::from_secs(2), header_timeout: Duration::from_secs(5) };
+        let target = Target {
+            authority: addr,
+            path_prefix: String::new(),
+            connect_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(5),
+        };
         let server = tokio::spawn(async move { serve_stream(b, &target, &Agentish).await });
         a.write_all(b"GET / HTTP/1.1\r\nhost: s\r\n\r\n").await.unwrap();
         let mut all = Vec::new();
@@ -1123,6 +1169,7 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
         let (mut a, b) = tokio::io::duplex(256 * 1024);
         let target = Target {
             authority: "127.0.0.1:9".into(),
+            path_prefix: String::new(),
             connect_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(5),
         };

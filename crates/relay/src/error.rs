@@ -105,6 +105,14 @@ impl From<edgelink_store::Error> for RelayError {
     }
 }
 
+/// Milliseconds since the epoch in the one wire format.
+pub use edgelink_protocol::time::rfc3339 as rfc3339_ms;
+
+/// Now, in the one wire format.
+pub fn timestamp() -> String {
+    rfc3339_ms(edgelink_store::now_ms())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,12 +126,4 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(resp.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
-}
-
-/// Milliseconds since the epoch in the one wire format.
-pub use edgelink_protocol::time::rfc3339 as rfc3339_ms;
-
-/// Now, in the one wire format.
-pub fn timestamp() -> String {
-    rfc3339_ms(edgelink_store::now_ms())
 }
