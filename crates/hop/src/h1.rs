@@ -151,6 +151,29 @@ fn connection_has(value: &[u8], token: &str) -> bool {
     value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// What httparse said of a head: its length, `None` while incomplete, or
+/// why it is refused.
+fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> Result<Option<usize>, H1Error> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(H1Error::HeadTooLarge),
+        Err(_) => Err(H1Error::Malformed(what)),
+    }
+}
+
+/// The values of every `Connection` header.
+fn connection_values<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
+    headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect()
+}
+
+/// True when the sender ends the connection after this message: it says
+/// `close`, or speaks HTTP/1.0 without asking for keep-alive.
+fn wants_close(connection: &[&[u8]], version: u8) -> bool {
+    connection.iter().any(|v| connection_has(v, "close"))
+        || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")))
+}
+
 fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool) -> bool {
     if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
         return false;
@@ -206,11 +229,8 @@ fn rewrite_request(
 ) -> Result<Option<(usize, RequestInfo)>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
-        Err(_) => return Err(H1Error::Malformed("request head")),
+    let Some(len) = head_len(req.parse(buf), "request head")? else {
+        return Ok(None);
     };
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Err(H1Error::Malformed("request line"));
@@ -218,12 +238,10 @@ fn rewrite_request(
     if method.eq_ignore_ascii_case("CONNECT") {
         return Err(H1Error::Malformed("CONNECT is not forwarded"));
     }
-    let connection: Vec<&[u8]> =
-        req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect();
+    let connection = connection_values(req.headers);
     let upgrade = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"))
         && connection.iter().any(|v| connection_has(v, "upgrade"));
-    let close = connection.iter().any(|v| connection_has(v, "close"))
-        || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")));
+    let close = wants_close(&connection, version);
     let framing = body_framing(req.headers, true)?;
 
     out.extend_from_slice(method.as_bytes());
@@ -283,17 +301,13 @@ fn rewrite_response(
 ) -> Result<Option<(usize, ResponseInfo)>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
-        Err(_) => return Err(H1Error::Malformed("answer head")),
+    let Some(len) = head_len(resp.parse(buf), "answer head")? else {
+        return Ok(None);
     };
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(H1Error::Malformed("status line"));
     };
-    let connection: Vec<&[u8]> =
-        resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect();
+    let connection = connection_values(resp.headers);
     let switched = status == 101 && request.upgrade;
     let mut framing = if request.method_head || (100..200).contains(&status) || status == 204 || status == 304 {
         Framing::None
@@ -303,9 +317,7 @@ fn rewrite_response(
     if switched {
         framing = Framing::None;
     }
-    let close = framing == Framing::UntilClose
-        || connection.iter().any(|v| connection_has(v, "close"))
-        || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")));
+    let close = framing == Framing::UntilClose || wants_close(&connection, version);
 
     out.extend_from_slice(b"HTTP/1.1 ");
     // httparse takes exactly three digits.
