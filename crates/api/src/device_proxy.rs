@@ -232,7 +232,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
     let prefix = format!("/api/v1/devices/{id}/http");
     let request_path = req.uri().path().to_owned();
     let proxy = state.device_proxy();
-    let mut route = proxy.route(state, user, id, false).await?;
+    let mut route = Box::pin(proxy.route(state, user, id, false)).await?;
     let forwarder = proxy.forwarder.as_ref().ok_or_else(not_configured)?;
 
     // A request whose body is small and of known length is kept so it can
@@ -284,7 +284,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
                 // resend once if the request can be resent.
                 proxy.forget_route(&user.user.id, id);
                 if let Some((method, uri, headers, body)) = resend.take()
-                    && let Ok(fresh) = proxy.route(state, user, id, true).await
+                    && let Ok(fresh) = Box::pin(proxy.route(state, user, id, true)).await
                     && fresh.relay_url != route.relay_url
                 {
                     route = fresh;

@@ -128,12 +128,15 @@ async fn resolve(
 ) -> Result<Principal, Refusal> {
     // Only a Bearer token is a credential here; other schemes (a browser's
     // Basic auth meant for a device's own page) are ignored, never forwarded.
+    // Each lookup below is boxed: this runs in the gate of every request,
+    // and with the store's futures inline the gate's own future was several
+    // KiB, allocated and copied per request whichever branch ran.
     let bearer = edgelink_protocol::bearer::token(headers);
     if let Some(token) = bearer
         && edgelink_tokens::secret::looks_like_token(token)
     {
         use edgelink_tokens::AuthError;
-        return match state.api_tokens().authenticate(token, client_ip, edgelink_store::now_ms()).await {
+        return match Box::pin(state.api_tokens().authenticate(token, client_ip, edgelink_store::now_ms())).await {
             Ok(a) => Ok(Principal::User(UserPrincipal {
                 user: a.owner,
                 session_hash: String::new(),
@@ -159,7 +162,7 @@ async fn resolve(
         };
     }
     if let Some(token) = bearer
-        && let Some(service) = service_principal(state, token).await
+        && let Some(service) = Box::pin(service_principal(state, token)).await
     {
         return service;
     }
@@ -167,8 +170,9 @@ async fn resolve(
         return match state.token_verifier().verify(token) {
             Ok(claims) => {
                 // A deleted device's tokens stop working at once, not at expiry.
-                let creds =
-                    state.store().device_credentials(&claims.sub).await.map_err(|e| Refusal::Invalid(e.into()))?;
+                let creds = Box::pin(state.store().device_credentials(&claims.sub))
+                    .await
+                    .map_err(|e| Refusal::Invalid(e.into()))?;
                 match creds {
                     Some(c) if c.revoked_at.is_none() && c.owner_id == claims.owner => {
                         Ok(Principal::Device(DevicePrincipal { device_id: claims.sub, owner_id: claims.owner }))
@@ -187,7 +191,7 @@ async fn resolve(
     let session_expired =
         || Refusal::Invalid(ApiError::new(ErrorCode::Unauthenticated, "session expired or signed out; sign in again"));
     let id: SessionId = state.cookie_keys().verify(policy.session_name(), value).ok_or_else(session_expired)?;
-    match state.sessions().resolve(&id).await {
+    match Box::pin(state.sessions().resolve(&id)).await {
         Ok(Some(principal)) => Ok(Principal::User(principal)),
         Ok(None) => Err(session_expired()),
         Err(e) => Err(Refusal::Invalid(e.into())),
