@@ -174,10 +174,18 @@ async fn forward(
     edgelink_origins::strip_pass(req.headers_mut());
     let forwarded_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin).to_owned();
     let proto = if o.domain.is_secure() { "https" } else { "http" };
+    // The device learns who is asking from the connection the relay saw
+    // (what a browser sends in these headers is not believed).
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     {
         let h = req.headers_mut();
         h.remove("x-forwarded-for");
         h.remove("forwarded");
+        if let Some(ip) = peer
+            && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+        {
+            h.insert("x-forwarded-for", v);
+        }
         if let Ok(v) = HeaderValue::from_str(&forwarded_host) {
             h.insert("x-forwarded-host", v);
         }

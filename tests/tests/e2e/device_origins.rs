@@ -122,6 +122,21 @@ async fn device_cookies_stay_on_their_origin_and_cross_origin_writes_are_refused
     let seen: serde_json::Value = web.get(format!("{home}/headers")).send().await.unwrap().json().await.unwrap();
     let cookie = seen["cookie"].as_str().unwrap_or("");
     assert!(cookie.contains("app=1") && !cookie.contains("edgelink-pass"), "{seen}");
+    // The device app learns the caller's address, scheme and host, as
+    // behind any reverse proxy (a browser's own X-Forwarded-For is not
+    // believed).
+    let seen: serde_json::Value = web
+        .get(format!("{home}/headers"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen}");
+    assert_eq!(seen["x-forwarded-host"], home.trim_start_matches("http://"), "{seen}");
 
     // Unsafe requests from another origin (a sibling device's page) are
     // refused; from the device's own origin they pass.
