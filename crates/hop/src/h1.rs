@@ -890,6 +890,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn chunked_bodies_are_copied_as_they_are_and_bad_framing_is_refused() {
+        let body = b"5;ext=1\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let mut src = Reader::new(&body[..], 64);
+        let mut dst = Vec::new();
+        let mut out = Out::new();
+        copy_chunked(&mut src, &mut dst, &mut out).await.unwrap();
+        out.flush(&mut dst).await.unwrap();
+        assert_eq!(dst, &body[..body.len() - 4], "copied unchanged, up to the end of the message");
+        assert_eq!(src.buffered(), b"NEXT", "the next message stays");
+
+        let long_line = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(MAX_LINE));
+        let too_long = copy_chunked(&mut Reader::new(long_line.as_bytes(), 64), &mut Vec::new(), &mut Out::new()).await;
+        assert!(matches!(too_long, Err(H1Error::Malformed(_))), "{too_long:?}");
+        let overrun = b"2\r\nabc\r\n0\r\n\r\n";
+        let overrun = copy_chunked(&mut Reader::new(&overrun[..], 64), &mut Vec::new(), &mut Out::new()).await;
+        assert!(matches!(overrun, Err(H1Error::Malformed(_))), "{overrun:?}");
+        let cut = b"5\r\nhel";
+        let cut = copy_chunked(&mut Reader::new(&cut[..], 64), &mut Vec::new(), &mut Out::new()).await;
+        assert!(matches!(cut, Err(H1Error::Truncated)), "{cut:?}");
+    }
+
     #[test]
     fn request_heads_are_rewritten_for_the_next_hop() {
         let raw = b"POST /a%2Fb?x=1 HTTP/1.0\r\nHost: s-1\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n\
