@@ -223,6 +223,15 @@ where
                     // Every handle is gone: nobody can use this session.
                     Poll::Ready(None) => None,
                     Poll::Pending => {
+                        if !waiting.is_empty() {
+                            // Drive the connection first: yamux forgets
+                            // dropped streams only while it is polled, and
+                            // an open beyond its stream limit ends the
+                            // whole connection.
+                            if let Poll::Ready(end) = poll_inbound(&mut conn, cx, &info, &closing, &mut on_inbound) {
+                                return Poll::Ready(end);
+                            }
+                        }
                         while !waiting.is_empty() {
                             match conn.poll_new_outbound(cx) {
                                 Poll::Ready(res) => {
