@@ -125,7 +125,7 @@ pub async fn http(
     }
 }
 
-fn relay_error(resp: &axum::http::Response<hyper::body::Incoming>) -> Option<&str> {
+fn relay_error<B>(resp: &axum::http::Response<B>) -> Option<&str> {
     resp.headers().get(paths::RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok())
 }
 
@@ -248,7 +248,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
             .is_some_and(|n| n <= RESEND_BODY_MAX);
     let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     let peer = state.client_ip(peer, req.headers());
-    let pending = edgelink_hop::prepare(&mut req, &[header::COOKIE, header::AUTHORIZATION]);
+    let mut pending = edgelink_hop::prepare(&mut req, &[header::COOKIE, header::AUTHORIZATION]);
     set_forwarded(req.headers_mut(), peer, state.public_origin(), &prefix);
     let (parts, body) = req.into_parts();
     // Taken on use: a request is resent at most once.
@@ -265,7 +265,9 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
     let mut out = axum::http::Request::from_parts(parts, body);
 
     let resp = loop {
-        let resp = forwarder.forward(&route.relay_url, &route.device_id, &target, out).await.map_err(|e| match e {
+        // A resent request is never an upgrade: the first send takes it.
+        let sent = forwarder.forward(&route.relay_url, &route.device_id, &target, out, std::mem::take(&mut pending));
+        let resp = sent.await.map_err(|e| match e {
             ForwardError::Timeout(_) => ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"),
             ForwardError::Relay(reason) => {
                 proxy.forget_route(&user.user.id, id);
@@ -311,8 +313,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
             None => break resp,
         }
     };
-    let mut resp =
-        edgelink_hop::finish(resp, pending).map_err(|e| ApiError::new(ErrorCode::DeviceUnavailable, e.to_string()))?;
+    let mut resp = resp.map(Body::new);
     let headers = resp.headers_mut();
     // The answer is on api-server's origin: only content headers pass
     // (no cookies, CORS, NEL, HSTS, …; the relay's marker neither), a
@@ -323,7 +324,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DEVICE_CSP));
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    Ok(resp.map(|b| b.map_or_else(Body::empty, Body::new)))
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -18,18 +18,18 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::headers::HOP_BY_HOP;
 
 /// Headers parsed per message at most.
-const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 /// Longest chunk-size or trailer line.
-const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 /// Bytes gathered before a write: a head and a small body leave together.
-const OUT_BATCH: usize = 16 * 1024;
+pub(crate) const OUT_BATCH: usize = 16 * 1024;
 /// Read buffer of the stream side and of the next hop's side.
 const STREAM_BUF: usize = 32 * 1024;
 const UPSTREAM_BUF: usize = 64 * 1024;
@@ -76,11 +76,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         Reader { inner, buf: vec![0; INITIAL_BUF.min(max)], pos: 0, end: 0, max }
     }
 
-    fn buffered(&self) -> &[u8] {
+    pub(crate) fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..self.end]
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.pos += n;
         if self.pos == self.end {
             self.pos = 0;
@@ -88,9 +88,40 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// The largest the buffer grows to by reads alone.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The wrapped reader and what was read but not consumed.
+    pub(crate) fn into_parts(self) -> (R, Vec<u8>) {
+        let rest = self.buf[self.pos..self.end].to_vec();
+        (self.inner, rest)
+    }
+
+    /// Gives back memory a download grew the buffer to, once it is empty
+    /// (a reader kept idle in a pool holds its initial size only).
+    pub(crate) fn shrink(&mut self) {
+        if self.pos == self.end && self.buf.len() > INITIAL_BUF.min(self.max) {
+            self.buf = vec![0; INITIAL_BUF.min(self.max)];
+            self.pos = 0;
+            self.end = 0;
+        }
+    }
+
     /// Reads more bytes; 0 means end of stream. Unconsumed data may grow
     /// the buffer up to `limit` bytes.
-    async fn fill(&mut self, limit: usize) -> io::Result<usize> {
+    pub(crate) async fn fill(&mut self, limit: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, limit)).await
+    }
+
+    /// [`Reader::fill`] for a poll-based caller. Safe to poll again after
+    /// `Pending`: the buffer only grows while it is full.
+    pub(crate) fn poll_fill(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        limit: usize,
+    ) -> std::task::Poll<io::Result<usize>> {
         if self.end == self.buf.len() {
             if self.pos > 0 {
                 self.buf.copy_within(self.pos..self.end, 0);
@@ -100,18 +131,20 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 let grown = (self.buf.len() * 2).min(limit);
                 self.buf.resize(grown, 0);
             } else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "buffer limit reached"));
+                return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "buffer limit reached")));
             }
         }
         let room = self.buf.len() - self.end;
-        let n = self.inner.read(&mut self.buf[self.end..]).await?;
+        let mut rb = tokio::io::ReadBuf::new(&mut self.buf[self.end..]);
+        std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
         self.end += n;
         if n == room && self.buf.len() < self.max {
             // More was probably waiting: read bigger next time.
             let grown = (self.buf.len() * 2).min(self.max);
             self.buf.resize(grown, 0);
         }
-        Ok(n)
+        std::task::Poll::Ready(Ok(n))
     }
 }
 
@@ -147,13 +180,13 @@ struct ResponseInfo {
     close: bool,
 }
 
-fn connection_has(value: &[u8], token: &str) -> bool {
+pub(crate) fn connection_has(value: &[u8], token: &str) -> bool {
     value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// What httparse said of a head: its length, `None` while incomplete, or
 /// why it is refused.
-fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> Result<Option<usize>, H1Error> {
+pub(crate) fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> Result<Option<usize>, H1Error> {
     match parsed {
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
         Ok(httparse::Status::Partial) => Ok(None),
@@ -163,18 +196,18 @@ fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> Result<Optio
 }
 
 /// The values of every `Connection` header.
-fn connection_values<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
+pub(crate) fn connection_values<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
     headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect()
 }
 
 /// True when the sender ends the connection after this message: it says
 /// `close`, or speaks HTTP/1.0 without asking for keep-alive.
-fn wants_close(connection: &[&[u8]], version: u8) -> bool {
+pub(crate) fn wants_close(connection: &[&[u8]], version: u8) -> bool {
     connection.iter().any(|v| connection_has(v, "close"))
         || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")))
 }
 
-fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool) -> bool {
     if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
         return false;
     }
@@ -183,7 +216,7 @@ fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool) -> bool {
 
 /// Framing from `Transfer-Encoding` and `Content-Length` headers (RFC 9112
 /// §6.1–6.3). `request` refuses what a request may not carry.
-fn body_framing(headers: &[httparse::Header<'_>], request: bool) -> Result<Framing, H1Error> {
+pub(crate) fn body_framing(headers: &[httparse::Header<'_>], request: bool) -> Result<Framing, H1Error> {
     let mut length: Option<u64> = None;
     let mut coding: Option<bool> = None; // Some(final coding is chunked)
     for h in headers {
@@ -423,7 +456,7 @@ async fn line<R: AsyncRead + Unpin>(src: &mut Reader<R>) -> Result<usize, H1Erro
 }
 
 /// The size of a chunk from its size line (`HEX[;ext]\r\n`).
-fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+pub(crate) fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let hex = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
@@ -855,6 +888,7 @@ mod tests {
     use hyper_util::rt::TokioIo;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
 
     fn headers<'a>(list: &'a [(&'a str, &'a [u8])]) -> Vec<httparse::Header<'a>> {
         list.iter().map(|(n, v)| httparse::Header { name: n, value: v }).collect()

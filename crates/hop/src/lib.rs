@@ -5,10 +5,10 @@
 //!
 //! A hop [`prepare`]s the request it received (detects an upgrade and keeps
 //! the caller's side of it, strips hop-by-hop headers and the caller's
-//! credentials for this hop, pins HTTP/1.1), sends it on, and [`finish`]es
-//! the answer (on `101` splices both upgraded connections; otherwise strips
-//! hop-by-hop headers; pins HTTP/1.1 so each hop's keep-alive connection
-//! stays open whatever version the next hop spoke).
+//! credentials for this hop, pins HTTP/1.1) and [`send`]s it on: the answer
+//! comes back with its hop-by-hop headers stripped, as HTTP/1.1 so each
+//! hop's keep-alive connection stays open whatever version the next hop
+//! spoke, and a `101` splices both upgraded connections.
 //!
 //! It knows HTTP (and TLS on a listener) and nothing else: no tunnels,
 //! tokens or routing.
@@ -16,12 +16,14 @@
 //! # Layout
 //! * [`headers`]: hop-by-hop header rules ([`headers::strip`],
 //!   [`headers::is_upgrade`]).
-//! * [`prepare`], [`finish`], [`Pending`]: the recipe.
-//! * [`splice`]: copying bytes between two upgraded connections.
+//! * [`prepare`], [`Pending`]: the recipe's first half.
 //! * [`serve`]: HTTP/1.1 served on one stream (a tunnel stream) with the
 //!   limits every edgelink stream server applies.
 //! * [`h1`]: HTTP/1.1 forwarded by heads (edge-agent's streams): heads
 //!   parsed and rewritten, bodies copied with their framing.
+//! * [`send`]: the calling side by heads (the relay's tunnel streams): a
+//!   request written on a kept connection, its answer decoded as it is
+//!   polled, the connection handed back for the next one.
 //! * [`listen`]: the accept loop of every edgelink TCP listener, with
 //!   head and idle timeouts, a head size limit and a connection cap.
 //! * [`tls`]: server and client TLS configs (one private CA optional).
@@ -29,11 +31,12 @@
 pub mod h1;
 pub mod headers;
 pub mod listen;
+pub mod send;
 pub mod tls;
 
 use std::time::Duration;
 
-use http::{HeaderName, Request, Response, StatusCode, Version};
+use http::{HeaderName, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
@@ -54,14 +57,6 @@ impl Pending {
     }
 }
 
-/// Why a hop could not finish an answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HopError {
-    /// The next hop answered `101` to a request that did not ask for it.
-    #[error("switched protocols without being asked")]
-    UnaskedUpgrade,
-}
-
 /// Prepares `req` for the next hop. Removes hop-by-hop headers (keeping
 /// `Upgrade` and `Connection: upgrade` for an upgrade) and every header in
 /// `credentials` (what authenticated the caller to this hop is never the
@@ -76,36 +71,6 @@ pub fn prepare<B>(req: &mut Request<B>, credentials: &[HeaderName]) -> Pending {
     }
     *req.version_mut() = Version::HTTP_11;
     Pending { caller }
-}
-
-/// Finishes the next hop's answer to a request [`prepare`]d as `pending`:
-/// a `101` is spliced to the caller (and keeps its upgrade headers) and
-/// has no body (`None`); any other answer loses its hop-by-hop headers and
-/// keeps its body. The version is HTTP/1.1.
-pub fn finish<B>(mut resp: Response<B>, pending: Pending) -> Result<Response<Option<B>>, HopError> {
-    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switched {
-        let caller = pending.caller.ok_or(HopError::UnaskedUpgrade)?;
-        splice(caller, hyper::upgrade::on(&mut resp));
-    }
-    headers::strip(resp.headers_mut(), switched);
-    *resp.version_mut() = Version::HTTP_11;
-    Ok(resp.map(|b| (!switched).then_some(b)))
-}
-
-/// Once both sides of an HTTP upgrade complete, copies bytes between them
-/// until either closes (in a task of its own).
-pub fn splice(a: OnUpgrade, b: OnUpgrade) {
-    tokio::spawn(async move {
-        match tokio::join!(a, b) {
-            (Ok(a), Ok(b)) => {
-                let mut a = TokioIo::new(a);
-                let mut b = TokioIo::new(b);
-                let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUF, SPLICE_BUF).await;
-            }
-            (a, b) => tracing::debug!(caller_ok = a.is_ok(), next_hop_ok = b.is_ok(), "upgrade did not complete"),
-        }
-    });
 }
 
 /// Serves HTTP/1.1 (keep-alive, upgrades) on one stream with `service`,
@@ -132,7 +97,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header;
+    use http::{Response, header};
+    use http_body::Body;
 
     fn request(upgrade: bool) -> Request<()> {
         let mut b = Request::get("/x")
@@ -172,32 +138,6 @@ mod tests {
         assert_eq!(h[header::CONNECTION], "upgrade");
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert_eq!(h[header::COOKIE], "session=1");
-    }
-
-    #[test]
-    fn finish_strips_answers_and_refuses_an_unasked_upgrade() {
-        let resp = Response::builder()
-            .status(200)
-            .version(Version::HTTP_10)
-            .header(header::CONNECTION, "close")
-            .header(header::TRANSFER_ENCODING, "chunked")
-            .header(header::CONTENT_TYPE, "text/plain")
-            .body(())
-            .unwrap();
-        let resp = finish(resp, Pending::default()).unwrap();
-        assert_eq!(resp.body(), &Some(()));
-        assert!(resp.headers().get(header::CONNECTION).is_none());
-        assert!(resp.headers().get(header::TRANSFER_ENCODING).is_none());
-        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain");
-        assert_eq!(resp.version(), Version::HTTP_11);
-
-        let switched = Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "upgrade")
-            .header(header::UPGRADE, "websocket")
-            .body(())
-            .unwrap();
-        assert_eq!(finish(switched, Pending::default()).err(), Some(HopError::UnaskedUpgrade));
     }
 
     #[tokio::test]
@@ -241,10 +181,9 @@ mod tests {
                 let pending = prepare(&mut req, &[header::AUTHORIZATION]);
                 assert!(req.headers().get(header::AUTHORIZATION).is_none());
                 let tcp = tokio::net::TcpStream::connect(next_addr).await.unwrap();
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-                tokio::spawn(conn.with_upgrades());
-                let resp = finish(sender.send_request(req).await.unwrap(), pending).unwrap();
-                assert!(resp.body().is_none(), "a 101 has no body");
+                let mut out = send::Outgoing::new(req, pending, "next");
+                let resp = send::send(send::Conn::new(tcp), &mut out, Box::new(drop)).await.unwrap();
+                assert!(resp.body().is_end_stream(), "a 101 has no body");
                 Ok::<_, std::convert::Infallible>(resp.map(|_| Empty::<bytes::Bytes>::new()))
             });
             serve(tcp, svc, Duration::from_secs(5)).await;

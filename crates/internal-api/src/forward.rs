@@ -1,21 +1,39 @@
 //! Streaming forward through a relay's `ANY /internal/forward/{id}/{*path}`:
-//! bodies are streamed both ways and connections to each relay are pooled
-//! and kept alive, so a forwarded request costs no new TCP connection. The
-//! caller prepares the request and finishes the answer (upgrades included)
-//! with `edgelink_hop`.
+//! bodies are streamed both ways and connections to each relay are kept
+//! alive and reused, so a forwarded request costs no new TCP connection.
+//! Requests go by heads ([`edgelink_hop::send`]): the caller's task writes
+//! the head and reads the answer itself, with no client task in between.
+//! The caller prepares the request with `edgelink_hop::prepare`; an
+//! upgrade the relay accepts is spliced here.
 
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use edgelink_hop::Pending;
+use edgelink_hop::send::{self, Conn, Idle, Outgoing};
 use http::{HeaderValue, Request, Response, header};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Body type of forwarded requests.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The body of a relay's answer, read from the kept connection as it is
+/// polled.
+pub type AnswerBody = send::Answer<RelayStream>;
+
+/// How long to wait for a relay's TCP (and TLS) handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle connection to a relay is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per relay at most.
+const MAX_IDLE: usize = 256;
 
 /// Why a forward failed before the device answered.
 #[derive(Debug, thiserror::Error)]
@@ -34,75 +52,199 @@ pub enum ForwardError {
 /// Forwards requests to relays. Cheap to clone.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: HyperClient<HttpsConnector<HttpConnector>, BoxBody>,
-    secret: SecretString,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `Bearer {secret}`; `None` when the secret is not a header value.
+    auth: Option<HeaderValue>,
     timeout: Duration,
+    tls: tokio_rustls::TlsConnector,
+    /// Idle connections by relay URL.
+    idle: Mutex<HashMap<String, Arc<Idle<RelayStream>>>>,
 }
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Forwarder").field("timeout", &self.inner.timeout).finish_non_exhaustive()
     }
+}
+
+/// Where a relay is: scheme, host and port of its internal URL.
+struct Peer {
+    tls: bool,
+    host: String,
+    port: u16,
+    authority: String,
+}
+
+fn peer(relay_url: &str) -> Result<Peer, ForwardError> {
+    let bad = || ForwardError::Target(format!("relay url {relay_url:?}"));
+    let uri: http::Uri = relay_url.parse().map_err(|_| bad())?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad()),
+    };
+    let authority = uri.authority().ok_or_else(bad)?;
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok(Peer { tls, host, port, authority: authority.as_str().to_owned() })
 }
 
 impl Forwarder {
     /// A forwarder presenting `secret` to relays (`http://` or, verified
     /// with `tls`, `https://`); `timeout` bounds the wait for the response
     /// head (bodies and upgraded streams are not bounded).
-    pub fn new(secret: SecretString, timeout: Duration, tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Forwarder { client, secret, timeout }
+    pub fn new(secret: SecretString, timeout: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
+        let auth = HeaderValue::from_str(&format!("Bearer {}", secret.expose_secret())).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        Forwarder {
+            inner: Arc::new(Inner {
+                auth,
+                timeout,
+                tls: tokio_rustls::TlsConnector::from(tls),
+                idle: Mutex::default(),
+            }),
+        }
     }
 
-    /// Sends `req` (already prepared for this hop by the caller) to
-    /// `relay_url`'s forward of device or session `id`, at `target` (path
-    /// and query on the device).
+    fn idle(&self, relay_url: &str) -> Arc<Idle<RelayStream>> {
+        let mut map = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(idle) = map.get(relay_url) {
+            return idle.clone();
+        }
+        let idle = Arc::new(Idle::new(POOL_IDLE, MAX_IDLE));
+        map.insert(relay_url.to_owned(), idle.clone());
+        idle
+    }
+
+    async fn connect(&self, peer: &Peer) -> Result<Conn<RelayStream>, ForwardError> {
+        let relay = |e: io::Error| ForwardError::Relay(format!("{}: {e}", peer.authority));
+        let connect = async {
+            let tcp = TcpStream::connect((peer.host.as_str(), peer.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            if !peer.tls {
+                return Ok(RelayStream::Plain(tcp));
+            }
+            let name = rustls::pki_types::ServerName::try_from(peer.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Ok(RelayStream::Tls(Box::new(self.inner.tls.connect(name, tcp).await?)))
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| relay(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(relay)?;
+        Ok(Conn::new(stream))
+    }
+
+    /// Sends `req` (already prepared for this hop by the caller, as
+    /// `pending`) to `relay_url`'s forward of device or session `id`, at
+    /// `target` (path and query on the device). A `101` is spliced to the
+    /// caller and has an empty body; other answers keep their end-to-end
+    /// headers only.
     pub async fn forward(
         &self,
         relay_url: &str,
         id: &str,
         target: &str,
         mut req: Request<BoxBody>,
-    ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
-        let uri = format!(
-            "{}/internal/forward/{}/{}",
-            relay_url.trim_end_matches('/'),
-            crate::encode(id),
-            target.trim_start_matches('/')
-        );
-        *req.uri_mut() = uri.parse().map_err(|_| ForwardError::Target(uri.clone()))?;
+        pending: Pending,
+    ) -> Result<Response<AnswerBody>, ForwardError> {
+        let peer = peer(relay_url)?;
+        let path = format!("/internal/forward/{}/{}", crate::encode(id), target.trim_start_matches('/'));
+        *req.uri_mut() = path.parse().map_err(|_| ForwardError::Target(path.clone()))?;
         *req.version_mut() = http::Version::HTTP_11;
-        let auth = HeaderValue::from_str(&format!("Bearer {}", self.secret.expose_secret()))
-            .map_err(|_| ForwardError::Target("internal secret is not a valid header value".into()))?;
+        let auth = self.inner.auth.clone();
+        let auth = auth.ok_or_else(|| ForwardError::Target("internal secret is not a valid header value".into()))?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
-        tokio::time::timeout(self.timeout, self.client.request(req))
+        let mut out = Outgoing::new(req, pending, &peer.authority);
+        let idle = self.idle(relay_url);
+        let back = |idle: &Arc<Idle<RelayStream>>| -> send::Back<RelayStream> {
+            let idle = idle.clone();
+            Box::new(move |conn| idle.put(conn))
+        };
+        let attempt = async {
+            let kept = idle.take();
+            let reused = kept.is_some();
+            let conn = match kept {
+                Some(c) => c,
+                None => self.connect(&peer).await?,
+            };
+            match send::send(conn, &mut out, back(&idle)).await {
+                Err(e) if e.retry && reused => {
+                    // A kept connection the relay closed meanwhile.
+                    let conn = self.connect(&peer).await?;
+                    send::send(conn, &mut out, back(&idle)).await
+                }
+                other => other,
+            }
+            .map_err(|e| ForwardError::Relay(format!("{}: {e}", peer.authority)))
+        };
+        tokio::time::timeout(self.inner.timeout, attempt)
             .await
-            .map_err(|_| ForwardError::Timeout(self.timeout))?
-            .map_err(|e| ForwardError::Relay(error_chain(&e)))
+            .map_err(|_| ForwardError::Timeout(self.inner.timeout))?
     }
 }
 
-/// An error and its causes on one line (hyper-util's top-level message
-/// alone says little).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// A connection to a relay's internal API, plain or TLS.
+pub enum RelayStream {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://`.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for RelayStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RelayStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            RelayStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
-    text
+}
+
+impl AsyncWrite for RelayStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            RelayStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            RelayStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RelayStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            RelayStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            RelayStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            RelayStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls_name_scheme_host_and_port() {
+        let p = peer("http://127.0.0.1:3801").unwrap();
+        assert!(!p.tls);
+        assert_eq!((p.host.as_str(), p.port, p.authority.as_str()), ("127.0.0.1", 3801, "127.0.0.1:3801"));
+        let p = peer("https://relay-1.internal/").unwrap();
+        assert!(p.tls);
+        assert_eq!((p.host.as_str(), p.port), ("relay-1.internal", 443));
+        let p = peer("http://[::1]:9").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("::1", 9));
+        for bad in ["ftp://x", "relay:1", ""] {
+            assert!(peer(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,11 +1,9 @@
 //! `ANY /internal/forward/{id}/{*path}`: one request to the device over a
 //! new tunnel stream, bodies streamed both ways, upgrades spliced.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
-use edgelink_internal_api::forward::error_chain;
 use edgelink_protocol::error::ErrorCode;
 use edgelink_protocol::paths;
 
@@ -57,20 +55,11 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
         .ok_or_else(|| RelayError::client(ErrorCode::SessionNotFound, "no such live session"))?;
     // The caller's credentials for this API are never the device's business.
     let pending = edgelink_hop::prepare(&mut req, &[header::AUTHORIZATION]);
-    // The pool keys connections by authority: the session id is the host.
-    *req.uri_mut() = format!("http://{}{}", session.id, target)
-        .parse()
-        .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
-
-    let resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(req))
-        .await
-        .map_err(|_| RelayError::DeviceTimeout)?
-        .map_err(|e| RelayError::Device(error_chain(&e)))?;
-    let mut resp = edgelink_hop::finish(resp, pending).map_err(|e| RelayError::Device(e.to_string()))?;
+    *req.uri_mut() = target.parse().map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
+    let mut resp = crate::pool::exchange(&session, req, pending, relay.forward_timeout()).await?;
     // Only the relay's own errors carry this marker; a device cannot forge it.
     resp.headers_mut().remove(paths::RELAY_ERROR_HEADER);
-    // A switched (101) answer has no body: an empty one.
-    Ok(resp.map(|b| b.map(Body::new).unwrap_or_default()))
+    Ok(resp)
 }
 
 #[cfg(test)]

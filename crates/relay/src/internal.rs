@@ -93,30 +93,30 @@ async fn notify(
     if body.topic.is_empty() || body.topic.len() > 64 {
         return RelayError::client(ErrorCode::BadRequest, "topic must be 1 to 64 bytes").into_response_at(uri.path());
     }
-    let request = axum::http::Request::post(format!("http://{}{}", session.id, edgelink_protocol::paths::NOTIFY))
+    let request = axum::http::Request::post(edgelink_protocol::paths::NOTIFY)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()));
     let Ok(request) = request else {
-        return RelayError::client(ErrorCode::BadRequest, "bad session id").into_response_at(uri.path());
+        return RelayError::client(ErrorCode::BadRequest, "bad notice").into_response_at(uri.path());
     };
-    let client = relay.stream_client().clone();
-    let device_id = session.device_id.clone();
+    let token = session.id.clone();
     tokio::spawn(async move {
-        match tokio::time::timeout(NOTIFY_TIMEOUT, client.request(request)).await {
-            Ok(Ok(resp)) => {
+        let sent = crate::pool::exchange(&session, request, edgelink_hop::Pending::default(), NOTIFY_TIMEOUT).await;
+        match sent {
+            Ok(resp) => {
                 // Drain so the stream goes back to the pool.
                 let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
                 metrics::counter!("edgelink_relay_notifies_total", "result" => "sent").increment(1);
             }
-            Ok(Err(e)) => {
-                metrics::counter!("edgelink_relay_notifies_total", "result" => "failed").increment(1);
-                tracing::debug!(device_id = %device_id, error = %e, "notice not delivered");
-            }
-            Err(_) => {
+            Err(RelayError::DeviceTimeout) => {
                 metrics::counter!("edgelink_relay_notifies_total", "result" => "timeout").increment(1);
-                tracing::debug!(device_id = %device_id, "notice timed out");
+                tracing::debug!(device_id = %session.device_id, "notice timed out");
+            }
+            Err(e) => {
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "failed").increment(1);
+                tracing::debug!(device_id = %session.device_id, error = %e, "notice not delivered");
             }
         }
     });
-    axum::Json(NotifyResult { token: session.id.clone(), notified: true }).into_response()
+    axum::Json(NotifyResult { token, notified: true }).into_response()
 }

@@ -76,8 +76,6 @@ struct Inner {
     tunnel: edgelink_tunnel::TunnelConfig,
     /// Session tasks, so shutdown can wait for them.
     tasks: TaskTracker,
-    /// Keep-alive HTTP connections over tunnel streams, per session.
-    streams: pool::StreamClient,
     /// Devices' heartbeats, written in batches.
     telemetry: Arc<edgelink_telemetry::Telemetry>,
     /// Devices take and acknowledge their messages over the tunnel.
@@ -93,7 +91,6 @@ impl Relay {
         let internal_url = config.internal_url(internal_addr);
         let tunnel = config.tunnel_config();
         let registry = Registry::default();
-        let streams = pool::client(registry.clone());
         let telemetry = Arc::new(edgelink_telemetry::Telemetry::new(store.clone()));
         // Sending (and its limits) is api-server's; the relay only hands out
         // and acknowledges.
@@ -108,7 +105,6 @@ impl Relay {
                 internal_url,
                 tunnel,
                 tasks: TaskTracker::new(),
-                streams,
                 telemetry,
                 messages,
                 origins,
@@ -161,10 +157,6 @@ impl Relay {
 
     fn tunnel_config(&self) -> edgelink_tunnel::TunnelConfig {
         self.inner.tunnel.clone()
-    }
-
-    fn stream_client(&self) -> &pool::StreamClient {
-        &self.inner.streams
     }
 
     fn forward_timeout(&self) -> Duration {

@@ -192,16 +192,11 @@ async fn forward(
         h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
     let pending = edgelink_hop::prepare(&mut req, &[]);
-    let resp = match relay.registry().by_device(device_id).filter(|s| !s.handle.is_closed()) {
+    let mut resp = match relay.registry().by_device(device_id).filter(|s| !s.handle.is_closed()) {
         Some(session) => {
-            *req.uri_mut() = format!("http://{}{}", session.id, target)
-                .parse()
-                .map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
-            let resp = tokio::time::timeout(relay.forward_timeout(), relay.stream_client().request(req))
-                .await
-                .map_err(|_| RelayError::DeviceTimeout)?
-                .map_err(|e| RelayError::Device(edgelink_internal_api::forward::error_chain(&e)))?;
-            resp.map(Body::new)
+            *req.uri_mut() =
+                target.parse().map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
+            crate::pool::exchange(&session, req, pending, relay.forward_timeout()).await?
         }
         None => {
             // Held by another relay (several behind one address): its
@@ -216,17 +211,17 @@ async fn forward(
                 http_body_util::BodyExt::map_err(body, |e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) }),
             );
             let out = Request::from_parts(parts, body);
-            let resp = o.forwarder.forward(&session.relay_url, device_id, &target, out).await.map_err(|e| {
-                use edgelink_internal_api::forward::ForwardError;
-                match e {
-                    ForwardError::Timeout(_) => RelayError::DeviceTimeout,
-                    other => RelayError::Device(other.to_string()),
-                }
-            })?;
+            let resp =
+                o.forwarder.forward(&session.relay_url, device_id, &target, out, pending).await.map_err(|e| {
+                    use edgelink_internal_api::forward::ForwardError;
+                    match e {
+                        ForwardError::Timeout(_) => RelayError::DeviceTimeout,
+                        other => RelayError::Device(other.to_string()),
+                    }
+                })?;
             resp.map(Body::new)
         }
     };
-    let mut resp = edgelink_hop::finish(resp, pending).map_err(|e| RelayError::Device(e.to_string()))?;
     resp.headers_mut().remove(paths::RELAY_ERROR_HEADER);
     // Cookies only for this origin; the pass is not the device's to set.
     let dropped = edgelink_origins::rewrite_device_cookies(resp.headers_mut());
@@ -238,5 +233,5 @@ async fn forward(
     for c in cookies {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
-    Ok(resp.map(|b| b.unwrap_or_default()))
+    Ok(resp)
 }

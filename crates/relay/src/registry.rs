@@ -31,6 +31,8 @@ pub struct LiveSession {
     pub heartbeat_stored_at: AtomicI64,
     /// Opens streams to the device and closes the session.
     pub handle: Handle,
+    /// Finished keep-alive streams, for the next forwarded request.
+    pub streams: crate::pool::Idle,
 }
 
 impl LiveSession {

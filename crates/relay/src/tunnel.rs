@@ -126,6 +126,7 @@ async fn run_session(
         last_heartbeat: AtomicI64::new(now),
         heartbeat_stored_at: AtomicI64::new(now),
         handle,
+        streams: crate::pool::idle(),
     });
     // The store learns of the session before it becomes visible in
     // memory: a session the internal API shows is always in the store.
@@ -159,6 +160,7 @@ async fn run_session(
 
     let end = ended.await;
     open.decrement(1.0);
+    live.streams.clear();
     relay.registry().remove(&id);
     let reason = end.close_reason();
     metrics::counter!("edgelink_tunnels_closed_total", "reason" => reason.as_str()).increment(1);

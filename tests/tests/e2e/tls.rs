@@ -86,7 +86,8 @@ async fn the_internal_api_serves_tls_and_api_servers_clients_trust_a_private_ca(
         tls,
     );
     let req = http::Request::new(edgelink_internal_api::forward::BoxBody::default());
-    let resp = forwarder.forward(&row.relay_url, &device.id, "/hello", req).await.unwrap();
+    let resp =
+        forwarder.forward(&row.relay_url, &device.id, "/hello", req, edgelink_hop::Pending::default()).await.unwrap();
     assert_eq!(resp.status(), 200);
     agent.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
