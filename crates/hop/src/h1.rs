@@ -317,7 +317,7 @@ fn rewrite_request(
     Ok(Some((len, info)))
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -438,21 +438,27 @@ where
     Ok(())
 }
 
-/// Reads one line (through its `\n`) into the buffer; returns its length.
-async fn line<R: AsyncRead + Unpin>(src: &mut Reader<R>) -> Result<usize, H1Error> {
-    let mut searched = 0;
+/// Reads until the buffer holds a whole line; its length with its `\n`.
+pub(crate) fn poll_line<R: AsyncRead + Unpin>(
+    src: &mut Reader<R>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<usize, H1Error>> {
     loop {
-        if let Some(i) = src.buffered()[searched..].iter().position(|b| *b == b'\n') {
-            return Ok(searched + i + 1);
+        if let Some(i) = src.buffered().iter().position(|b| *b == b'\n') {
+            return std::task::Poll::Ready(Ok(i + 1));
         }
-        searched = src.buffered().len();
-        if searched >= MAX_LINE {
-            return Err(H1Error::Malformed("chunk line too long"));
+        if src.buffered().len() >= MAX_LINE {
+            return std::task::Poll::Ready(Err(H1Error::Malformed("chunk line too long")));
         }
-        if src.fill(src.max.max(MAX_LINE)).await? == 0 {
-            return Err(H1Error::Truncated);
+        if std::task::ready!(src.poll_fill(cx, src.max.max(MAX_LINE)))? == 0 {
+            return std::task::Poll::Ready(Err(H1Error::Truncated));
         }
     }
+}
+
+/// Reads one line (through its `\n`) into the buffer; returns its length.
+async fn line<R: AsyncRead + Unpin>(src: &mut Reader<R>) -> Result<usize, H1Error> {
+    std::future::poll_fn(|cx| poll_line(src, cx)).await
 }
 
 /// The size of a chunk from its size line (`HEX[;ext]\r\n`).

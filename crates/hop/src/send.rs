@@ -180,18 +180,18 @@ where
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         if !parts.headers.contains_key(header::HOST) {
-            put(&mut head, b"host", default_host.as_bytes());
+            h1::put_header(&mut head, b"host", default_host.as_bytes());
         }
         for (name, value) in &parts.headers {
             if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
                 continue;
             }
-            put(&mut head, name.as_str().as_bytes(), value.as_bytes());
+            h1::put_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
         match framing {
             BodyOut::None => {}
-            BodyOut::Length(n) => put(&mut head, b"content-length", n.to_string().as_bytes()),
-            BodyOut::Chunked => put(&mut head, b"transfer-encoding", b"chunked"),
+            BodyOut::Length(n) => h1::put_header(&mut head, b"content-length", n.to_string().as_bytes()),
+            BodyOut::Chunked => h1::put_header(&mut head, b"transfer-encoding", b"chunked"),
         }
         head.extend_from_slice(b"\r\n");
         Outgoing {
@@ -202,13 +202,6 @@ where
             pending,
         }
     }
-}
-
-fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 fn body_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> H1Error {
@@ -567,21 +560,6 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Answer<S> {
     }
 }
 
-/// Reads until the buffer holds a whole line; its length with its `\n`.
-fn poll_line<R: AsyncRead + Unpin>(rd: &mut Reader<R>, cx: &mut Context<'_>) -> Poll<Result<usize, H1Error>> {
-    loop {
-        if let Some(i) = rd.buffered().iter().position(|b| *b == b'\n') {
-            return Poll::Ready(Ok(i + 1));
-        }
-        if rd.buffered().len() >= h1::MAX_LINE {
-            return Poll::Ready(Err(H1Error::Malformed("chunk line too long")));
-        }
-        if ready!(rd.poll_fill(cx, READ_MAX.max(h1::MAX_LINE)))? == 0 {
-            return Poll::Ready(Err(H1Error::Truncated));
-        }
-    }
-}
-
 /// Up to `n` buffered bytes (reading first when none are); `None` at the
 /// end of the connection.
 fn poll_data<R: AsyncRead + Unpin>(
@@ -642,7 +620,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Body for Answer<S> {
                     }
                     Err(e) => Err(e),
                 },
-                State::ChunkSize | State::ChunkEnd | State::Trailers => match ready!(poll_line(rd, cx)) {
+                State::ChunkSize | State::ChunkEnd | State::Trailers => match ready!(h1::poll_line(rd, cx)) {
                     Err(e) => Err(e),
                     Ok(n) => {
                         let line = &rd.buffered()[..n];
