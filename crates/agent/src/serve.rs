@@ -59,7 +59,7 @@ pub fn spawn_stream(ctx: Arc<StreamContext>, stream: TunnelStream) {
 }
 
 fn json(status: u16, body: Vec<u8>) -> Answer {
-    Answer { status, body }
+    Answer::json(status, body)
 }
 
 fn error(code: ErrorCode, message: &str, path: &str) -> Answer {
@@ -89,7 +89,8 @@ impl Local for StreamContext {
         Some(error(ErrorCode::NotFound, "no such control path", path))
     }
 
-    fn failure(&self, message: &str, path: &str) -> Answer {
+    fn failure(&self, failed: &edgelink_hop::h1::H1Error, path: &str) -> Answer {
+        let message = failed.to_string();
         tracing::info!(error = %message, "local service failed");
         let path = path.split('?').next().unwrap_or(path);
         error(ErrorCode::DeviceUnavailable, &format!("local service: {message}"), path)

@@ -76,11 +76,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         Reader { inner, buf: vec![0; INITIAL_BUF.min(max)], pos: 0, end: 0, max }
     }
 
-    pub(crate) fn buffered(&self) -> &[u8] {
+    /// Bytes read and not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..self.end]
     }
 
-    pub(crate) fn consume(&mut self, n: usize) {
+    /// Drops the first `n` buffered bytes.
+    pub fn consume(&mut self, n: usize) {
         self.pos += n;
         if self.pos == self.end {
             self.pos = 0;
@@ -94,7 +96,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     /// The wrapped reader and what was read but not consumed.
-    pub(crate) fn into_parts(self) -> (R, Vec<u8>) {
+    pub fn into_parts(self) -> (R, Vec<u8>) {
         let rest = self.buf[self.pos..self.end].to_vec();
         (self.inner, rest)
     }
@@ -163,13 +165,19 @@ pub enum Framing {
 
 /// What forwarding needs to know of a request head.
 #[derive(Debug)]
-struct RequestInfo {
-    method_head: bool,
-    method: String,
-    path: String,
-    framing: Framing,
-    upgrade: bool,
-    close: bool,
+pub struct RequestInfo {
+    /// The method is `HEAD` (its answer has no body whatever it says).
+    pub method_head: bool,
+    /// The method.
+    pub method: String,
+    /// The request target as received (before any rewriting).
+    pub path: String,
+    /// How its body is delimited.
+    pub framing: Framing,
+    /// It asks to upgrade the connection.
+    pub upgrade: bool,
+    /// The caller ends the connection after it.
+    pub close: bool,
 }
 
 /// What forwarding needs to know of an answer head.
@@ -249,22 +257,44 @@ pub(crate) fn body_framing(headers: &[httparse::Header<'_>], request: bool) -> R
     }
 }
 
-/// Parses a request head at the start of `buf` and writes it, rewritten
-/// for the next hop, to `out`: HTTP/1.1, hop-by-hop headers dropped (an
-/// upgrade's pair kept), `Host` set to `host` with the original kept as
-/// `X-Forwarded-Host`. Framing headers stay as they are: the body is
-/// copied unchanged. `Ok(None)` when the head is not complete yet.
-fn rewrite_request(
+/// How a request head is rewritten for the next hop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rewrite<'a> {
+    /// `Host` sent on, the original kept as `X-Forwarded-Host`; `None`
+    /// keeps `Host` as it is.
+    pub host: Option<&'a str>,
+    /// Removed from the start of the request target (a route's prefix);
+    /// what is left gets a leading `/` when it lacks one.
+    pub strip: &'a str,
+    /// Put before an origin-form target (the next hop's base path).
+    pub prefix: &'a str,
+    /// Headers dropped (what authenticated the caller to this hop).
+    pub credentials: &'a [&'a str],
+}
+
+/// Parses a request head at the start of `buf` and hands it, with its
+/// length, to `f`. `Ok(None)` when the head is not complete yet.
+pub fn request_head<T>(
     buf: &[u8],
-    host: &str,
-    prefix: &str,
-    out: &mut Vec<u8>,
-) -> Result<Option<(usize, RequestInfo)>, H1Error> {
+    f: impl FnOnce(&httparse::Request<'_, '_>, usize) -> Result<T, H1Error>,
+) -> Result<Option<T>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let Some(len) = head_len(req.parse(buf), "request head")? else {
-        return Ok(None);
-    };
+    match head_len(req.parse(buf), "request head")? {
+        None => Ok(None),
+        Some(len) => f(&req, len).map(Some),
+    }
+}
+
+/// Writes `req`, rewritten for the next hop, to `out`: HTTP/1.1,
+/// hop-by-hop headers dropped (an upgrade's pair kept) and the rest as
+/// `rw` says. Framing headers stay as they are: the body is copied
+/// unchanged. Refuses `CONNECT` and ambiguous framing.
+pub fn rewrite_request(
+    req: &httparse::Request<'_, '_>,
+    rw: &Rewrite<'_>,
+    out: &mut Vec<u8>,
+) -> Result<RequestInfo, H1Error> {
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Err(H1Error::Malformed("request line"));
     };
@@ -279,21 +309,27 @@ fn rewrite_request(
 
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    if path.starts_with('/') {
-        out.extend_from_slice(prefix.as_bytes());
+    let target = path.strip_prefix(rw.strip).unwrap_or(path);
+    if !rw.strip.is_empty() && !target.starts_with('/') {
+        out.push(b'/');
     }
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    if path.starts_with('/') {
+        out.extend_from_slice(rw.prefix.as_bytes());
+    }
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(host) = rw.host {
+        put_header(out, b"host", host.as_bytes());
+    }
     let forwarded_host = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-forwarded-host"));
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("host") {
+        if rw.host.is_some() && h.name.eq_ignore_ascii_case("host") {
             if !forwarded_host {
-                out.extend_from_slice(b"x-forwarded-host: ");
-                out.extend_from_slice(h.value);
-                out.extend_from_slice(b"\r\n");
+                put_header(out, b"x-forwarded-host", h.value);
             }
+            continue;
+        }
+        if rw.credentials.iter().any(|c| h.name.eq_ignore_ascii_case(c)) {
             continue;
         }
         // The body is copied as it is, so its framing header stays.
@@ -306,15 +342,14 @@ fn rewrite_request(
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let info = RequestInfo {
+    Ok(RequestInfo {
         method_head: method.eq_ignore_ascii_case("HEAD"),
         method: method.to_owned(),
         path: path.to_owned(),
         framing,
         upgrade,
         close,
-    };
-    Ok(Some((len, info)))
+    })
 }
 
 pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -330,6 +365,7 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 fn rewrite_response(
     buf: &[u8],
     request: &RequestInfo,
+    hidden: &[&str],
     out: &mut Vec<u8>,
 ) -> Result<Option<(usize, ResponseInfo)>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -366,6 +402,9 @@ fn rewrite_response(
         let framing_header =
             h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("content-length");
         if !framing_header && is_hop_by_hop(h.name, &connection, switched) {
+            continue;
+        }
+        if hidden.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
             continue;
         }
         put_header(out, h.name.as_bytes(), h.value);
@@ -548,8 +587,17 @@ async fn discard_body<R: AsyncRead + Unpin>(src: &mut Reader<R>, framing: Framin
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
+    /// Headers besides the content type and length.
+    pub headers: Vec<(&'static str, String)>,
     /// The JSON body.
     pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A JSON answer with no other headers.
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        Answer { status, headers: Vec::new(), body }
+    }
 }
 
 /// What the serving end decides for itself.
@@ -558,8 +606,18 @@ pub trait Local: Send + Sync {
     /// `None` forwards it.
     fn answer(&self, method: &str, path: &str) -> Option<Answer>;
     /// The answer when the next hop cannot be reached or fails before
-    /// answering.
-    fn failure(&self, message: &str, path: &str) -> Answer;
+    /// answering (`TimedOut` when it did not answer within
+    /// [`Local::answer_timeout`]).
+    fn failure(&self, error: &H1Error, path: &str) -> Answer;
+    /// How long the next hop may take to start answering; `None` waits.
+    fn answer_timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// Answer headers the next hop may not pass on (this end's own
+    /// markers, which only it may set).
+    fn hidden_answer_headers(&self) -> &[&'static str] {
+        &[]
+    }
 }
 
 /// Where forwarded requests go.
@@ -576,29 +634,50 @@ pub struct Target {
     pub header_timeout: Duration,
 }
 
-struct Upstream {
-    rd: Reader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
+/// A kept connection to the next hop: its read side buffered.
+pub struct Upstream<R, W> {
+    pub(crate) rd: Reader<R>,
+    pub(crate) wr: W,
 }
 
-impl Upstream {
-    async fn connect(target: &Target) -> io::Result<Upstream> {
-        let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(&target.authority))
+impl<R: AsyncRead + Unpin, W> Upstream<R, W> {
+    /// A connection from its two halves; reads grow to `max` bytes.
+    pub fn from_halves(rd: R, wr: W, max: usize) -> Self {
+        Upstream { rd: Reader::new(rd, max), wr }
+    }
+
+    /// False when the other end has closed this idle connection (or sent
+    /// something unasked): it must not carry a request.
+    pub fn is_open(&mut self) -> bool {
+        if !self.rd.buffered().is_empty() {
+            return false;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        matches!(self.rd.poll_fill(&mut cx, self.rd.max), std::task::Poll::Pending)
+    }
+}
+
+/// Opens connections to the next hop.
+pub trait Dial: Sync {
+    /// The read half of a connection.
+    type R: AsyncRead + Unpin + Send;
+    /// The write half of a connection.
+    type W: AsyncWrite + Unpin + Send;
+    /// A new connection.
+    fn dial(&self) -> impl std::future::Future<Output = io::Result<Upstream<Self::R, Self::W>>> + Send;
+}
+
+impl Dial for Target {
+    type R = OwnedReadHalf;
+    type W = OwnedWriteHalf;
+
+    async fn dial(&self) -> io::Result<Upstream<OwnedReadHalf, OwnedWriteHalf>> {
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = tcp.set_nodelay(true);
         let (rd, wr) = tcp.into_split();
-        Ok(Upstream { rd: Reader::new(rd, UPSTREAM_BUF), wr })
-    }
-
-    /// False when the idle connection was closed by the other end (or sent
-    /// something unasked): it must not carry the next request.
-    fn still_open(&mut self) -> bool {
-        if !self.rd.buffered().is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.rd.inner.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        Ok(Upstream::from_halves(rd, wr, UPSTREAM_BUF))
     }
 }
 
@@ -607,6 +686,9 @@ fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
     out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", answer.status).as_bytes());
     out.extend_from_slice(b"content-type: application/json\r\n");
     out.extend_from_slice(format!("content-length: {}\r\n", answer.body.len()).as_bytes());
+    for (name, value) in &answer.headers {
+        put_header(out, name.as_bytes(), value.as_bytes());
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -623,17 +705,50 @@ where
 {
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = Reader::new(rd, STREAM_BUF);
-    let mut upstream: Option<Upstream> = None;
+    let mut upstream = None;
     if let Err(e) = serve_loop(&mut rd, &mut wr, &mut upstream, target, local).await {
         tracing::debug!(error = %e, "stream ended with an error");
     }
     let _ = wr.shutdown().await;
 }
 
+/// Reads the next request head, within `timeout`, and hands it to `f`
+/// (which may rewrite it; nothing is consumed). `Ok(None)` when the
+/// connection ended, or stayed idle for `timeout`, between requests.
+pub async fn next_head<R, T>(
+    rd: &mut Reader<R>,
+    timeout: Duration,
+    mut f: impl FnMut(&httparse::Request<'_, '_>, usize) -> Result<T, H1Error>,
+) -> Result<Option<T>, H1Error>
+where
+    R: AsyncRead + Unpin,
+{
+    let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
+    let read = tokio::time::timeout(timeout, async {
+        loop {
+            if let Some(parsed) = request_head(rd.buffered(), &mut f)? {
+                return Ok(Some(parsed));
+            }
+            if rd.buffered().len() >= limit {
+                return Err(H1Error::HeadTooLarge);
+            }
+            if rd.fill(limit).await? == 0 {
+                return if rd.buffered().is_empty() { Ok(None) } else { Err(H1Error::Truncated) };
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(r) => r,
+        Err(_) if rd.buffered().is_empty() => Ok(None),
+        Err(_) => Err(H1Error::TimedOut),
+    }
+}
+
 async fn serve_loop<R, W, L>(
     rd: &mut Reader<R>,
     wr: &mut W,
-    upstream: &mut Option<Upstream>,
+    upstream: &mut Option<Upstream<OwnedReadHalf, OwnedWriteHalf>>,
     target: &Target,
     local: &L,
 ) -> Result<(), H1Error>
@@ -642,35 +757,25 @@ where
     W: AsyncWrite + Unpin,
     L: Local + ?Sized,
 {
-    let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
     let mut head = Vec::with_capacity(1024);
+    let rw = Rewrite { host: Some(&target.authority), prefix: &target.path_prefix, ..Rewrite::default() };
     loop {
-        // The next request head, within the header timeout.
         head.clear();
-        let parsed = tokio::time::timeout(target.header_timeout, async {
-            loop {
-                if let Some(parsed) = rewrite_request(rd.buffered(), &target.authority, &target.path_prefix, &mut head)?
-                {
-                    return Ok(Some(parsed));
-                }
-                head.clear();
-                if rd.buffered().len() >= limit {
-                    return Err(H1Error::HeadTooLarge);
-                }
-                if rd.fill(limit).await? == 0 {
-                    return if rd.buffered().is_empty() { Ok(None) } else { Err(H1Error::Truncated) };
-                }
-            }
+        let next = next_head(rd, target.header_timeout, |req, len| {
+            head.clear();
+            Ok((len, rewrite_request(req, &rw, &mut head)?))
         })
         .await;
-        let (len, req) = match parsed {
-            Err(_) if rd.buffered().is_empty() => return Ok(()),
-            Err(_) => return Err(H1Error::TimedOut),
-            Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => {
-                let status = if matches!(e, H1Error::HeadTooLarge) { 431 } else { 400 };
-                let answer = local.failure(&e.to_string(), "/");
+        let (len, req) = match next {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let status = match e {
+                    H1Error::HeadTooLarge => 431,
+                    H1Error::TimedOut => return Err(e),
+                    _ => 400,
+                };
+                let answer = local.failure(&e, "/");
                 let mut out = Vec::new();
                 write_answer(&mut out, &Answer { status, ..answer }, true);
                 let _ = wr.write_all(&out).await;
@@ -692,56 +797,86 @@ where
         }
 
         match exchange(rd, wr, upstream, target, local, &req, &head).await? {
-            After::KeepAlive if !req.close => {}
+            (After::KeepAlive, _) if !req.close => {}
             _ => return Ok(()),
         }
     }
 }
 
-/// What the stream does after an exchange.
-enum After {
+/// What the caller's connection does after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// It may carry the next request.
     KeepAlive,
+    /// It ends here.
     Close,
 }
 
-/// One request forwarded and its answer written back.
-async fn exchange<R, W, L>(
+/// Forwards one request (its rewritten `head`, then its body from `rd`)
+/// on `upstream`, or a connection `dial` opens, and writes the answer back
+/// to `wr`; returns what the caller's connection does next and the status
+/// written. `upstream` is left holding the connection when it can carry
+/// another request. Failures before an answer started are `local`'s
+/// failure answers; an answer `101` to an upgrade splices the two.
+pub async fn exchange<R, W, D, L>(
     rd: &mut Reader<R>,
     wr: &mut W,
-    upstream: &mut Option<Upstream>,
-    target: &Target,
+    upstream: &mut Option<Upstream<D::R, D::W>>,
+    dial: &D,
     local: &L,
     req: &RequestInfo,
     head: &[u8],
-) -> Result<After, H1Error>
+) -> Result<(After, u16), H1Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    D: Dial,
     L: Local + ?Sized,
 {
-    // A kept connection the service has closed meanwhile is replaced.
-    if upstream.as_mut().is_some_and(|u| !u.still_open()) || req.upgrade {
+    let deadline = local.answer_timeout().map(|t| tokio::time::Instant::now() + t);
+    exchange_by(rd, wr, upstream, dial, local, req, head, deadline).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange_by<R, W, D, L>(
+    rd: &mut Reader<R>,
+    wr: &mut W,
+    upstream: &mut Option<Upstream<D::R, D::W>>,
+    dial: &D,
+    local: &L,
+    req: &RequestInfo,
+    head: &[u8],
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(After, u16), H1Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    D: Dial,
+    L: Local + ?Sized,
+{
+    // A kept connection the next hop has closed meanwhile is replaced.
+    if upstream.as_mut().is_some_and(|u| !u.is_open()) || req.upgrade {
         *upstream = None;
     }
     let reused = upstream.is_some();
     let up = match upstream {
         Some(u) => u,
-        None => match Upstream::connect(target).await {
+        None => match within(deadline, async { dial.dial().await.map_err(H1Error::Io) }).await {
             Ok(u) => upstream.insert(u),
-            Err(e) => return fail(rd, wr, req, local, &e.to_string()).await,
+            Err(e) => return fail(rd, wr, req, local, &e).await,
         },
     };
     if let Err(e) = up.wr.write_all(head).await {
-        if reused && req.framing == Framing::None {
-            *upstream = None;
-            return Box::pin(exchange(rd, wr, upstream, target, local, req, head)).await;
-        }
         *upstream = None;
-        return fail(rd, wr, req, local, &e.to_string()).await;
+        if reused && req.framing == Framing::None {
+            return Box::pin(exchange_by(rd, wr, upstream, dial, local, req, head, deadline)).await;
+        }
+        return fail(rd, wr, req, local, &e.into()).await;
     }
 
     // The request body and the answer flow at the same time.
     let mut answer_started = false;
+    let hidden = local.hidden_answer_headers();
     let (sent, answered) = {
         let Upstream { rd: urd, wr: uwr } = &mut *up;
         let send_body = async {
@@ -750,27 +885,28 @@ where
             out.flush(uwr).await?;
             Ok::<(), H1Error>(())
         };
-        let answer = relay_answer(urd, wr, req, &mut answer_started);
+        let answer = relay_answer(urd, wr, req, hidden, deadline, &mut answer_started);
         tokio::join!(send_body, answer)
     };
     match answered {
         Ok(resp) if resp.status == 101 && req.upgrade => {
             sent?;
-            let Some(up) = upstream.take() else { return Ok(After::Close) };
+            let Some(up) = upstream.take() else { return Ok((After::Close, 101)) };
             splice_upgraded(rd, wr, up).await;
-            Ok(After::Close)
+            Ok((After::Close, 101))
         }
         Ok(resp) => {
             if resp.close {
                 *upstream = None;
             }
-            // A request body the service did not read to its end leaves
-            // this stream out of step: it ends here.
+            // A request body the next hop did not read to its end leaves
+            // this connection out of step: it ends here.
             if sent.is_err() {
                 *upstream = None;
-                return Ok(After::Close);
+                return Ok((After::Close, resp.status));
             }
-            Ok(if resp.framing == Framing::UntilClose { After::Close } else { After::KeepAlive })
+            let after = if resp.framing == Framing::UntilClose { After::Close } else { After::KeepAlive };
+            Ok((after, resp.status))
         }
         Err(e) => {
             *upstream = None;
@@ -780,21 +916,34 @@ where
             if reused && req.framing == Framing::None && matches!(e, H1Error::Truncated | H1Error::Io(_)) {
                 // The kept connection died under the request: once more on
                 // a new one (nothing of the request body was consumed).
-                return Box::pin(exchange(rd, wr, upstream, target, local, req, head)).await;
+                return Box::pin(exchange_by(rd, wr, upstream, dial, local, req, head, deadline)).await;
             }
-            // Whether or not the request body was all sent, the stream's
+            // Whether or not the request body was all sent, the caller's
             // next bytes can no longer be trusted to start a request.
-            send_failure(wr, local, &req.path, &e.to_string(), true).await
+            send_failure(wr, local, &req.path, &e, true).await
         }
     }
 }
 
-/// Reads the service's answer (skipping interim `1xx` ones but a `101`)
-/// and writes it, rewritten, to `wr`.
+/// `fut`, failing with `TimedOut` past `deadline` (if any).
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl std::future::Future<Output = Result<T, H1Error>>,
+) -> Result<T, H1Error> {
+    match deadline {
+        None => fut.await,
+        Some(d) => tokio::time::timeout_at(d, fut).await.map_err(|_| H1Error::TimedOut)?,
+    }
+}
+
+/// Reads the next hop's answer (skipping interim `1xx` ones but a `101`)
+/// and writes it, rewritten, to `wr`; its head must arrive by `deadline`.
 async fn relay_answer<R, W>(
     urd: &mut Reader<R>,
     wr: &mut W,
     req: &RequestInfo,
+    hidden: &[&str],
+    deadline: Option<tokio::time::Instant>,
     started: &mut bool,
 ) -> Result<ResponseInfo, H1Error>
 where
@@ -803,70 +952,84 @@ where
 {
     let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
     let mut out = Out::new();
-    loop {
-        let mut head = Vec::with_capacity(512);
-        let (len, resp) = loop {
-            if let Some(parsed) = rewrite_response(urd.buffered(), req, &mut head)? {
-                break parsed;
-            }
+    let mut head = Vec::with_capacity(512);
+    let resp = within(deadline, async {
+        loop {
             head.clear();
-            if urd.buffered().len() >= limit {
-                return Err(H1Error::HeadTooLarge);
-            }
-            if urd.fill(limit).await? == 0 {
-                return Err(H1Error::Truncated);
-            }
-        };
-        urd.consume(len);
-        if (100..200).contains(&resp.status) && !(resp.status == 101 && req.upgrade) {
+            let (len, resp) = loop {
+                if let Some(parsed) = rewrite_response(urd.buffered(), req, hidden, &mut head)? {
+                    break parsed;
+                }
+                head.clear();
+                if urd.buffered().len() >= limit {
+                    return Err(H1Error::HeadTooLarge);
+                }
+                if urd.fill(limit).await? == 0 {
+                    return Err(H1Error::Truncated);
+                }
+            };
+            urd.consume(len);
             // Interim answers stop here: the caller's client waits for the
             // final one anyway.
-            continue;
+            if !(100..200).contains(&resp.status) || (resp.status == 101 && req.upgrade) {
+                return Ok(resp);
+            }
         }
-        *started = true;
-        out.put(wr, &head).await?;
-        copy_body(urd, wr, &mut out, resp.framing).await?;
-        out.flush(wr).await?;
-        return Ok(resp);
-    }
+    })
+    .await?;
+    *started = true;
+    out.put(wr, &head).await?;
+    copy_body(urd, wr, &mut out, resp.framing).await?;
+    out.flush(wr).await?;
+    Ok(resp)
 }
 
-/// The service could not be reached: the request body is read and
-/// dropped (so the stream stays in step) and `local`'s failure answer sent.
+/// The next hop could not be reached: the request body is read and
+/// dropped (so the caller's connection stays in step) and `local`'s
+/// failure answer sent.
 async fn fail<R, W, L>(
     rd: &mut Reader<R>,
     wr: &mut W,
     req: &RequestInfo,
     local: &L,
-    message: &str,
-) -> Result<After, H1Error>
+    error: &H1Error,
+) -> Result<(After, u16), H1Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     L: Local + ?Sized,
 {
     let in_step = discard_body(rd, req.framing).await.is_ok();
-    send_failure(wr, local, &req.path, message, !in_step).await
+    send_failure(wr, local, &req.path, error, !in_step).await
 }
 
-async fn send_failure<W, L>(wr: &mut W, local: &L, path: &str, message: &str, close: bool) -> Result<After, H1Error>
+async fn send_failure<W, L>(
+    wr: &mut W,
+    local: &L,
+    path: &str,
+    error: &H1Error,
+    close: bool,
+) -> Result<(After, u16), H1Error>
 where
     W: AsyncWrite + Unpin,
     L: Local + ?Sized,
 {
     let mut out = Vec::new();
-    write_answer(&mut out, &local.failure(message, path), close);
+    let answer = local.failure(error, path);
+    write_answer(&mut out, &answer, close);
     wr.write_all(&out).await?;
     wr.flush().await?;
-    Ok(if close { After::Close } else { After::KeepAlive })
+    Ok((if close { After::Close } else { After::KeepAlive }, answer.status))
 }
 
-/// Copies bytes both ways between an upgraded stream and the service's
-/// connection until either side ends (buffered bytes first).
-async fn splice_upgraded<R, W>(rd: &mut Reader<R>, wr: &mut W, up: Upstream)
+/// Copies bytes both ways between an upgraded connection and the next
+/// hop's until either side ends (buffered bytes first).
+async fn splice_upgraded<R, W, UR, UW>(rd: &mut Reader<R>, wr: &mut W, up: Upstream<UR, UW>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
 {
     let Upstream { rd: mut urd, wr: mut uwr } = up;
     let to_service = async {
@@ -952,12 +1115,20 @@ mod tests {
         assert!(matches!(cut, Err(H1Error::Truncated)), "{cut:?}");
     }
 
+    fn rewrite(raw: &[u8], rw: &Rewrite<'_>, out: &mut Vec<u8>) -> Result<Option<(usize, RequestInfo)>, H1Error> {
+        request_head(raw, |req, len| Ok((len, rewrite_request(req, rw, out)?)))
+    }
+
+    fn to(host: &str) -> Rewrite<'_> {
+        Rewrite { host: Some(host), ..Rewrite::default() }
+    }
+
     #[test]
     fn request_heads_are_rewritten_for_the_next_hop() {
         let raw = b"POST /a%2Fb?x=1 HTTP/1.0\r\nHost: s-1\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n\
 Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent-Length: 3\r\nX-App: kept\r\n\r\nabc";
         let mut out = Vec::new();
-        let (len, info) = rewrite_request(raw, "127.0.0.1:9", "", &mut out).unwrap().unwrap();
+        let (len, info) = rewrite(raw, &to("127.0.0.1:9"), &mut out).unwrap().unwrap();
         assert_eq!(&raw[len..], b"abc");
         let head = String::from_utf8(out).unwrap();
         assert!(head.starts_with("POST /a%2Fb?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n"), "{head}");
@@ -971,25 +1142,39 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
 
         let mut out = Vec::new();
         let raw = b"GET /ws HTTP/1.1\r\nhost: s\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
-        let (_, info) = rewrite_request(raw, "h:1", "", &mut out).unwrap().unwrap();
+        let (_, info) = rewrite(raw, &to("h:1"), &mut out).unwrap().unwrap();
         let head = String::from_utf8(out).unwrap();
         assert!(info.upgrade);
         assert!(head.contains("upgrade: websocket\r\n") && head.contains("connection: upgrade\r\n"), "{head}");
 
         let mut out = Vec::new();
-        assert!(rewrite_request(b"GET / HTTP/1.1\r\nhost: s\r\n", "h:1", "", &mut out).unwrap().is_none());
-        assert!(rewrite_request(b"CONNECT h:1 HTTP/1.1\r\n\r\n", "h:1", "", &mut out).is_err());
-        assert!(rewrite_request(b"\x16\x03\x01 not http\r\n\r\n", "h:1", "", &mut out).is_err());
+        assert!(rewrite(b"GET / HTTP/1.1\r\nhost: s\r\n", &to("h:1"), &mut out).unwrap().is_none());
+        assert!(rewrite(b"CONNECT h:1 HTTP/1.1\r\n\r\n", &to("h:1"), &mut out).is_err());
+        assert!(rewrite(b"\x16\x03\x01 not http\r\n\r\n", &to("h:1"), &mut out).is_err());
+    }
+
+    #[test]
+    fn a_route_prefix_and_the_callers_credentials_are_removed() {
+        let rw = Rewrite { strip: "/internal/forward/d1", credentials: &["authorization"], ..Rewrite::default() };
+        for (target, sent) in [("/internal/forward/d1/a/b?x=1", "/a/b?x=1"), ("/internal/forward/d1?x=1", "/?x=1")] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer s\r\nCookie: c=1\r\n\r\n");
+            let mut out = Vec::new();
+            rewrite(raw.as_bytes(), &rw, &mut out).unwrap().unwrap();
+            let head = String::from_utf8(out).unwrap();
+            assert!(head.starts_with(&format!("GET {sent} HTTP/1.1\r\n")), "{head}");
+            assert!(head.contains("Host: relay\r\n") && head.contains("Cookie: c=1\r\n"), "{head}");
+            assert!(!head.contains("Authorization") && !head.contains("x-forwarded-host"), "{head}");
+        }
     }
 
     struct Agentish;
 
     impl Local for Agentish {
         fn answer(&self, method: &str, path: &str) -> Option<Answer> {
-            (path == "/.control" && method == "GET").then(|| Answer { status: 200, body: b"{\"local\":true}".to_vec() })
+            (path == "/.control" && method == "GET").then(|| Answer::json(200, b"{\"local\":true}".to_vec()))
         }
-        fn failure(&self, message: &str, _path: &str) -> Answer {
-            Answer { status: 502, body: format!("{{\"error\":{message:?}}}").into_bytes() }
+        fn failure(&self, error: &H1Error, _path: &str) -> Answer {
+            Answer::json(502, format!("{{\"error\":{:?}}}", error.to_string()).into_bytes())
         }
     }
 

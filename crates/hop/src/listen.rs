@@ -13,15 +13,20 @@
 //! * On shutdown, idle connections close, busy ones finish their request
 //!   (upgraded ones are the caller's to end), for at most `grace`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +42,9 @@ pub struct Limits {
     pub grace: Duration,
 }
 
+/// A connection a listener accepted: plain TCP or TLS over it.
+pub type Stream = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
 /// Serves HTTP/1.1 on `listener` with the service `make_service` builds for
 /// each connection's peer address, until `shutdown`.
 pub async fn serve<F, S, B>(
@@ -46,7 +54,7 @@ pub async fn serve<F, S, B>(
     limits: Limits,
     shutdown: CancellationToken,
 ) where
-    F: Fn(SocketAddr) -> S,
+    F: Fn(SocketAddr) -> S + Send + Sync + 'static,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -54,6 +62,27 @@ pub async fn serve<F, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let header_timeout = limits.header_timeout;
+    accept(listener, tls, limits, shutdown, move |io, peer, token| {
+        connection(TokioIo::new(io), make_service(peer), header_timeout, token)
+    })
+    .await;
+}
+
+/// The accept loop alone: each connection (its TLS handshake done) goes to
+/// `handle` with its peer address and the shutdown token, on a task of its
+/// own, within the listener's connection cap.
+pub async fn accept<H, Fut>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(Stream, SocketAddr, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handle = Arc::new(handle);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let local = listener.local_addr().ok();
@@ -93,24 +122,90 @@ pub async fn serve<F, S, B>(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let svc = make_service(addr);
-        let tls = tls.clone();
         let token = shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => connection(TokioIo::new(tcp), svc, limits.header_timeout, token).await,
-                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => connection(TokioIo::new(stream), svc, limits.header_timeout, token).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, %addr, "tls handshake failed"),
-                    Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
-                },
+        match tls.clone() {
+            None => {
+                let conn = handle(Either::Left(tcp), addr, token);
+                connections.spawn(async move {
+                    let _permit = permit;
+                    conn.await;
+                });
             }
-        });
+            Some(acceptor) => {
+                let handle = handle.clone();
+                connections.spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => handle(Either::Right(stream), addr, token).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %addr, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     connections.close();
     let _ = tokio::time::timeout(limits.grace, connections.wait()).await;
+}
+
+/// A connection some of whose bytes were already read: they are read again
+/// first (a front that looked at a request head and handed the connection
+/// on to [`connection`]).
+pub struct Prefixed<S> {
+    read: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner`, with `read` put back in front of it.
+    pub fn new(read: Vec<u8>, inner: S) -> Self {
+        Prefixed { read, pos: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        if me.pos < me.read.len() {
+            let n = (me.read.len() - me.pos).min(buf.remaining());
+            buf.put_slice(&me.read[me.pos..me.pos + n]);
+            me.pos += n;
+            if me.pos == me.read.len() {
+                me.read = Vec::new();
+                me.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// The per-connection services of an axum `Router`, with the peer address
@@ -142,7 +237,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for RouterService {
     }
 }
 
-async fn connection<I, S, B>(io: I, svc: S, header_timeout: Duration, shutdown: CancellationToken)
+/// Serves HTTP/1.1 (keep-alive, upgrades) with `svc` on one accepted
+/// connection, with the listener's head limits, until it ends or
+/// `shutdown` (then gracefully).
+pub async fn connection<I, S, B>(io: I, svc: S, header_timeout: Duration, shutdown: CancellationToken)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,

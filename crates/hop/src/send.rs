@@ -35,27 +35,14 @@ const READ_MAX: usize = 64 * 1024;
 /// A request body known to be at most this long leaves with its head.
 const INLINE_BODY: u64 = h1::OUT_BATCH as u64;
 
-/// One kept HTTP/1.1 connection.
-pub struct Conn<S> {
-    rd: Reader<ReadHalf<S>>,
-    wr: WriteHalf<S>,
-}
+/// One kept HTTP/1.1 connection (also what [`h1::exchange`] forwards on).
+pub type Conn<S> = h1::Upstream<ReadHalf<S>, WriteHalf<S>>;
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> h1::Upstream<ReadHalf<S>, WriteHalf<S>> {
     /// Wraps a fresh connection.
     pub fn new(stream: S) -> Self {
         let (rd, wr) = tokio::io::split(stream);
-        Conn { rd: Reader::new(rd, READ_MAX), wr }
-    }
-
-    /// False when the other end has closed this idle connection (or sent
-    /// something unasked): it must not carry a request.
-    pub fn is_open(&mut self) -> bool {
-        if !self.rd.buffered().is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.rd.poll_fill(&mut cx, READ_MAX), Poll::Pending)
+        h1::Upstream::from_halves(rd, wr, READ_MAX)
     }
 }
 

@@ -154,13 +154,23 @@ pub async fn track(State(service): State<&'static str>, req: Request, next: Next
     let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    record(service, route, method, resp.status().as_u16(), started);
+    resp
+}
+
+/// Counts one request served outside [`track`] (a front that forwards by
+/// heads): the same two series, under the route it stands for.
+pub fn record_request(service: &'static str, route: &'static str, method: &str, status: u16, started: Instant) {
+    let method = axum::http::Method::from_bytes(method.as_bytes()).map(|m| method_label(&m)).unwrap_or("other");
+    record(service, route.to_owned(), method, status, started);
+}
+
+fn record(service: &'static str, route: String, method: &'static str, status: u16, started: Instant) {
     metrics::counter!("edgelink_http_requests_total", "service" => service, "route" => route.clone(),
-        "method" => method, "status" => status)
+        "method" => method, "status" => status.to_string())
     .increment(1);
     metrics::histogram!("edgelink_http_request_duration_seconds", "service" => service, "route" => route)
         .record(started.elapsed().as_secs_f64());
-    resp
 }
 
 /// Counts a refused request: `edgelink_auth_failures_total{service,

@@ -51,8 +51,9 @@ impl RelayError {
         }
     }
 
-    /// The response, with `path` in the body.
-    pub fn into_response_at(self, path: &str) -> Response {
+    /// The status, the JSON body (with `path` in it) and the relay's
+    /// headers of this error's answer; logs and counts it.
+    fn render(self, path: &str) -> (StatusCode, Vec<u8>, Vec<(&'static str, String)>) {
         let code = self.code();
         let message = match &self {
             RelayError::Internal(cause) => {
@@ -74,19 +75,33 @@ impl RelayError {
         let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         edgelink_observe::count_refusal("remote-proxy", code);
         let mut body = ErrorBody::new(code, message, path, timestamp());
-        let busy = matches!(self, RelayError::Busy);
-        if busy {
-            body.retry_after = Some(u64::from(BUSY_RETRY_SECS));
-        }
         // Marks the answer as the relay's own (not the device's), so a
         // forwarding api-server can act on it.
-        let mut resp = (status, axum::Json(body)).into_response();
-        resp.headers_mut()
-            .insert(edgelink_protocol::paths::RELAY_ERROR_HEADER, axum::http::HeaderValue::from_static(code.name()));
-        if busy {
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(BUSY_RETRY_SECS));
+        let mut headers = vec![(edgelink_protocol::paths::RELAY_ERROR_HEADER, code.name().to_owned())];
+        if matches!(self, RelayError::Busy) {
+            body.retry_after = Some(u64::from(BUSY_RETRY_SECS));
+            headers.push(("retry-after", BUSY_RETRY_SECS.to_string()));
+        }
+        (status, serde_json::to_vec(&body).unwrap_or_default(), headers)
+    }
+
+    /// The response, with `path` in the body.
+    pub fn into_response_at(self, path: &str) -> Response {
+        let (status, body, headers) = self.render(path);
+        let mut resp = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        for (name, value) in headers {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, value);
+            }
         }
         resp
+    }
+
+    /// The same answer for a hop that writes it itself
+    /// ([`edgelink_hop::h1`]).
+    pub fn into_answer_at(self, path: &str) -> edgelink_hop::h1::Answer {
+        let (status, body, headers) = self.render(path);
+        edgelink_hop::h1::Answer { status: status.as_u16(), headers, body }
     }
 }
 

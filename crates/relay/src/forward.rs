@@ -43,7 +43,7 @@ fn split_target(uri: &axum::http::Uri) -> Option<(String, String)> {
 async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, RelayError> {
     let (id, target) =
         split_target(req.uri()).ok_or_else(|| RelayError::client(ErrorCode::BadRequest, "missing session id"))?;
-    if paths::is_control_path(&target) {
+    if paths::is_control_path(target.split('?').next().unwrap_or_default()) {
         return Err(RelayError::client(ErrorCode::Forbidden, "control paths are not forwarded"));
     }
     // A session id, or a device id for a URL that outlives reconnects.

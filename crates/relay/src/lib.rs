@@ -12,8 +12,9 @@
 //! * [`tunnel`]: `/tunnel`, authentication and each session's lifecycle.
 //! * [`control`]: streams the device opens (heartbeats).
 //! * [`registry`]: live sessions in memory.
-//! * [`internal`], [`forward`]: the internal API; [`pool`]: keep-alive
-//!   HTTP connections over tunnel streams.
+//! * [`internal`], [`forward`]: the internal API; [`front`]: its listener's
+//!   connections, forwarding by heads before the router; [`pool`]:
+//!   keep-alive HTTP connections over tunnel streams.
 //! * [`keys`]: device-token keys from api-server's JWKS.
 //! * [`origin`]: the device-origin listener (each device's web service on
 //!   its own origin, ADR 22).
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod forward;
+pub mod front;
 pub mod internal;
 pub mod keys;
 pub mod listener;
@@ -302,13 +304,17 @@ pub async fn run_with_devices(
         limits,
         stop_accepting.clone(),
     ));
-    let internal_task = tokio::spawn(serve(
-        internal_listener,
-        internal_tls,
-        router_service(internal::router(relay.clone())),
-        limits,
-        stop_accepting.clone(),
-    ));
+    let internal_task = {
+        let (relay, app) = (relay.clone(), internal::router(relay.clone()));
+        let header_timeout = relay.header_timeout();
+        tokio::spawn(edgelink_hop::listen::accept(
+            internal_listener,
+            internal_tls,
+            limits,
+            stop_accepting.clone(),
+            move |io, peer, token| front::serve(io, peer, relay.clone(), app.clone(), header_timeout, token),
+        ))
+    };
 
     let devices_task = devices_listener.map(|l| {
         tokio::spawn(serve(

@@ -38,7 +38,8 @@ pub fn idle() -> Idle {
     Idle::new(POOL_IDLE, MAX_IDLE)
 }
 
-async fn open(session: &LiveSession) -> Result<TunnelConn, RelayError> {
+/// A new tunnel stream of `session`, as a kept connection.
+pub(crate) async fn open(session: &LiveSession) -> Result<TunnelConn, RelayError> {
     let stream = session.handle.open_stream().await.map_err(|e| RelayError::Device(e.to_string()))?;
     Ok(Conn::new(Counted::new(stream)))
 }

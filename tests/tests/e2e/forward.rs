@@ -59,6 +59,39 @@ async fn caller_credentials_and_hop_by_hop_headers_do_not_reach_the_device() {
     agent.stop().await;
 }
 
+#[tokio::test]
+async fn one_internal_connection_carries_pipelined_forwards_then_other_routes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let (_device, agent, session) = stack.connected_device("alice@example.com").await;
+    let addr = stack.internal_url().trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t = &session.token;
+    // Three forwards (one with a chunked body) and a session list, sent at
+    // once on one connection: the relay forwards the first three by heads
+    // and hands the connection to its router for the fourth.
+    let auth = format!("Authorization: Bearer {SECRET}");
+    let requests = format!(
+        "GET /internal/forward/{t}/hello HTTP/1.1\r\nHost: relay\r\n{auth}\r\n\r\n\
+POST /internal/forward/{t}/echo HTTP/1.1\r\nHost: relay\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n0\r\n\r\n\
+GET /internal/forward/{t}/hostile-headers HTTP/1.1\r\nHost: relay\r\n{auth}\r\n\r\n\
+GET /internal/sessions HTTP/1.1\r\nHost: relay\r\n{auth}\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(requests.as_bytes()).await.unwrap();
+    let mut answers = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_string(&mut answers))
+        .await
+        .expect("the relay closes after the last answer")
+        .unwrap();
+    assert_eq!(answers.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{answers}");
+    let at = |needle: &str| answers.find(needle).unwrap_or_else(|| panic!("{needle:?} missing: {answers}"));
+    assert!(at(origin::HELLO) < at("ping") && at("ping") < at("hostile") && at("hostile") < at("\"sessions\""));
+    assert!(answers.contains(t.as_str()), "the session list names the session: {answers}");
+    // A device cannot forge the relay's own error marker.
+    assert!(!answers.to_ascii_lowercase().contains("x-edgelink-relay-error"), "{answers}");
+    agent.stop().await;
+}
+
 /// Peak resident memory of this process, KiB.
 fn vm_hwm_kib() -> u64 {
     edgelink_e2e::proc_status_kib("VmHWM")
