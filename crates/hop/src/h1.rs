@@ -268,8 +268,11 @@ pub struct Rewrite<'a> {
     pub strip: &'a str,
     /// Put before an origin-form target (the next hop's base path).
     pub prefix: &'a str,
-    /// Headers dropped (what authenticated the caller to this hop).
-    pub credentials: &'a [&'a str],
+    /// Headers dropped (what authenticated the caller to this hop, what
+    /// this hop sets itself).
+    pub drop: &'a [&'a str],
+    /// Headers added (after the dropped ones are gone).
+    pub add: &'a [(&'a str, &'a str)],
 }
 
 /// Parses a request head at the start of `buf` and hands it, with its
@@ -329,7 +332,7 @@ pub fn rewrite_request(
             }
             continue;
         }
-        if rw.credentials.iter().any(|c| h.name.eq_ignore_ascii_case(c)) {
+        if rw.drop.iter().any(|c| h.name.eq_ignore_ascii_case(c)) {
             continue;
         }
         // The body is copied as it is, so its framing header stays.
@@ -337,6 +340,9 @@ pub fn rewrite_request(
             continue;
         }
         put_header(out, h.name.as_bytes(), h.value);
+    }
+    for (name, value) in rw.add {
+        put_header(out, name.as_bytes(), value.as_bytes());
     }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -362,10 +368,10 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Parses an answer head at the start of `buf` and writes it, rewritten
 /// (HTTP/1.1, hop-by-hop headers dropped but for the framing and an
 /// upgrade's pair), to `out`. `Ok(None)` when the head is not complete.
-fn rewrite_response(
+fn rewrite_response<L: Local + ?Sized>(
     buf: &[u8],
     request: &RequestInfo,
-    hidden: &[&str],
+    local: &L,
     out: &mut Vec<u8>,
 ) -> Result<Option<(usize, ResponseInfo)>, H1Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -401,13 +407,18 @@ fn rewrite_response(
     for h in resp.headers.iter() {
         let framing_header =
             h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("content-length");
-        if !framing_header && is_hop_by_hop(h.name, &connection, switched) {
+        if framing_header {
+            put_header(out, h.name.as_bytes(), h.value);
             continue;
         }
-        if hidden.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+        if is_hop_by_hop(h.name, &connection, switched) {
             continue;
         }
-        put_header(out, h.name.as_bytes(), h.value);
+        match local.answer_header(h.name, h.value) {
+            Edit::Keep => put_header(out, h.name.as_bytes(), h.value),
+            Edit::Drop => {}
+            Edit::Replace(value) => put_header(out, h.name.as_bytes(), &value),
+        }
     }
     if switched {
         out.extend_from_slice(b"connection: upgrade\r\n");
@@ -613,11 +624,23 @@ pub trait Local: Send + Sync {
     fn answer_timeout(&self) -> Option<Duration> {
         None
     }
-    /// Answer headers the next hop may not pass on (this end's own
-    /// markers, which only it may set).
-    fn hidden_answer_headers(&self) -> &[&'static str] {
-        &[]
+    /// What becomes of an end-to-end answer header of the next hop's
+    /// (framing and hop-by-hop headers are dealt with before): kept as it
+    /// is unless this end says otherwise.
+    fn answer_header(&self, _name: &str, _value: &[u8]) -> Edit {
+        Edit::Keep
     }
+}
+
+/// What [`Local::answer_header`] does with a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Passed on as it is.
+    Keep,
+    /// Not passed on.
+    Drop,
+    /// Passed on with this value instead.
+    Replace(Vec<u8>),
 }
 
 /// Where forwarded requests go.
@@ -876,7 +899,6 @@ where
 
     // The request body and the answer flow at the same time.
     let mut answer_started = false;
-    let hidden = local.hidden_answer_headers();
     let (sent, answered) = {
         let Upstream { rd: urd, wr: uwr } = &mut *up;
         let send_body = async {
@@ -885,7 +907,7 @@ where
             out.flush(uwr).await?;
             Ok::<(), H1Error>(())
         };
-        let answer = relay_answer(urd, wr, req, hidden, deadline, &mut answer_started);
+        let answer = relay_answer(urd, wr, req, local, deadline, &mut answer_started);
         tokio::join!(send_body, answer)
     };
     match answered {
@@ -938,17 +960,18 @@ async fn within<T>(
 
 /// Reads the next hop's answer (skipping interim `1xx` ones but a `101`)
 /// and writes it, rewritten, to `wr`; its head must arrive by `deadline`.
-async fn relay_answer<R, W>(
+async fn relay_answer<R, W, L>(
     urd: &mut Reader<R>,
     wr: &mut W,
     req: &RequestInfo,
-    hidden: &[&str],
+    local: &L,
     deadline: Option<tokio::time::Instant>,
     started: &mut bool,
 ) -> Result<ResponseInfo, H1Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    L: Local + ?Sized,
 {
     let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
     let mut out = Out::new();
@@ -957,7 +980,7 @@ where
         loop {
             head.clear();
             let (len, resp) = loop {
-                if let Some(parsed) = rewrite_response(urd.buffered(), req, hidden, &mut head)? {
+                if let Some(parsed) = rewrite_response(urd.buffered(), req, local, &mut head)? {
                     break parsed;
                 }
                 head.clear();
@@ -1155,7 +1178,12 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
 
     #[test]
     fn a_route_prefix_and_the_callers_credentials_are_removed() {
-        let rw = Rewrite { strip: "/internal/forward/d1", credentials: &["authorization"], ..Rewrite::default() };
+        let rw = Rewrite {
+            strip: "/internal/forward/d1",
+            drop: &["authorization"],
+            add: &[("x-forwarded-proto", "https")],
+            ..Rewrite::default()
+        };
         for (target, sent) in [("/internal/forward/d1/a/b?x=1", "/a/b?x=1"), ("/internal/forward/d1?x=1", "/?x=1")] {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer s\r\nCookie: c=1\r\n\r\n");
             let mut out = Vec::new();
@@ -1164,6 +1192,7 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
             assert!(head.starts_with(&format!("GET {sent} HTTP/1.1\r\n")), "{head}");
             assert!(head.contains("Host: relay\r\n") && head.contains("Cookie: c=1\r\n"), "{head}");
             assert!(!head.contains("Authorization") && !head.contains("x-forwarded-host"), "{head}");
+            assert!(head.ends_with("x-forwarded-proto: https\r\n\r\n"), "{head}");
         }
     }
 

@@ -83,12 +83,17 @@ const DEVICE_RESPONSE_ALLOWED: &[&str] = &[
     "sec-websocket-extensions",
 ];
 
+/// True when a device's answer may carry this header (lower case) to a
+/// browser (see `DEVICE_RESPONSE_ALLOWED`).
+pub fn device_response_allowed(name: &str) -> bool {
+    DEVICE_RESPONSE_ALLOWED.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 /// Keeps only the device response headers on the allowlist (see
 /// `DEVICE_RESPONSE_ALLOWED`); returns how many were dropped.
 pub fn allow_device_response(headers: &mut HeaderMap) -> usize {
     let before = headers.len();
-    let dropped: Vec<HeaderName> =
-        headers.keys().filter(|k| !DEVICE_RESPONSE_ALLOWED.contains(&k.as_str())).cloned().collect();
+    let dropped: Vec<HeaderName> = headers.keys().filter(|k| !device_response_allowed(k.as_str())).cloned().collect();
     for name in dropped {
         headers.remove(name);
     }

@@ -304,25 +304,24 @@ pub async fn run_with_devices(
         limits,
         stop_accepting.clone(),
     ));
-    let internal_task = {
-        let (relay, app) = (relay.clone(), internal::router(relay.clone()));
-        let header_timeout = relay.header_timeout();
-        tokio::spawn(edgelink_hop::listen::accept(
-            internal_listener,
-            internal_tls,
-            limits,
-            stop_accepting.clone(),
-            move |io, peer, token| front::serve(io, peer, relay.clone(), app.clone(), header_timeout, token),
-        ))
-    };
-
+    // The internal and device listeners forward by heads in front of
+    // their routers.
+    let internal_task = tokio::spawn(front::run(
+        internal_listener,
+        internal_tls,
+        limits,
+        stop_accepting.clone(),
+        front::Internal::new(relay.clone()),
+        internal::router(relay.clone()),
+    ));
     let devices_task = devices_listener.map(|l| {
-        tokio::spawn(serve(
+        tokio::spawn(front::run(
             l,
             devices_tls,
-            router_service(origin::router(relay.clone())),
             limits,
             stop_accepting.clone(),
+            front::Devices::new(relay.clone()),
+            origin::router(relay.clone()),
         ))
     });
 

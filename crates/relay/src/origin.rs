@@ -21,11 +21,11 @@ use crate::error::RelayError;
 
 /// What the device listener needs.
 pub struct Origins {
-    domain: DevicesDomain,
-    keys: CookieKeys,
-    gate: Gatekeeper,
+    pub(crate) domain: DevicesDomain,
+    pub(crate) keys: CookieKeys,
+    pub(crate) gate: Gatekeeper,
     api_url: String,
-    cookie: &'static str,
+    pub(crate) cookie: &'static str,
     forwarder: edgelink_internal_api::forward::Forwarder,
 }
 
@@ -48,6 +48,9 @@ impl Origins {
         })
     }
 }
+
+/// The route label of device-origin requests in the request metrics.
+pub(crate) const ROUTE: &str = "/{*path}";
 
 /// The device listener's routes: everything, by `Host`.
 pub fn router(relay: Relay) -> Router {

@@ -118,6 +118,14 @@ async fn device_cookies_stay_on_their_origin_and_cross_origin_writes_are_refused
     let cookies: Vec<String> =
         resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
     assert_eq!(cookies, ["app=1; Path=/; HttpOnly", "wide=1; Path=/"], "host-only, and never the pass");
+    // Of the rest of a device's answer, only content headers pass (nor can
+    // it forge the relay's error marker).
+    let resp = web.get(format!("{home}/hostile-headers")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for (name, _) in edgelink_e2e::origin::HOSTILE_HEADERS.iter().filter(|(n, _)| *n != "set-cookie") {
+        assert!(resp.headers().get(*name).is_none(), "{name} passed through the device origin");
+    }
+    assert_eq!(resp.headers()["set-cookie"], "planted=1; Path=/");
     // The device's cookie comes back to it; the pass still works.
     let seen: serde_json::Value = web.get(format!("{home}/headers")).send().await.unwrap().json().await.unwrap();
     let cookie = seen["cookie"].as_str().unwrap_or("");
