@@ -422,8 +422,9 @@ fn rewrite_response<L: Local + ?Sized>(
     }
     if switched {
         out.extend_from_slice(b"connection: upgrade\r\n");
-    } else if framing == Framing::UntilClose {
-        // The body ends when this stream closes: say so to the caller.
+    } else if framing == Framing::UntilClose || request.close {
+        // The body ends when this connection closes, or the caller asked
+        // to close it after this answer: say so to the caller.
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");

@@ -38,10 +38,28 @@ pub fn idle() -> Idle {
     Idle::new(POOL_IDLE, MAX_IDLE)
 }
 
-/// A new tunnel stream of `session`, as a kept connection.
+/// Streams the relay has open to one device at once, at most: the
+/// protocol's per-session limit less the device's own control streams. A
+/// request beyond waits (within its forward timeout) for one to end. yamux
+/// allows more (`TunnelConfig::yamux_config`), so streams the relay has
+/// let go of but yamux still counts (the device has not closed its side
+/// yet) never push an open beyond yamux's limit, which ends the whole
+/// tunnel.
+pub const RELAY_STREAMS: usize =
+    edgelink_protocol::limits::MAX_STREAMS_PER_SESSION - edgelink_protocol::limits::MAX_DEVICE_STREAMS;
+
+/// A new session's stream budget.
+pub fn budget() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(RELAY_STREAMS))
+}
+
+/// A new tunnel stream of `session`, as a kept connection (it holds one of
+/// the session's [`budget`] until it is dropped).
 pub(crate) async fn open(session: &LiveSession) -> Result<TunnelConn, RelayError> {
+    let permit =
+        session.budget.clone().acquire_owned().await.map_err(|_| RelayError::Device("tunnel closed".into()))?;
     let stream = session.handle.open_stream().await.map_err(|e| RelayError::Device(e.to_string()))?;
-    Ok(Conn::new(Counted::new(stream)))
+    Ok(Conn::new(Counted::new(stream, permit)))
 }
 
 /// Sends `req` (already prepared as `pending`; its URI's path and query
@@ -96,10 +114,11 @@ pub struct Counted {
     to_device: metrics::Counter,
     from_device: metrics::Counter,
     open: metrics::Gauge,
+    _budget: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Counted {
-    fn new(stream: edgelink_tunnel::TunnelStream) -> Self {
+    fn new(stream: edgelink_tunnel::TunnelStream, budget: tokio::sync::OwnedSemaphorePermit) -> Self {
         let open = metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => "relay");
         open.increment(1.0);
         Counted {
@@ -107,6 +126,7 @@ impl Counted {
             to_device: metrics::counter!("edgelink_relay_bytes_total", "direction" => "to_device"),
             from_device: metrics::counter!("edgelink_relay_bytes_total", "direction" => "from_device"),
             open,
+            _budget: budget,
         }
     }
 }

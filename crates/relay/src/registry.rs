@@ -33,6 +33,8 @@ pub struct LiveSession {
     pub handle: Handle,
     /// Finished keep-alive streams, for the next forwarded request.
     pub streams: crate::pool::Idle,
+    /// Streams the relay may still open to the device ([`crate::pool::budget`]).
+    pub budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl LiveSession {

@@ -127,6 +127,7 @@ async fn run_session(
         heartbeat_stored_at: AtomicI64::new(now),
         handle,
         streams: crate::pool::idle(),
+        budget: crate::pool::budget(),
     });
     // The store learns of the session before it becomes visible in
     // memory: a session the internal API shows is always in the store.

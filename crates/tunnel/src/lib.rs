@@ -53,6 +53,9 @@ pub struct TunnelConfig {
     pub max_connection_window: usize,
 }
 
+/// yamux's stream limit over `TunnelConfig::max_streams`.
+pub const YAMUX_HEADROOM: usize = 4;
+
 /// Socket read size of [`read_ahead::ReadAhead`] while a tunnel is busy.
 pub const READ_AHEAD: usize = 64 * 1024;
 
@@ -80,14 +83,19 @@ impl TunnelConfig {
             .max_frame_size(Some(MAX_WS_MESSAGE))
     }
 
-    /// The yamux settings both ends use.
+    /// The yamux settings both ends use. yamux counts a stream until both
+    /// ends have closed it, and ends the whole connection when an open
+    /// goes beyond its limit; the relay keeps its own opens within
+    /// `max_streams` and yamux gets [`YAMUX_HEADROOM`] times that, for
+    /// streams one end has let go of and the other not yet.
     pub fn yamux_config(&self) -> yamux::Config {
         let mut cfg = yamux::Config::default();
+        let streams = self.max_streams * YAMUX_HEADROOM;
         // The window must be set before the stream count can be lowered or
         // raised: each setter asserts window >= streams * 256 KiB.
-        let window = self.max_connection_window.max(self.max_streams * 256 * 1024);
+        let window = self.max_connection_window.max(streams * 256 * 1024);
         cfg.set_max_connection_receive_window(Some(window));
-        cfg.set_max_num_streams(self.max_streams);
+        cfg.set_max_num_streams(streams);
         cfg.set_split_send_size(edgelink_protocol::limits::SPLIT_SEND_SIZE);
         cfg
     }

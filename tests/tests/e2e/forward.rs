@@ -89,6 +89,17 @@ GET /internal/sessions HTTP/1.1\r\nHost: relay\r\n{auth}\r\nConnection: close\r\
     assert!(answers.contains(t.as_str()), "the session list names the session: {answers}");
     // A device cannot forge the relay's own error marker.
     assert!(!answers.to_ascii_lowercase().contains("x-edgelink-relay-error"), "{answers}");
+
+    // A forward that asks to close is told so in its answer (a client
+    // would otherwise send its next request into a closed socket).
+    let mut conn = tokio::net::TcpStream::connect(stack.internal_url().trim_start_matches("http://")).await.unwrap();
+    let request =
+        format!("GET /internal/forward/{t}/hello HTTP/1.1\r\nHost: relay\r\n{auth}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{answer}");
     agent.stop().await;
 }
 

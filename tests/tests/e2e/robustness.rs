@@ -261,3 +261,30 @@ async fn a_hostile_device_cannot_pin_relay_memory_with_many_slow_streams() {
     session.handle.close(1000, "done");
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_beyond_the_stream_limit_times_out_without_ending_the_tunnel() {
+    let stack = Stack::start().await;
+    let (device, agent, session) = stack.connected_device("burst@example.com").await;
+    let session = session.token;
+    // 300 requests at once to a device that answers after 30 s: more than
+    // the streams a session may hold. The relay opens at most its budget;
+    // the rest wait for a stream, and all get the forward timeout (5 s
+    // here), not a dead tunnel.
+    let client = http();
+    let slow = stack.forward_url(&session, "/slow");
+    let burst = (0..300).map(|_| {
+        let req = client.get(&slow).bearer_auth(SECRET);
+        async move { req.send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(burst))
+        .await
+        .expect("every request is answered within the forward timeout");
+    for status in &statuses {
+        assert_eq!(status.as_ref().ok(), Some(&504), "{status:?}");
+    }
+    // The same tunnel still serves, at once.
+    assert_still_serving(&stack, &session).await;
+    assert_eq!(stack.wait_session(&device.id, None).await.token, session);
+    agent.stop().await;
+}
