@@ -126,20 +126,11 @@ wrk_run() {
   echo "$p50 $rps"
 }
 
+. "$ROOT/bench/origin.sh"
+
 origin_vs_relay() {
   echo "## edgelink-origin (device origin vs relay path, same run)"
-  mkdir -p "$W/nginx/logs"
-  printf 'small origin\n' >"$W/nginx/small"
-  cat >"$W/nginx/nginx.conf" <<NGINX
-worker_processes 1; pid $W/nginx/nginx.pid; error_log $W/nginx/logs/error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 100000;
-  server { listen 127.0.0.1:$PORT_BASE; root $W/nginx; location / { } } }
-NGINX
-  # nginx's workers may run as another user: let them read the file.
-  chmod o+x "$W"; chmod -R o+rX "$W/nginx"
-  nginx -p "$W/nginx" -c "$W/nginx/nginx.conf"
-  for _ in $(seq 50); do [ -s "$W/nginx/nginx.pid" ] && break; sleep 0.1; done
+  start_origin "$W/nginx" "$PORT_BASE"
   PIDS+=("$(cat "$W/nginx/nginx.pid")")
   local relay_url="http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/small"
   local origin_url="http://$DEVICE_HOST:$DEVICES_PORT/small"

@@ -858,93 +858,77 @@ where
     L: Local + ?Sized,
 {
     let deadline = local.answer_timeout().map(|t| tokio::time::Instant::now() + t);
-    exchange_by(rd, wr, upstream, dial, local, req, head, deadline).await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn exchange_by<R, W, D, L>(
-    rd: &mut Reader<R>,
-    wr: &mut W,
-    upstream: &mut Option<Upstream<D::R, D::W>>,
-    dial: &D,
-    local: &L,
-    req: &RequestInfo,
-    head: &[u8],
-    deadline: Option<tokio::time::Instant>,
-) -> Result<(After, u16), H1Error>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-    D: Dial,
-    L: Local + ?Sized,
-{
-    // A kept connection the next hop has closed meanwhile is replaced.
-    if upstream.as_mut().is_some_and(|u| !u.is_open()) || req.upgrade {
-        *upstream = None;
-    }
-    let reused = upstream.is_some();
-    let up = match upstream {
-        Some(u) => u,
-        None => match within(deadline, async { dial.dial().await.map_err(H1Error::Io) }).await {
-            Ok(u) => upstream.insert(u),
-            Err(e) => return fail(rd, wr, req, local, &e).await,
-        },
-    };
-    if let Err(e) = up.wr.write_all(head).await {
-        *upstream = None;
-        if reused && req.framing == Framing::None {
-            return Box::pin(exchange_by(rd, wr, upstream, dial, local, req, head, deadline)).await;
-        }
-        return fail(rd, wr, req, local, &e.into()).await;
-    }
-
-    // The request body and the answer flow at the same time.
-    let mut answer_started = false;
-    let (sent, answered) = {
-        let Upstream { rd: urd, wr: uwr } = &mut *up;
-        let send_body = async {
-            let mut out = Out::new();
-            copy_body(rd, uwr, &mut out, req.framing).await?;
-            out.flush(uwr).await?;
-            Ok::<(), H1Error>(())
-        };
-        let answer = relay_answer(urd, wr, req, local, deadline, &mut answer_started);
-        tokio::join!(send_body, answer)
-    };
-    match answered {
-        Ok(resp) if resp.status == 101 && req.upgrade => {
-            sent?;
-            let Some(up) = upstream.take() else { return Ok((After::Close, 101)) };
-            splice_upgraded(rd, wr, up).await;
-            Ok((After::Close, 101))
-        }
-        Ok(resp) => {
-            if resp.close {
-                *upstream = None;
-            }
-            // A request body the next hop did not read to its end leaves
-            // this connection out of step: it ends here.
-            if sent.is_err() {
-                *upstream = None;
-                return Ok((After::Close, resp.status));
-            }
-            let after = if resp.framing == Framing::UntilClose { After::Close } else { After::KeepAlive };
-            Ok((after, resp.status))
-        }
-        Err(e) => {
+    // At most twice: a kept connection found dead under the request is
+    // replaced once by a new one (which is not retried).
+    loop {
+        // A kept connection the next hop has closed meanwhile is replaced.
+        if upstream.as_mut().is_some_and(|u| !u.is_open()) || req.upgrade {
             *upstream = None;
-            if answer_started {
-                return Err(e);
-            }
-            if reused && req.framing == Framing::None && matches!(e, H1Error::Truncated | H1Error::Io(_)) {
-                // The kept connection died under the request: once more on
-                // a new one (nothing of the request body was consumed).
-                return Box::pin(exchange_by(rd, wr, upstream, dial, local, req, head, deadline)).await;
-            }
-            // Whether or not the request body was all sent, the caller's
-            // next bytes can no longer be trusted to start a request.
-            send_failure(wr, local, &req.path, &e, true).await
         }
+        let reused = upstream.is_some();
+        let up = match upstream {
+            Some(u) => u,
+            None => match within(deadline, async { dial.dial().await.map_err(H1Error::Io) }).await {
+                Ok(u) => upstream.insert(u),
+                Err(e) => return fail(rd, wr, req, local, &e).await,
+            },
+        };
+        if let Err(e) = up.wr.write_all(head).await {
+            *upstream = None;
+            if reused && req.framing == Framing::None {
+                continue;
+            }
+            return fail(rd, wr, req, local, &e.into()).await;
+        }
+
+        // The request body and the answer flow at the same time.
+        let mut answer_started = false;
+        let (sent, answered) = {
+            let Upstream { rd: urd, wr: uwr } = &mut *up;
+            let send_body = async {
+                let mut out = Out::new();
+                copy_body(rd, uwr, &mut out, req.framing).await?;
+                out.flush(uwr).await?;
+                Ok::<(), H1Error>(())
+            };
+            let answer = relay_answer(urd, wr, req, local, deadline, &mut answer_started);
+            tokio::join!(send_body, answer)
+        };
+        return match answered {
+            Ok(resp) if resp.status == 101 && req.upgrade => {
+                sent?;
+                let Some(up) = upstream.take() else { return Ok((After::Close, 101)) };
+                splice_upgraded(rd, wr, up).await;
+                Ok((After::Close, 101))
+            }
+            Ok(resp) => {
+                if resp.close {
+                    *upstream = None;
+                }
+                // A request body the next hop did not read to its end leaves
+                // this connection out of step: it ends here.
+                if sent.is_err() {
+                    *upstream = None;
+                    return Ok((After::Close, resp.status));
+                }
+                let after = if resp.framing == Framing::UntilClose { After::Close } else { After::KeepAlive };
+                Ok((after, resp.status))
+            }
+            Err(e) => {
+                *upstream = None;
+                if answer_started {
+                    return Err(e);
+                }
+                if reused && req.framing == Framing::None && matches!(e, H1Error::Truncated | H1Error::Io(_)) {
+                    // The kept connection died under the request: once more
+                    // on a new one (nothing of the request body was consumed).
+                    continue;
+                }
+                // Whether or not the request body was all sent, the caller's
+                // next bytes can no longer be trusted to start a request.
+                send_failure(wr, local, &req.path, &e, true).await
+            }
+        };
     }
 }
 
