@@ -4,6 +4,8 @@
 //! a header mirror and a slow endpoint.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,6 +35,7 @@ pub async fn spawn() -> SocketAddr {
 
 /// Serves the origin on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener) {
+    let waiting = Arc::new(AtomicUsize::new(0));
     let app = Router::new()
         .route("/", get(|| async { axum::response::Html(INDEX_HTML) }))
         .route("/hello", get(|| async { HELLO }))
@@ -52,13 +55,20 @@ pub async fn serve(listener: tokio::net::TcpListener) {
         .route("/count", post(count))
         .route("/big", get(big))
         .route("/headers", get(headers))
+        // Answers after 30 s; `/slow/waiting` says how many of its callers
+        // are still connected.
         .route(
             "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                "late"
+            get({
+                let waiting = waiting.clone();
+                move || async move {
+                    let _waiting = Waiting::enter(&waiting);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }
             }),
         )
+        .route("/slow/waiting", get(move || async move { waiting.load(Ordering::SeqCst).to_string() }))
         .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }))
         // Answers that try to change the browser state of the origin they
         // are shown on, plain and as a WebSocket handshake.
@@ -149,6 +159,22 @@ pub const HOSTILE_HEADERS: [(&str, &str); 11] = [
     ("access-control-allow-origin", "https://evil.example"),
     ("access-control-allow-credentials", "true"),
 ];
+
+/// Counts a handler as waiting until it is dropped (its caller gone).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 fn hostile_headers() -> HeaderMap {
     let mut h = HeaderMap::new();

@@ -49,6 +49,9 @@ pub enum H1Error {
     /// No head arrived in time.
     #[error("timed out waiting for a message head")]
     TimedOut,
+    /// The caller closed its connection while its answer was awaited.
+    #[error("the caller went away before the answer")]
+    CallerGone,
     /// A socket error.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -881,18 +884,61 @@ where
             return fail(rd, wr, req, local, &e.into()).await;
         }
 
-        // The request body and the answer flow at the same time.
+        // The request body and the answer flow at the same time; once the
+        // body is sent, a caller that hangs up ends the wait for the answer
+        // (and with it this connection to the next hop, so the next hop
+        // learns of it too).
         let mut answer_started = false;
-        let (sent, answered) = {
+        let body_sent = std::sync::atomic::AtomicBool::new(false);
+        let both = {
             let Upstream { rd: urd, wr: uwr } = &mut *up;
             let send_body = async {
                 let mut out = Out::new();
-                copy_body(rd, uwr, &mut out, req.framing).await?;
-                out.flush(uwr).await?;
-                Ok::<(), H1Error>(())
+                let copied = async {
+                    copy_body(rd, uwr, &mut out, req.framing).await?;
+                    out.flush(uwr).await?;
+                    Ok::<(), H1Error>(())
+                };
+                if let Err(e) = copied.await {
+                    return e;
+                }
+                body_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                hung_up(rd).await;
+                H1Error::CallerGone
             };
             let answer = relay_answer(urd, wr, req, local, deadline, &mut answer_started);
-            tokio::join!(send_body, answer)
+            let (mut send_body, mut answer) = (std::pin::pin!(send_body), std::pin::pin!(answer));
+            let (mut send_error, mut answered) = (None, None);
+            std::future::poll_fn(|cx| {
+                if send_error.is_none()
+                    && let std::task::Poll::Ready(e) = send_body.as_mut().poll(cx)
+                {
+                    if matches!(e, H1Error::CallerGone) {
+                        return std::task::Poll::Ready(Err(e));
+                    }
+                    send_error = Some(e);
+                }
+                if answered.is_none()
+                    && let std::task::Poll::Ready(a) = answer.as_mut().poll(cx)
+                {
+                    answered = Some(a);
+                }
+                // The answer is written and the request body sent (or failed).
+                if answered.is_some() && (body_sent.load(std::sync::atomic::Ordering::Relaxed) || send_error.is_some())
+                {
+                    let sent = send_error.take().map_or(Ok(()), Err);
+                    return std::task::Poll::Ready(Ok((sent, answered.take())));
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        };
+        let (sent, answered) = match both {
+            Ok((sent, Some(answered))) => (sent, answered),
+            Ok((_, None)) | Err(_) => {
+                *upstream = None;
+                return Err(H1Error::CallerGone);
+            }
         };
         return match answered {
             Ok(resp) if resp.status == 101 && req.upgrade => {
@@ -930,6 +976,16 @@ where
             }
         };
     }
+}
+
+/// Resolves when the caller closes its side (or its connection fails)
+/// while nothing more of it is buffered; bytes of a next request mean it
+/// is still there, and it is not looked at again.
+async fn hung_up<R: AsyncRead + Unpin>(rd: &mut Reader<R>) {
+    if rd.buffered().is_empty() && matches!(rd.fill(rd.max).await, Ok(0) | Err(_)) {
+        return;
+    }
+    std::future::pending::<()>().await
 }
 
 /// `fut`, failing with `TimedOut` past `deadline` (if any).

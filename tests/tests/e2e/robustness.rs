@@ -286,5 +286,13 @@ async fn a_burst_beyond_the_stream_limit_times_out_without_ending_the_tunnel() {
     // The same tunnel still serves, at once.
     assert_still_serving(&stack, &session).await;
     assert_eq!(stack.wait_session(&device.id, None).await.token, session);
+    // The requests given up on end on the device too: its service sees
+    // its callers gone long before it would have answered (30 s).
+    let waiting = stack.forward_url(&session, "/slow/waiting");
+    edgelink_e2e::wait_until("the device's service to see its callers gone", Duration::from_secs(10), || async {
+        let n = client.get(&waiting).bearer_auth(SECRET).send().await.ok()?.text().await.ok()?;
+        (n == "0").then_some(())
+    })
+    .await;
     agent.stop().await;
 }
