@@ -7,7 +7,11 @@
 //! one keep-alive stream maps to one keep-alive connection to the local
 //! service, requests and answers flow both ways at once (an echo service
 //! may answer while the request body is still arriving), and an upgrade
-//! (`101`) splices the two connections.
+//! (`101`) splices the two connections. The relay's listener fronts use
+//! the same [`exchange`] toward tunnel streams ([`Dial`] opens the next
+//! hop's connections, [`Local`] gives the hop's own answers and answer
+//! header rules). Once a request is sent, a caller that hangs up ends the
+//! wait for its answer and the connection to the next hop with it.
 //!
 //! The framing rules are RFC 9112 §6: a request body is chunked or
 //! `Content-Length` long or absent; an answer to `HEAD`, a `1xx`, `204` or

@@ -299,14 +299,17 @@ impl Door for Devices {
             return Seen::Pass;
         }
         // Only the headers the decision reads.
+        const READ: [(&str, HeaderName); 4] = [
+            ("host", header::HOST),
+            ("cookie", header::COOKIE),
+            ("origin", header::ORIGIN),
+            ("sec-fetch-site", HeaderName::from_static("sec-fetch-site")),
+        ];
         let mut headers = HeaderMap::new();
         for h in req.headers.iter() {
-            let name = match h.name.to_ascii_lowercase().as_str() {
-                "host" => header::HOST,
-                "cookie" => header::COOKIE,
-                "origin" => header::ORIGIN,
-                "sec-fetch-site" => HeaderName::from_static("sec-fetch-site"),
-                _ => continue,
+            let Some(name) = READ.iter().find(|(n, _)| h.name.eq_ignore_ascii_case(n)).map(|(_, name)| name.clone())
+            else {
+                continue;
             };
             let Ok(value) = HeaderValue::from_bytes(h.value) else { return Seen::Pass };
             headers.append(name, value);
