@@ -15,6 +15,13 @@ use edgelink_auth::signing::{KeyOrigin, SigningKey};
 use edgelink_store::Store;
 use secrecy::ExposeSecret;
 
+/// mimalloc instead of glibc's allocator: api-server allocates many small,
+/// short-lived objects per request (axum extractors, header maps, JSON),
+/// and glibc's malloc/free took about a fifth of its CPU on the device
+/// path (docs/benchmarks.md, fifth pass).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "api-server", version, about = "edgelink public API: device auth and tokens, browser sign-in")]
 struct Cli {
