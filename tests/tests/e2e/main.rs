@@ -15,6 +15,7 @@ mod pairing;
 mod postgres;
 mod robustness;
 mod seed000;
+mod ssh;
 mod telemetry;
 mod tls;
 mod tokens;
