@@ -63,16 +63,94 @@ enum Command {
         #[arg(long)]
         local_service: Option<String>,
     },
+    /// Seed 001's intermediary: connect to a main server's Socket.IO
+    /// `/proxy` namespace and run its `execute_command`s over SSH.
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The main server, e.g. https://main.example (namespace /proxy) or
+    /// https://main.example/ns for another namespace.
+    #[arg(long, env = "SERVER_URL")]
+    server: String,
+    /// This intermediary's id.
+    #[arg(long, env = "PROXY_ID")]
+    proxy_id: String,
+    /// Its API key (prefer the environment: a flag shows in `ps`).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Where proxyId and apiKey go: the handshake query, the auth payload, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    credentials_in: edgelink_intermediary::CredentialsIn,
+    /// The Engine.IO path on the main server.
+    #[arg(long, default_value = "/socket.io/")]
+    socketio_path: String,
+    /// A pinned SSH host key, HOST[:PORT]=SHA256:… (repeatable; also
+    /// EDGELINK_PROXY_HOST_KEYS, comma-separated). A server whose key is
+    /// not pinned here or in the command is refused.
+    #[arg(long = "host-key", env = "EDGELINK_PROXY_HOST_KEYS", value_delimiter = ',')]
+    host_keys: Vec<String>,
+    /// Bytes kept of each command's stdout and stderr.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    output_cap: usize,
+    /// Longest command timeout honoured, in seconds.
+    #[arg(long, default_value_t = 600)]
+    max_timeout_secs: u64,
+    /// Commands run at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// A private CA for an https main server, besides the public roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+/// `edge-agent proxy`: runs until SIGINT/SIGTERM.
+fn proxy(args: ProxyArgs) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut pins: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for entry in args.host_keys.iter().filter(|e| !e.trim().is_empty()) {
+        let (host, key) = entry
+            .split_once('=')
+            .unwrap_or_else(|| startup::config_error(format!("--host-key {entry}: expected HOST[:PORT]=SHA256:...")));
+        let key = edgelink_ssh::normalize_fingerprint(key).unwrap_or_else(|| {
+            startup::config_error(format!("--host-key {entry}: the key must be an OpenSSH SHA256 fingerprint"))
+        });
+        pins.entry(host.trim().to_owned()).or_default().push(key);
+    }
+    let tls = edgelink_agent::tls::client_config(args.ca_file.as_deref()).unwrap_or_else(|e| startup::config_error(e));
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
+    rt.block_on(async move {
+        let pool = edgelink_ssh::Pool::new(edgelink_ssh::PoolConfig { pins, ..Default::default() });
+        let config = edgelink_intermediary::Config {
+            server: args.server,
+            proxy_id: args.proxy_id,
+            api_key: args.api_key.into(),
+            credentials_in: args.credentials_in,
+            engine_path: args.socketio_path,
+            tls,
+            pool,
+            output_cap: args.output_cap,
+            max_timeout: std::time::Duration::from_secs(args.max_timeout_secs),
+            concurrency: args.concurrency,
+        };
+        edgelink_intermediary::run(config, startup::shutdown_token()).await;
+    });
 }
 
 fn main() {
     let cli = Cli::parse();
     startup::init_tracing();
+    // The intermediary needs no device configuration.
+    let cli = match cli.command {
+        Command::Proxy(args) => return proxy(args),
+        command => Cli { command, ..cli },
+    };
     let (api, tunnel, device, local) = match &cli.command {
         Command::Run { api_url, tunnel_url, device_id, local_service } => {
             (api_url.clone(), tunnel_url.clone(), device_id.clone(), local_service.clone())
         }
-        Command::Keygen | Command::Pair { .. } => (None, None, None, None),
+        Command::Keygen | Command::Pair { .. } | Command::Proxy(_) => (None, None, None, None),
     };
     let overrides = overrides!(
         "api_url" => api,
@@ -141,6 +219,7 @@ fn main() {
                 }
             }
         }
+        Command::Proxy(args) => proxy(args),
         Command::Run { .. } => {
             if let Err(e) = config.validate() {
                 startup::config_error(e);

@@ -6,5 +6,6 @@ mod api_server;
 mod browser_ui;
 mod edge_agent;
 mod edgelink;
+mod intermediary;
 mod metrics;
 mod remote_proxy;
