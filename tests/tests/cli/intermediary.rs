@@ -128,12 +128,24 @@ async fn a_python_socketio_main_server_drives_edge_agent_proxy_over_real_ssh() {
     assert!(sshd.connections() <= 3, "pooled: {} connections", sshd.connections());
 
     // A wrong apiKey is refused by the server, and the agent says why.
-    let refused = intermediary(port, "not-the-key-77", &pin);
+    let mut refused = intermediary(port, "not-the-key-77", &pin);
     let ev = next_event(&mut events).await;
     assert_eq!(ev["refused"], "bad apiKey");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused_log = stop(refused).await;
-    assert!(refused_log.contains("refused the connection"), "{refused_log}");
+    let mut refused_log = String::new();
+    let mut stderr = BufReader::new(refused.stderr.take().expect("stderr")).lines();
+    let said = async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            refused_log.push_str(&line);
+            refused_log.push('\n');
+            if line.contains("refused the connection") {
+                return true;
+            }
+        }
+        false
+    };
+    let said = tokio::time::timeout(Duration::from_secs(20), said).await.unwrap_or(false);
+    refused_log += &stop(refused).await;
+    assert!(said, "the agent does not say why it was refused: {refused_log}");
 
     let log = stop(agent).await + &refused_log;
     assert!(log.contains("cmd_1_ok"), "the log names commands: {log}");
