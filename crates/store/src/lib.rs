@@ -16,6 +16,7 @@
 pub mod api_tokens;
 pub mod credentials;
 pub mod devices;
+pub mod intermediaries;
 pub mod messages;
 pub mod metrics;
 pub mod model;
@@ -34,6 +35,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use api_tokens::{ApiToken, NewApiToken};
 pub use devices::{DevicePatch, DeviceQuery};
+pub use intermediaries::{CommandEnd, CommandRow, Intermediary, NewCommand};
 pub use messages::{AckOutcome, MessageRow, NewMessage, QueueRefusal};
 pub use metrics::{LatestSample, MetricPoint};
 pub use model::*;
