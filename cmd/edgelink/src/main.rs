@@ -94,7 +94,7 @@ struct CreateToken {
     name: String,
     /// A scope (repeat for more): device:read, device:write, device:delete,
     /// device:manage, session:read, session:manage, pairing:create, token:manage,
-    /// message:send, message:read.
+    /// message:send, message:read, command:execute, proxy:manage.
     #[arg(long = "scope", required = true)]
     scopes: Vec<String>,
     /// Lifetime: 30, 90 or 365 days (default: never expires).

@@ -46,6 +46,7 @@ pub mod origins;
 pub mod pairing;
 pub mod principal;
 pub mod provision;
+pub mod proxies;
 pub mod ratelimit;
 pub mod routes;
 pub mod sessions;
@@ -118,6 +119,12 @@ struct Inner {
     sessions: sessions::BrowserSessions,
     /// Devices' web services through their relays.
     device_proxy: device_proxy::DeviceProxy,
+    /// Seed 001's intermediaries: registration and login.
+    intermediaries: std::sync::Arc<edgelink_commands::Intermediaries>,
+    /// Connected intermediaries and their commands.
+    command_hub: std::sync::Arc<edgelink_commands::Hub>,
+    /// The Socket.IO service with the `/proxy` namespace.
+    socket_io: proxies::SocketIoService,
     /// Validated configuration.
     config: ApiConfig,
 }
@@ -144,6 +151,10 @@ impl AppState {
         let telemetry = std::sync::Arc::new(edgelink_telemetry::Telemetry::new(store.clone()));
         let messages = std::sync::Arc::new(edgelink_messages::Messages::new(store.clone(), config.messages.limits()));
         let device_proxy = device_proxy::DeviceProxy::new(&config)?;
+        let intermediaries =
+            std::sync::Arc::new(edgelink_commands::Intermediaries::new(store.clone(), cookie_keys.clone()));
+        let command_hub = edgelink_commands::Hub::new(store.clone());
+        let socket_io = proxies::socket_io(intermediaries.clone(), command_hub.clone());
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
             config.cache_ttl,
@@ -171,6 +182,9 @@ impl AppState {
                 ip_refusals: Default::default(),
                 sessions,
                 device_proxy,
+                intermediaries,
+                command_hub,
+                socket_io,
                 config,
             }),
         })
@@ -245,6 +259,23 @@ impl AppState {
 
     fn service_cache(&self) -> &cache::TtlCache<String, principal::UserPrincipal> {
         &self.inner.service_cache
+    }
+
+    fn intermediaries(&self) -> &edgelink_commands::Intermediaries {
+        &self.inner.intermediaries
+    }
+
+    fn command_hub(&self) -> &edgelink_commands::Hub {
+        &self.inner.command_hub
+    }
+
+    fn socket_io(&self) -> &proxies::SocketIoService {
+        &self.inner.socket_io
+    }
+
+    /// Ends the connections of intermediary `id` here (revoked or rotated).
+    fn kick_intermediary(&self, id: &str) {
+        self.inner.command_hub.kick(id);
     }
 
     fn api_tokens(&self) -> &edgelink_tokens::ApiTokens {
@@ -341,6 +372,16 @@ pub async fn serve(
     let flusher = state.inner.telemetry.spawn(state.config().telemetry_flush_interval);
     let last_flush = state.inner.telemetry.clone();
     let sweeper = state.inner.messages.spawn_sweeper(state.config().messages.sweep_interval);
+    // Commands whose intermediary never took them, or never answered.
+    let command_sweeper = {
+        let hub = state.inner.command_hub.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                hub.sweep().await;
+            }
+        })
+    };
     // Once a day, a log line for each API token that expires within a week.
     let reminder = {
         let state = state.clone();
@@ -367,6 +408,7 @@ pub async fn serve(
     syncer.abort();
     flusher.abort();
     sweeper.abort();
+    command_sweeper.abort();
     if let Err(e) = last_flush.flush().await {
         tracing::warn!(error = %e, "could not write the last telemetry batch");
     }

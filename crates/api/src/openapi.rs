@@ -78,6 +78,14 @@ fn operation(route: &Route, method: &str) -> Value {
         json!({ "description": "success or redirect: see docs/api.md" }),
     );
     for status in error_statuses(route) {
+        if route.path == "/socket.io/" && status == "400" {
+            // Engine.IO answers its own protocol errors in its own form.
+            responses.insert(
+                status.into(),
+                json!({ "description": "Engine.IO protocol error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/EngineIoError" } } } }),
+            );
+            continue;
+        }
         responses.insert(
             status.into(),
             json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } } }),
@@ -121,6 +129,13 @@ pub fn document(routes: &[Route]) -> Value {
                         "code": { "type": "integer" }, "error": { "type": "string" }, "message": { "type": "string" },
                         "timestamp": { "type": "string" }, "path": { "type": "string" },
                         "retry_after": { "type": "integer" }
+                    }
+                },
+                "EngineIoError": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": { "type": ["integer", "string"] }, "message": { "type": "string" }
                     }
                 }
             }

@@ -180,7 +180,7 @@ async function loadSessions() {
 
 const SCOPES = ["device:read", "device:write", "device:delete", "device:manage", "session:read",
                 "session:manage", "pairing:create", "token:manage",
-                "message:send", "message:read"];
+                "message:send", "message:read", "command:execute", "proxy:manage"];
 
 async function loadTokens() {
   const { tokens } = await api("GET", "/api/v1/tokens");

@@ -28,11 +28,15 @@ pub enum Scope {
     MessageSend,
     /// See devices' message queues.
     MessageRead,
+    /// Run commands (through intermediaries) and read their results.
+    CommandExecute,
+    /// Register, rotate and revoke intermediaries.
+    ProxyManage,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 12] = [
         Scope::DeviceRead,
         Scope::DeviceWrite,
         Scope::DeviceDelete,
@@ -43,6 +47,8 @@ impl Scope {
         Scope::TokenManage,
         Scope::MessageSend,
         Scope::MessageRead,
+        Scope::CommandExecute,
+        Scope::ProxyManage,
     ];
 
     /// The wire name (`device:read`).
@@ -58,6 +64,8 @@ impl Scope {
             Scope::TokenManage => "token:manage",
             Scope::MessageSend => "message:send",
             Scope::MessageRead => "message:read",
+            Scope::CommandExecute => "command:execute",
+            Scope::ProxyManage => "proxy:manage",
         }
     }
 
@@ -90,7 +98,7 @@ pub struct Scopes(BTreeSet<Scope>);
 /// A scope name this server does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope {0:?} (known: device:read, device:write, device:delete, device:manage, session:read, session:manage, pairing:create, token:manage, message:send, message:read)"
+    "unknown scope {0:?} (known: device:read, device:write, device:delete, device:manage, session:read, session:manage, pairing:create, token:manage, message:send, message:read, command:execute, proxy:manage)"
 )]
 pub struct UnknownScope(pub String);
 

@@ -37,6 +37,11 @@ const ALLOWLIST: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/register"),
     ("POST", "/api/v1/auth/login"),
     ("GET", "/api/v1/health"),
+    // Seed 001's Socket.IO endpoint: Engine.IO's handshake is anonymous;
+    // the /proxy namespace refuses a connection without a valid proxyId
+    // and apiKey (tests/tests/e2e/intermediaries.rs).
+    ("GET", "/socket.io/"),
+    ("POST", "/socket.io/"),
 ];
 
 /// Public routes of `table` that the allowlist does not name.
