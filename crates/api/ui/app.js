@@ -231,6 +231,89 @@ function setupTokens() {
   $("#token-copy").addEventListener("click", () => navigator.clipboard?.writeText($("#token-value").textContent));
 }
 
+let commandProxy = null;
+
+async function loadProxies() {
+  const { proxies } = await api("GET", "/api/v1/proxies");
+  const tbody = $("#proxies tbody");
+  tbody.replaceChildren();
+  for (const p of proxies) {
+    tbody.append(el("tr", { "data-proxy": p.id },
+      el("td", {}, p.name),
+      el("td", {}, el("code", {}, p.id)),
+      el("td", {}, p.group || "—"),
+      el("td", {}, p.connected ? "yes" : "no"),
+      el("td", {}, p.last_seen_at ? `${when(p.last_seen_at)} from ${p.last_seen_ip || "?"}` : "never"),
+      el("td", { class: "actions" },
+        el("button", { type: "button", onclick: () => {
+          commandProxy = p;
+          $("#command-proxy").textContent = p.name;
+          $("#command-form").hidden = false;
+        } }, "Run command"),
+        el("button", { type: "button", onclick: async () => {
+          if (!confirm(`New key for ${p.name}? Its current connection ends.`)) return;
+          try { showProxyKey(await api("POST", `/api/v1/proxies/${p.id}/key`)); await loadProxies(); }
+          catch (e) { say(`Rotation failed: ${e.message}`); }
+        } }, "New key"),
+        el("button", { type: "button", class: "danger", onclick: async () => {
+          if (!confirm(`Revoke ${p.name}? It is disconnected at once.`)) return;
+          try { await api("DELETE", `/api/v1/proxies/${p.id}`); say(`${p.name} revoked.`); await loadProxies(); }
+          catch (e) { say(`Revoke failed: ${e.message}`); }
+        } }, "Revoke"))));
+  }
+}
+
+function showProxyKey(p) {
+  $("#proxy-value").textContent =
+    `SERVER_URL=${location.origin} PROXY_ID=${p.id} API_KEY=${p.api_key} edge-agent proxy`;
+  $("#proxy-secret").hidden = false;
+}
+
+async function createProxy(ev) {
+  ev.preventDefault();
+  const body = {
+    name: $("#proxy-name").value,
+    group: $("#proxy-group").value,
+    allowed_ips: $("#proxy-ips").value.split(/[\s,]+/).filter(Boolean),
+  };
+  try {
+    const p = await api("POST", "/api/v1/proxies", body);
+    showProxyKey(p);
+    say(`Intermediary ${p.name} registered.`);
+    await loadProxies();
+  } catch (e) { say(`Not registered: ${e.message}`); }
+}
+
+async function runCommand(ev) {
+  ev.preventDefault();
+  if (!commandProxy) return;
+  const body = {
+    host: $("#command-host").value,
+    port: Number($("#command-port").value),
+    username: $("#command-user").value,
+    password: $("#command-password").value,
+    command: $("#command-line").value,
+    timeout_ms: Number($("#command-timeout").value) * 1000,
+  };
+  if ($("#command-hostkey").value) body.host_key = $("#command-hostkey").value;
+  const out = $("#command-output");
+  out.hidden = false;
+  out.textContent = "running…";
+  try {
+    let c = await api("POST", `/api/v1/proxies/${commandProxy.id}/commands`, body);
+    while (c.status === "pending" || c.status === "running") {
+      c = await api("GET", `/api/v1/commands/${c.command_id}?wait=30s`);
+    }
+    out.textContent = `${c.status}${c.exit_code !== null ? ` (exit ${c.exit_code})` : ""}` +
+      `${c.error ? `: ${c.error}` : ""}\n${c.stdout || ""}${c.stderr ? `\n[stderr]\n${c.stderr}` : ""}`;
+  } catch (e) { out.textContent = `failed: ${e.message}`; }
+}
+
+function setupProxies() {
+  $("#proxy-form").addEventListener("submit", createProxy);
+  $("#command-form").addEventListener("submit", runCommand);
+}
+
 async function logout() {
   const out = await api("POST", "/api/auth/logout");
   location.href = out.end_session_url || "/";
@@ -243,7 +326,8 @@ async function main() {
   $("#pair").addEventListener("click", pair);
   $("#device-close").addEventListener("click", () => { $("#device").hidden = true; shown = null; });
   setupTokens();
-  await Promise.all([loadDevices(), loadSessions(), loadTokens()]);
+  setupProxies();
+  await Promise.all([loadDevices(), loadSessions(), loadTokens(), loadProxies()]);
   setInterval(() => loadDevices().catch((e) => say(e.message)), 3000);
   setInterval(() => refreshDevice().catch((e) => say(e.message)), 15000);
 }

@@ -237,7 +237,7 @@ impl Hub {
             return Err(SubmitError::Invalid("timeout_ms must be 1–600000"));
         }
         if let Some(k) = &t.host_key
-            && edgelink_ssh_fingerprint(k).is_none()
+            && edgelink_protocol::ssh::normalize_fingerprint(k).is_none()
         {
             return Err(SubmitError::Invalid("host_key must be an OpenSSH SHA256 fingerprint"));
         }
@@ -429,12 +429,4 @@ fn assign(st: &mut State, id: &str) -> Option<Effect> {
         p.on = Some(candidate);
     }
     Some(Effect::Started { id: id.to_owned(), proxy_id })
-}
-
-/// An OpenSSH SHA256 fingerprint, normalized (the SSH crate's rule,
-/// without depending on the SSH client here).
-fn edgelink_ssh_fingerprint(s: &str) -> Option<String> {
-    let s = s.trim();
-    let b64 = s.strip_prefix("SHA256:")?;
-    (b64.len() == 43 && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')).then(|| s.to_owned())
 }

@@ -17,6 +17,7 @@
 //! * [`time`]: the one wire format of instants.
 //! * [`origin`]: web origins compared as browsers compare them.
 //! * [`net`]: address blocks (allowlists, trusted proxies).
+//! * [`ssh`]: SSH host-key fingerprints as requests and configuration name them.
 //! * [`error`]: the JSON error body every edgelink HTTP endpoint returns.
 
 pub mod bearer;
@@ -29,6 +30,7 @@ pub mod limits;
 pub mod net;
 pub mod origin;
 pub mod paths;
+pub mod ssh;
 pub mod time;
 
 #[cfg(test)]

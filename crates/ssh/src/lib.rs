@@ -155,27 +155,11 @@ pub enum Error {
     Invalid(&'static str),
 }
 
-/// A fingerprint as OpenSSH prints it, `SHA256:` and unpadded base64,
-/// with surrounding blanks removed; `None` when `s` is not one.
-pub fn normalize_fingerprint(s: &str) -> Option<String> {
-    let s = s.trim();
-    let b64 = s.strip_prefix("SHA256:")?;
-    let ok = b64.len() == 43 && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-    ok.then(|| s.to_owned())
-}
+pub use edgelink_protocol::ssh::normalize_fingerprint;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_are_openssh_sha256() {
-        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
-        assert_eq!(normalize_fingerprint(&format!("  {fp}\n")).as_deref(), Some(fp));
-        assert_eq!(normalize_fingerprint("MD5:aa:bb"), None);
-        assert_eq!(normalize_fingerprint("SHA256:short"), None);
-        assert_eq!(normalize_fingerprint(&format!("{fp}=")), None);
-    }
 
     #[test]
     fn credentials_never_print() {

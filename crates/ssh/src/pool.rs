@@ -179,10 +179,28 @@ impl Pool {
                     }
                 }
             };
-            let ran = match tokio::time::timeout_at(deadline, conn.handle.channel_open_session()).await {
-                Err(_) => return Err(timeout()),
-                Ok(Ok(channel)) => execute(channel, command, limits, deadline, &addr).await,
-                Ok(Err(e)) => Err(Run::NotStarted(e.to_string())),
+            let mut pause = Duration::from_millis(5);
+            let channel = loop {
+                match tokio::time::timeout_at(deadline, conn.handle.channel_open_session()).await {
+                    Err(_) => return Err(timeout()),
+                    Ok(Ok(channel)) => break Ok(channel),
+                    // A live connection whose server refuses another session
+                    // for now (OpenSSH counts sessions until both ends have
+                    // closed them, against MaxSessions): wait and ask again.
+                    Ok(Err(russh::Error::ChannelOpenFailure(why))) if !conn.handle.is_closed() => {
+                        tracing::debug!(%addr, ?why, "ssh server refused a session; retrying");
+                        if Instant::now() + pause >= deadline {
+                            return Err(timeout());
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    Ok(Err(e)) => break Err(Run::NotStarted(e.to_string())),
+                }
+            };
+            let ran = match channel {
+                Ok(channel) => execute(channel, command, limits, deadline, &addr).await,
+                Err(e) => Err(e),
             };
             *lock(&slot.last_used) = Instant::now();
             match ran {

@@ -130,6 +130,17 @@ async fn one_connection_carries_many_commands_and_a_restart_is_survived() {
     for (i, out) in futures::future::join_all(runs).await.into_iter().enumerate() {
         assert_eq!(out.expect("concurrent").stdout, format!("{i}\n"));
     }
+    // Many short commands at once, several rounds: channels are given back
+    // to the server as they end (no session left open on its side).
+    for _ in 0..5 {
+        let runs = (0..16).map(|_| {
+            let (pool, t) = (pool.clone(), t.clone());
+            async move { pool.run(&t, "true", limits(30)).await }
+        });
+        for out in futures::future::join_all(runs).await {
+            assert_eq!(out.expect("short").exit_code, Some(0));
+        }
+    }
     assert_eq!(sshd.connections(), 1, "{}", sshd.log());
     assert_eq!(pool.connections_opened(), 1);
 
