@@ -207,6 +207,8 @@ pub struct CommandBody {
     command: String,
     #[serde(default = "default_timeout")]
     timeout_ms: u64,
+    #[serde(default)]
+    server_id: Option<u64>,
 }
 
 fn default_port() -> u16 {
@@ -231,6 +233,7 @@ impl CommandBody {
             },
             command: self.command,
             timeout: Duration::from_millis(self.timeout_ms),
+            server_id: self.server_id,
         }
     }
 }

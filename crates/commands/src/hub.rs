@@ -59,6 +59,10 @@ pub struct CommandRequest {
     pub command: String,
     /// Its timeout.
     pub timeout: Duration,
+    /// The document's `serverId` (the main server's id of the SSH server;
+    /// intermediaries may key their connection pools by it). Derived from
+    /// host, port and user when not given.
+    pub server_id: Option<u64>,
 }
 
 /// Why a command was not accepted.
@@ -275,6 +279,7 @@ impl Hub {
             "username": t.username,
             "command": req.command,
             "timeout": req.timeout.as_millis() as u64,
+            "serverId": req.server_id.unwrap_or_else(|| server_id(&t.host, t.port, &t.username)),
         });
         if let Some(p) = &t.password {
             payload["password"] = json!(p.expose_secret());
@@ -429,4 +434,28 @@ fn assign(st: &mut State, id: &str) -> Option<Effect> {
         p.on = Some(candidate);
     }
     Some(Effect::Started { id: id.to_owned(), proxy_id })
+}
+
+/// A stable `serverId` for an SSH server named by address and account:
+/// the first 6 bytes of SHA-256 over them (a JSON-safe integer), so that
+/// intermediaries that pool by `serverId` (the document's Go example) keep
+/// one pool per server.
+fn server_id(host: &str, port: u16, username: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{host}\0{port}\0{username}").as_bytes());
+    d[..6].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_ids_are_stable_per_server_and_account() {
+        let a = server_id("10.0.0.5", 22, "root");
+        assert_eq!(a, server_id("10.0.0.5", 22, "root"));
+        assert_ne!(a, server_id("10.0.0.5", 2222, "root"));
+        assert_ne!(a, server_id("10.0.0.5", 22, "admin"));
+        assert!(a < (1 << 53), "fits a JSON number exactly");
+    }
 }

@@ -117,6 +117,7 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
     assert_eq!(ev["execute_command"]["commandId"], id.as_str());
     assert_eq!(ev["execute_command"]["command"], "uptime");
     assert_eq!(ev["execute_command"]["port"], sshd.port);
+    assert!(ev["execute_command"]["serverId"].is_u64(), "{ev}");
     assert_eq!(ev["has_password"], true);
     assert_eq!(next(&mut events).await["command_result_received"], json!({"success": true}));
     let done = result(&alice, &id).await;
