@@ -18,6 +18,7 @@
 pub mod backoff;
 pub mod config;
 pub mod credentials;
+pub mod exec;
 pub mod host;
 pub mod inbox;
 pub mod pair;
