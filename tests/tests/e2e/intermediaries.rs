@@ -4,7 +4,9 @@
 //! edgelink's own `edge-agent proxy` — and run commands sent through the
 //! REST API; a bad apiKey is refused; a group command whose intermediary
 //! drops mid-command moves to another member, which runs it on a real
-//! OpenSSH server.
+//! OpenSSH server. Everything api-server, the relay and edge-agent log
+//! meanwhile, at debug level, is scanned for the password, the keys and
+//! the apiKeys.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,6 +20,28 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Every log line of this thread (the stack runs on the test's
+/// current-thread runtime), at debug level.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
 
 fn python_intermediary(api_url: &str, proxy_id: &str, key: &str, mode: &str, creds: &str) -> (Child, Lines) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/seed001_intermediary.py");
@@ -88,8 +112,14 @@ async fn connected(alice: &Browser, id: &str) -> bool {
     v["proxies"].as_array().is_some_and(|a| a.iter().any(|p| p["id"] == id && p["connected"] == true))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+        .with_writer(captured.clone())
+        .finish();
+    let _logs = tracing::subscriber::set_default(subscriber);
     let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.expect("stack");
     let alice = Browser::new(&stack.api_url);
     alice.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, "alice").await;
@@ -143,8 +173,9 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
         .env("SERVER_URL", &stack.api_url)
         .env("PROXY_ID", &agent_id)
         .env("API_KEY", &agent_key)
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("edge-agent proxy");
@@ -183,5 +214,25 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
         .await
         .expect("post");
     assert!(matches!(resp.status().as_u16(), 400 | 404), "{}", resp.status());
+
+    // No secret in any log line of the run.
     let _ = agent.start_kill();
+    let _ = agent.wait().await;
+    let mut agent_log = String::new();
+    if let Some(mut e) = agent.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut agent_log).await;
+    }
+    let server_log = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(server_log.contains("command submitted"), "the capture saw api-server's log");
+    assert!(agent_log.contains("executing"), "the capture saw edge-agent's log");
+    for (what, secret) in [
+        ("password", OpenSsh::PASSWORD),
+        ("apiKey", py_key.as_str()),
+        ("apiKey", agent_key.as_str()),
+        ("apiKey", "elp_wrong"),
+    ] {
+        assert!(!server_log.contains(secret), "api-server logged a {what}");
+        assert!(!agent_log.contains(secret), "edge-agent logged a {what}");
+    }
 }
