@@ -3,8 +3,12 @@
 // pairing code, pair and start the demo agent with it, open the device's
 // web service from the device list, and screenshot both pages.
 //
+// Then an API token and an intermediary, which runs a command on the
+// test's OpenSSH server from the page.
+//
 // Env: API_URL, AGENT_BIN, WORK_DIR, ORIGIN_URL, EXPECT (text the device
-// page must show), SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium).
+// page must show), SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium),
+// SSH_PORT, SSH_USER, SSH_PASSWORD, SSH_HOST_KEY.
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -30,6 +34,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox'],
 });
 let agent;
+let proxy;
 try {
   const page = await browser.newPage();
   page.setDefaultTimeout(15000);
@@ -121,7 +126,42 @@ try {
   const after = await use();
   if (after !== 401) throw new Error(`a revoked token answered ${after}`);
   console.log('token: created, used, revoked');
+
+  // An intermediary: registered on the page (key shown once), started as
+  // `edge-agent proxy` with what the page shows, listed as connected, and
+  // a command run through it on the test's OpenSSH server from the page.
+  await page.fill('#proxy-name', 'lab proxy');
+  await page.click('#proxy-form button[type="submit"]');
+  await page.locator('#proxy-secret:not([hidden])').waitFor();
+  const shown = (await page.textContent('#proxy-value')).trim();
+  const proxyId = /PROXY_ID=(prx_[0-9a-f]+)/.exec(shown)?.[1];
+  const apiKey = /API_KEY=(elp_[A-Za-z0-9_-]+)/.exec(shown)?.[1];
+  if (!proxyId || !apiKey) throw new Error(`no proxyId/apiKey shown: ${shown}`);
+  proxy = spawn(agentBin, ['proxy'], {
+    env: { ...process.env, SERVER_URL: api, PROXY_ID: proxyId, API_KEY: apiKey }, stdio: 'ignore',
+  });
+  const proxyRow = page.locator('#proxies tr', { hasText: 'lab proxy' });
+  for (let i = 0; i < 40; i++) {
+    await page.evaluate(() => loadProxies());
+    if ((await proxyRow.locator('td').nth(3).textContent()) === 'yes') break;
+    await page.waitForTimeout(250);
+  }
+  if ((await proxyRow.locator('td').nth(3).textContent()) !== 'yes') throw new Error('the intermediary never connected');
+  await proxyRow.locator('button', { hasText: 'Run command' }).click();
+  await page.fill('#command-host', '127.0.0.1');
+  await page.fill('#command-port', env('SSH_PORT'));
+  await page.fill('#command-user', env('SSH_USER'));
+  await page.fill('#command-password', env('SSH_PASSWORD'));
+  await page.fill('#command-hostkey', env('SSH_HOST_KEY'));
+  await page.fill('#command-line', 'echo hello from $(hostname -s)');
+  await page.click('#command-form button[type="submit"]');
+  await page.waitForFunction(() => /^(succeeded|failed|expired)/.test(document.querySelector('#command-output')?.textContent ?? ''));
+  const output = await page.textContent('#command-output');
+  if (!output.startsWith('succeeded (exit 0)') || !output.includes('hello from')) throw new Error(`command output: ${output}`);
+  await page.screenshot({ path: join(shots, 'intermediaries.png'), fullPage: true });
+  console.log('intermediary: registered, connected, command run');
 } finally {
+  if (proxy) proxy.kill();
   if (agent) agent.kill();
   await browser.close();
 }

@@ -18,10 +18,15 @@ async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
     let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
     let work = std::env::temp_dir().join(format!("edgelink-browser-{}", uuid_like()));
     std::fs::create_dir_all(&work).unwrap();
+    let sshd = edgelink_ssh::testing::OpenSsh::start().await;
 
     let out = tokio::task::block_in_place(|| {
         Command::new("node")
             .arg("pair_and_open.mjs")
+            .env("SSH_PORT", sshd.port.to_string())
+            .env("SSH_USER", edgelink_ssh::testing::OpenSsh::USER)
+            .env("SSH_PASSWORD", edgelink_ssh::testing::OpenSsh::PASSWORD)
+            .env("SSH_HOST_KEY", &sshd.host_fingerprint)
             .current_dir(&dir)
             .env("API_URL", &stack.api_url)
             .env("AGENT_BIN", edgelink_e2e::binary("edge-agent"))
@@ -39,8 +44,9 @@ async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
     assert!(stdout.contains("device page: Hello from the demo device"), "{stdout}");
     assert!(stdout.contains("token: created, used, revoked"), "{stdout}");
     assert!(stdout.contains("device panel: chart drawn"), "{stdout}");
+    assert!(stdout.contains("intermediary: registered, connected, command run"), "{stdout}");
     assert!(origin::INDEX_HTML.contains("Hello from the demo device"));
-    for shot in ["devices.png", "device.png", "device-panel.png", "tokens.png"] {
+    for shot in ["devices.png", "device.png", "device-panel.png", "tokens.png", "intermediaries.png"] {
         let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "screenshot {shot} missing or empty");
     }
