@@ -292,13 +292,27 @@ pub async fn get_command(
             .ok_or_else(|| ApiError::bad_request("wait must be a duration such as 30s or 500ms"))?
             .min(Duration::from_secs(60)),
     };
-    let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
-    if wait.is_zero() || !matches!(row.status.as_str(), "pending" | "running") {
-        return Ok(axum::Json(command_view(&row)));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Subscribed before reading, so an end between the two is seen.
+        let mut ended = state.command_hub().subscribe();
+        let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
+        if !matches!(row.status.as_str(), "pending" | "running") || tokio::time::Instant::now() >= deadline {
+            return Ok(axum::Json(command_view(&row)));
+        }
+        let this = async {
+            loop {
+                match ended.recv().await {
+                    Ok(done) if done == id => return,
+                    Ok(_) => {}
+                    // Missed some: read the state again.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, this).await;
     }
-    state.command_hub().wait(&id, wait).await;
-    let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
-    Ok(axum::Json(command_view(&row)))
 }
 
 fn command_view(row: &CommandRow) -> Value {

@@ -371,20 +371,10 @@ impl Hub {
         self.apply(effects).await;
     }
 
-    /// Waits until command `id` may have ended, at most `wait`.
-    pub async fn wait(&self, id: &str, wait: Duration) {
-        let mut rx = self.finished.subscribe();
-        if !self.lock().pending.contains_key(id) {
-            return;
-        }
-        let until = async {
-            while let Ok(done) = rx.recv().await {
-                if done == id {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(wait, until).await;
+    /// Ids of commands as they end (subscribe before reading a command's
+    /// state, then wait for its id).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.finished.subscribe()
     }
 
     async fn apply(&self, effects: Vec<Effect>) {
