@@ -13,6 +13,7 @@ use edgelink_commands::{
     CommandRequest, CreateError, CreateRequest, Destination, Hub, Intermediaries, SubmitError, TargetSpec, View,
 };
 use edgelink_protocol::error::ErrorCode;
+use edgelink_protocol::time::rfc3339;
 use edgelink_store::{CommandRow, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -331,9 +332,9 @@ fn command_view(row: &CommandRow) -> Value {
         "stderr": row.stderr,
         "exit_code": row.exit_code,
         "error": row.error,
-        "created_at": row.created_at,
-        "started_at": row.started_at,
-        "finished_at": row.finished_at,
+        "created_at": rfc3339(row.created_at),
+        "started_at": row.started_at.map(rfc3339),
+        "finished_at": row.finished_at.map(rfc3339),
     })
 }
 

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use edgelink_auth::cookie::CookieKeys;
 use edgelink_protocol::net::Cidr;
+use edgelink_protocol::time::rfc3339;
 use edgelink_store::{Intermediary, Store};
 use serde::{Deserialize, Serialize};
 
@@ -91,12 +92,12 @@ pub struct View {
     pub group: String,
     /// Allowlist.
     pub allowed_ips: Vec<String>,
-    /// ms.
-    pub created_at: i64,
-    /// ms.
-    pub rotated_at: Option<i64>,
-    /// ms.
-    pub last_seen_at: Option<i64>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, when the key was last replaced.
+    pub rotated_at: Option<String>,
+    /// RFC 3339, its last connection.
+    pub last_seen_at: Option<String>,
     /// Address of its last connection.
     pub last_seen_ip: Option<String>,
     /// Connected to this api-server now.
@@ -138,14 +139,8 @@ impl Intermediaries {
         if !printable(group, 100) {
             return Err(CreateError::Group);
         }
-        if req.allowed_ips.len() > MAX_ALLOWED_IPS {
-            return Err(CreateError::Address(format!("at most {MAX_ALLOWED_IPS} entries")));
-        }
-        let blocks = req
-            .allowed_ips
-            .iter()
-            .map(|s| s.parse::<Cidr>().map(String::from).map_err(CreateError::Address))
-            .collect::<Result<Vec<_>, _>>()?;
+        let blocks =
+            edgelink_protocol::net::parse_allowlist(&req.allowed_ips, MAX_ALLOWED_IPS).map_err(CreateError::Address)?;
         if self.store.list_intermediaries(owner_id).await?.len() >= MAX_PER_USER {
             return Err(CreateError::TooMany);
         }
@@ -207,9 +202,9 @@ pub fn view(row: &Intermediary, connected: bool) -> View {
         name: row.name.clone(),
         group: row.group_name.clone(),
         allowed_ips: row.allowed_ips.split_whitespace().map(str::to_owned).collect(),
-        created_at: row.created_at,
-        rotated_at: row.rotated_at,
-        last_seen_at: row.last_seen_at,
+        created_at: rfc3339(row.created_at),
+        rotated_at: row.rotated_at.map(rfc3339),
+        last_seen_at: row.last_seen_at.map(rfc3339),
         last_seen_ip: row.last_seen_ip.clone(),
         connected,
     }

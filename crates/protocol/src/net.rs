@@ -40,6 +40,15 @@ impl From<Cidr> for String {
     }
 }
 
+/// An address allowlist as a request gives it: at most `max` entries, each
+/// `ADDR` or `ADDR/PREFIX`; returns them normalized.
+pub fn parse_allowlist(entries: &[String], max: usize) -> Result<Vec<String>, String> {
+    if entries.len() > max {
+        return Err(format!("at most {max} entries"));
+    }
+    entries.iter().map(|s| s.parse::<Cidr>().map(String::from)).collect()
+}
+
 impl Cidr {
     /// Parses `ADDR` or `ADDR/PREFIX`.
     pub fn parse(s: &str) -> Result<Cidr, String> {

@@ -220,14 +220,8 @@ impl ApiTokens {
             Some(d) if EXPIRY_DAYS.contains(&d) => Some(now + i64::from(d) * DAY_MS),
             Some(_) => return Err(CreateError::Expiry),
         };
-        if req.allowed_ips.len() > MAX_ALLOWED_IPS {
-            return Err(CreateError::Address(format!("at most {MAX_ALLOWED_IPS} entries")));
-        }
-        let blocks = req
-            .allowed_ips
-            .iter()
-            .map(|s| s.parse::<Cidr>().map(String::from).map_err(CreateError::Address))
-            .collect::<Result<Vec<_>, _>>()?;
+        let blocks =
+            edgelink_protocol::net::parse_allowlist(&req.allowed_ips, MAX_ALLOWED_IPS).map_err(CreateError::Address)?;
         if self.store.list_api_tokens(owner_id).await?.len() >= MAX_TOKENS_PER_USER {
             return Err(CreateError::TooMany);
         }
