@@ -56,6 +56,18 @@ pub struct AgentConfig {
     /// How often the inbox is checked without a notice from the relay.
     #[serde(with = "humantime_serde")]
     pub message_poll_interval: Duration,
+    /// Native remote commands this device runs (`POST
+    /// /api/v1/devices/{id}/commands`): each entry is matched against the
+    /// whole command line, exactly or with `*`/`?` (`systemctl status *`).
+    /// Empty (the default): remote commands are refused.
+    pub commands_allow: Vec<String>,
+    /// The OS account remote commands run as (the agent's own when unset;
+    /// another one needs the agent to run as root).
+    pub commands_run_as: Option<String>,
+    /// Environment variables a remote command may set.
+    pub commands_env_allow: Vec<String>,
+    /// Bytes kept of a remote command's stdout and of its stderr.
+    pub commands_output_cap: usize,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +90,10 @@ impl Default for AgentConfig {
             message_url: None,
             message_timeout: Duration::from_secs(30),
             message_poll_interval: Duration::from_secs(60),
+            commands_allow: Vec::new(),
+            commands_run_as: None,
+            commands_env_allow: Vec::new(),
+            commands_output_cap: 1024 * 1024,
         }
     }
 }
@@ -118,10 +134,22 @@ impl AgentConfig {
             }
             _ => {}
         }
+        if self.commands_output_cap == 0 || self.commands_output_cap > 16 * 1024 * 1024 {
+            return Err("commands_output_cap must be 1 byte to 16 MiB".into());
+        }
         if self.message_timeout.is_zero() || self.message_poll_interval < Duration::from_secs(1) {
             return Err("message_timeout must be > 0 and message_poll_interval at least 1s".into());
         }
         Ok(())
+    }
+
+    /// What remote commands may do here; `None` when they are disabled.
+    pub fn command_policy(&self) -> Option<crate::exec::Policy> {
+        (!self.commands_allow.is_empty()).then(|| crate::exec::Policy {
+            allow: self.commands_allow.clone(),
+            run_as: self.commands_run_as.clone(),
+            env_allow: self.commands_env_allow.clone(),
+        })
     }
 
     /// Where messages are handed, if anywhere.

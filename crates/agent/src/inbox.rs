@@ -46,6 +46,17 @@ struct Envelope {
     message_type: String,
 }
 
+/// A claimed native command, as the relay answers it.
+#[derive(Debug, Deserialize)]
+struct Claimed {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: std::collections::HashMap<String, String>,
+    timeout_ms: u64,
+}
+
 #[derive(Debug, Deserialize)]
 struct Batch {
     messages: Vec<serde_json::Value>,
@@ -54,7 +65,10 @@ struct Batch {
 /// The inbox: one per agent process.
 #[derive(Debug)]
 pub struct Inbox {
-    handler: Handler,
+    /// Where application messages go (`None`: they stay queued).
+    handler: Option<Handler>,
+    /// What native commands may do, and their output cap (`None`: refused).
+    commands: Option<(crate::exec::Policy, usize)>,
     timeout: Duration,
     http: reqwest::Client,
     /// Handled, acknowledgement not yet accepted.
@@ -65,13 +79,18 @@ pub struct Inbox {
 impl Inbox {
     /// An inbox handing messages to `handler`, each within `timeout`;
     /// `wake` is notified by the relay's notices.
-    pub fn new(handler: Handler, timeout: Duration, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        handler: Option<Handler>,
+        commands: Option<(crate::exec::Policy, usize)>,
+        timeout: Duration,
+        wake: Arc<Notify>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .build()
             .unwrap_or_default();
-        Inbox { handler, timeout, http, handled: Mutex::new(HashSet::new()), wake }
+        Inbox { handler, commands, timeout, http, handled: Mutex::new(HashSet::new()), wake }
     }
 
     /// Drains the inbox now, then whenever woken or every `poll`, until the
@@ -122,7 +141,17 @@ impl Inbox {
                     continue;
                 };
                 let known = self.handled.lock().unwrap_or_else(|e| e.into_inner()).contains(&env.id);
-                if !known {
+                if env.message_type == paths::COMMAND_NOTICE_TYPE {
+                    // A native command's notice: claimed, run and reported
+                    // here, whatever the application handler is.
+                    if !known {
+                        self.run_command(&mut conn, &raw).await?;
+                        self.remember(&env.id);
+                    }
+                } else if self.handler.is_none() {
+                    // No application handler: it stays queued.
+                    continue;
+                } else if !known {
                     if let Err(e) = self.hand_over(&env, &raw).await {
                         // Not acknowledged: it comes back with the next fetch.
                         tracing::warn!(message_id = %env.id, error = %e, "message handler failed; will retry");
@@ -163,10 +192,68 @@ impl Inbox {
         self.handled.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
+    /// Claims the native command a notice names, runs it under the
+    /// device's policy and reports how it ended. Err only when the relay
+    /// could not be asked (the notice is then taken again).
+    async fn run_command(&self, conn: &mut ControlConn, raw: &serde_json::Value) -> Result<(), String> {
+        let Some(id) = raw.pointer("/content/command_id").and_then(|v| v.as_str()) else {
+            tracing::warn!("a command notice without a command_id was dropped");
+            return Ok(());
+        };
+        let base = format!("{}/{}", paths::COMMANDS, edgelink_protocol::paths::encode_segment(id));
+        let (status, body) = conn.send("POST", &format!("{base}/claim"), None).await?;
+        if status != 200 {
+            // Not this device's, no longer pending (canceled, expired, run
+            // already): nothing to run.
+            tracing::info!(command_id = id, status, "command not claimed");
+            return Ok(());
+        }
+        let claimed: Claimed = serde_json::from_slice(&body).map_err(|e| format!("bad claim answer: {e}"))?;
+        let report = match &self.commands {
+            None => {
+                serde_json::json!({"error": "remote commands are disabled on this device (commands_allow is empty)"})
+            }
+            Some((policy, cap)) => {
+                let limits =
+                    edgelink_ssh::Limits { timeout: Duration::from_millis(claimed.timeout_ms), output_cap: *cap };
+                tracing::info!(command_id = id, program = %claimed.command, "running a remote command");
+                match crate::exec::run(policy, &claimed.command, &claimed.args, &claimed.env, limits).await {
+                    Ok(out) => {
+                        let mut report = serde_json::json!({
+                            "stdout": out.stdout, "stderr": out.stderr,
+                            "exit_code": out.exit_code, "stdout_truncated": out.stdout_truncated,
+                            "stderr_truncated": out.stderr_truncated,
+                        });
+                        if out.timed_out {
+                            report["error"] = serde_json::json!(format!(
+                                "the command timed out after {} ms and was killed",
+                                claimed.timeout_ms
+                            ));
+                        } else if out.exit_code.is_none() {
+                            report["error"] = serde_json::json!(format!(
+                                "the command was ended by {}",
+                                out.signal.as_deref().unwrap_or("a signal")
+                            ));
+                        }
+                        report
+                    }
+                    Err(refusal) => serde_json::json!({"error": refusal.to_string()}),
+                }
+            }
+        };
+        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        let (status, _) = conn.send("POST", &format!("{base}/result"), Some(body)).await?;
+        tracing::info!(command_id = id, status, "command result reported");
+        Ok(())
+    }
+
     /// Hands one message to the handler; Ok when it says it handled it.
     async fn hand_over(&self, env: &Envelope, raw: &serde_json::Value) -> Result<(), String> {
         let json = serde_json::to_vec(raw).map_err(|e| e.to_string())?;
-        match &self.handler {
+        let Some(handler) = &self.handler else {
+            return Err("no message handler".into());
+        };
+        match handler {
             Handler::Http(url) => {
                 let resp = self
                     .http

@@ -41,13 +41,13 @@ pub async fn run(
     let auth = AuthClient::new(http, &config.api_url, &device_id);
     let prefix = crate::config::local_base_path(&config.local_service);
     let ctx = Arc::new(StreamContext::new(&device_id, authority, prefix, config.request_timeout));
-    let inbox = match config.message_handler() {
-        Some(h) => Some(Arc::new(Inbox::new(h, config.message_timeout, ctx.wake.clone()))),
-        None => {
-            tracing::info!("no message_command or message_url: messages for this device stay queued");
-            None
-        }
-    };
+    let handler = config.message_handler();
+    if handler.is_none() {
+        tracing::info!("no message_command or message_url: messages for this device stay queued");
+    }
+    let commands = config.command_policy().map(|p| (p, config.commands_output_cap));
+    let inbox = (handler.is_some() || commands.is_some())
+        .then(|| Arc::new(Inbox::new(handler, commands, config.message_timeout, ctx.wake.clone())));
     let tunnel_cfg = config.tunnel_config();
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut tokens: Option<Tokens> = None;

@@ -268,6 +268,55 @@ pub async fn command_to_group(
     Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
 }
 
+impl From<edgelink_commands::native::NativeError> for ApiError {
+    fn from(e: edgelink_commands::native::NativeError) -> Self {
+        use edgelink_commands::native::NativeError;
+        match e {
+            NativeError::Invalid(why) => ApiError::bad_request(why),
+            NativeError::Send(s) => s.into(),
+            NativeError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// `POST /api/v1/devices/{id}/commands` → `202`: a command for the
+/// device's own agent (run only if its `commands_allow` admits it).
+pub async fn command_to_device(
+    State(state): State<AppState>,
+    user: UserPrincipal,
+    Path(id): Path<String>,
+    Json(body): Json<edgelink_commands::native::DeviceCommand>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let device = crate::devices::device_of(&state, &user, &id).await?;
+    let row =
+        edgelink_commands::native::submit(state.store(), state.messages(), &user.user.id, &device.id, body).await?;
+    crate::messages::notify_recipients(&state, &user.user.id, std::slice::from_ref(&device.id));
+    Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
+}
+
+/// `POST /api/v1/commands/{id}/cancel`: a command no one has taken yet
+/// is `canceled` (never runs); one already running answers `409`.
+pub async fn cancel_command(
+    State(state): State<AppState>,
+    user: UserPrincipal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let missing = || ApiError::new(ErrorCode::NotFound, "no such command");
+    if id.len() > 64 {
+        return Err(missing());
+    }
+    if !state.store().cancel_command(&user.user.id, &id, now_ms()).await? {
+        let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("the command is {} and cannot be canceled", row.status),
+        ));
+    }
+    state.command_hub().forget(&id);
+    let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
+    Ok(axum::Json(command_view(&row)))
+}
+
 /// `?wait=30s`.
 #[derive(Deserialize)]
 pub struct WaitQuery {
@@ -312,7 +361,14 @@ pub async fn get_command(
                 }
             }
         };
-        let _ = tokio::time::timeout_at(deadline, this).await;
+        // A device's agent reports through its relay, which writes the
+        // store directly: those are read again every 250 ms.
+        let step = if row.device_id.is_some() {
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(250))
+        } else {
+            deadline
+        };
+        let _ = tokio::time::timeout_at(step, this).await;
     }
 }
 
@@ -320,6 +376,7 @@ fn command_view(row: &CommandRow) -> Value {
     json!({
         "command_id": row.id,
         "status": row.status,
+        "device_id": row.device_id,
         "proxy_id": row.intermediary_id,
         "group": row.group_name,
         "ran_on": row.ran_on,

@@ -166,6 +166,10 @@ pub fn routes() -> Vec<Route> {
         Route::new(Method::POST, "/api/v1/proxy-groups/{group}/commands", User, proxies::command_to_group)
             .scope(CommandExecute),
         Route::new(Method::GET, "/api/v1/commands/{id}", User, proxies::get_command).scope(CommandExecute),
+        Route::new(Method::POST, "/api/v1/commands/{id}/cancel", User, proxies::cancel_command).scope(CommandExecute),
+        // Native commands, run by the device's own agent.
+        Route::new(Method::POST, "/api/v1/devices/{id}/commands", User, proxies::command_to_device)
+            .scope(CommandExecute),
         // This API, described (any signed-in user or token).
         Route::new(Method::GET, "/api/openapi.json", User, crate::openapi::serve),
         // Seed 000's node API (docs/api.md, "Seed 000 compatibility").

@@ -269,6 +269,9 @@ impl Hub {
             username: t.username.clone(),
             command: req.command.clone(),
             timeout_ms: req.timeout.as_millis() as i64,
+            device_id: None,
+            args: None,
+            expires_at: None,
         };
         let row = self.store.create_command(owner_id, &new, now).await?;
         // The document's fields; `hostKey` and `passphrase` are edgelink's.
@@ -369,6 +372,17 @@ impl Hub {
             effects
         };
         self.apply(effects).await;
+        match self.store.expire_device_commands(edgelink_store::now_ms(), 60_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(commands = n, "device commands expired or timed out"),
+            Err(e) => tracing::warn!(error = %e, "could not expire device commands"),
+        }
+    }
+
+    /// Drops pending command `id` (canceled before any intermediary took
+    /// it): its credentials leave memory and it is never sent.
+    pub fn forget(&self, id: &str) {
+        self.lock().pending.remove(id);
     }
 
     /// Ids of commands as they end (subscribe before reading a command's

@@ -10,6 +10,7 @@
 //! credentials: those stay in memory until an intermediary answers.
 
 mod hub;
+pub mod native;
 
 use std::net::IpAddr;
 

@@ -221,6 +221,11 @@ impl From<MessageRow> for Message {
     }
 }
 
+/// Message types edgelink uses itself; users and programs cannot send them.
+pub const RESERVED_TYPE_PREFIX: &str = "edgelink.";
+/// The type of a native command's notice (its content: `{"command_id"}`).
+pub const COMMAND_TYPE: &str = edgelink_protocol::paths::COMMAND_NOTICE_TYPE;
+
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -286,6 +291,27 @@ impl Messages {
     /// Checks `out`, resolves its recipients among `owner_id`'s active
     /// devices and persists it for each; nothing is written on any error.
     pub async fn send(&self, owner_id: &str, sender: &Sender, out: Outgoing, now: i64) -> Result<Sent, SendError> {
+        if out.message_type.starts_with(RESERVED_TYPE_PREFIX) {
+            return Err(SendError::Invalid(format!(
+                "message types starting with {RESERVED_TYPE_PREFIX:?} are edgelink's own"
+            )));
+        }
+        self.send_any(owner_id, sender, out, now).await
+    }
+
+    /// [`Messages::send`] without the reserved-type check: for edgelink's
+    /// own messages (a native command's notice).
+    pub async fn send_reserved(
+        &self,
+        owner_id: &str,
+        sender: &Sender,
+        out: Outgoing,
+        now: i64,
+    ) -> Result<Sent, SendError> {
+        self.send_any(owner_id, sender, out, now).await
+    }
+
+    async fn send_any(&self, owner_id: &str, sender: &Sender, out: Outgoing, now: i64) -> Result<Sent, SendError> {
         let message_type = label("message_type", &out.message_type)?;
         let priority = match out.priority.as_deref() {
             None => Priority::Normal,

@@ -36,6 +36,15 @@ pub const HEARTBEAT: &str = "/.edgelink/v1/heartbeat";
 /// `POST {MESSAGES}/{id}/ack` acknowledges one after it was handled.
 pub const MESSAGES: &str = "/.edgelink/v1/messages";
 
+/// Device → relay: `POST {COMMANDS}/{id}/claim` takes a pending native
+/// command of this device (answers its command line, args, env and
+/// timeout); `POST {COMMANDS}/{id}/result` reports how it ended.
+pub const COMMANDS: &str = "/.edgelink/v1/commands";
+
+/// The message type of a native command's notice (content:
+/// `{"command_id"}`), reserved to edgelink.
+pub const COMMAND_NOTICE_TYPE: &str = "edgelink.command";
+
 /// Relay → device: something waits for it (`{"topic": "messages"}`); the
 /// device fetches it over a stream of its own.
 pub const NOTIFY: &str = "/.edgelink/v1/notify";

@@ -129,7 +129,93 @@ async fn handle(
         }
         return Ok(ack_message(relay, &device_id, id, &path).await);
     }
+    if let Some(rest) = path.strip_prefix(paths::COMMANDS).and_then(|r| r.strip_prefix('/')) {
+        if method != hyper::Method::POST {
+            return Ok(error(ErrorCode::MethodNotAllowed, "commands are claimed and reported with POST", &path));
+        }
+        if let Some(id) = rest.strip_suffix("/claim") {
+            return Ok(claim_command(relay, &device_id, id, &path).await);
+        }
+        if let Some(id) = rest.strip_suffix("/result") {
+            return Ok(command_result(relay, &device_id, id, req, &path).await);
+        }
+    }
     Ok(error(ErrorCode::NotFound, "no such control path", &path))
+}
+
+/// `POST /.edgelink/v1/commands/{id}/claim`: the device takes its pending
+/// native command `id` (now running) and gets what to run.
+async fn claim_command(relay: Relay, device_id: &str, id: &str, path: &str) -> Response<Full<Bytes>> {
+    match relay.store().claim_device_command(device_id, id, now_ms()).await {
+        Ok(Some(row)) => {
+            let extra: serde_json::Value =
+                row.args.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "command_id": row.id,
+                    "command": row.command,
+                    "args": extra.get("args").cloned().unwrap_or_else(|| serde_json::json!([])),
+                    "env": extra.get("env").cloned().unwrap_or_else(|| serde_json::json!({})),
+                    "timeout_ms": row.timeout_ms,
+                }),
+            )
+        }
+        Ok(None) => error(ErrorCode::NotFound, "no pending command with this id for this device", path),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not claim a command");
+            error(ErrorCode::Unavailable, "commands are unavailable right now; try again", path)
+        }
+    }
+}
+
+/// How the agent reports a native command's end.
+#[derive(serde::Deserialize)]
+struct Reported {
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    /// Why it did not run (refused by the device's policy, …).
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `POST /.edgelink/v1/commands/{id}/result`: how the device's running
+/// command `id` ended.
+async fn command_result(
+    relay: Relay,
+    device_id: &str,
+    id: &str,
+    req: Request<Incoming>,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    // Two capped outputs and a little more.
+    const MAX: usize = 4 * 1024 * 1024;
+    let Ok(body) = Limited::new(req.into_body(), MAX).collect().await else {
+        return error(ErrorCode::PayloadTooLarge, "the result is too large", path);
+    };
+    let Ok(r) = serde_json::from_slice::<Reported>(&body.to_bytes()) else {
+        return error(ErrorCode::BadRequest, "the result is not the expected JSON", path);
+    };
+    let end = edgelink_store::CommandEnd {
+        status: if r.error.is_none() && r.exit_code == Some(0) { "succeeded" } else { "failed" },
+        ran_on: None,
+        stdout: Some(r.stdout),
+        stderr: Some(r.stderr),
+        exit_code: r.exit_code,
+        error: r.error,
+    };
+    match relay.store().finish_device_command(device_id, id, &end, now_ms()).await {
+        Ok(true) => json(StatusCode::OK, &serde_json::json!({ "command_id": id, "status": end.status })),
+        Ok(false) => error(ErrorCode::NotFound, "no running command with this id for this device", path),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record a command's result");
+            error(ErrorCode::Unavailable, "the result could not be recorded; send it again", path)
+        }
+    }
 }
 
 /// `GET /.edgelink/v1/messages?limit=N`: the device's unread messages,

@@ -70,6 +70,12 @@ pub struct CommandRow {
     pub started_at: Option<i64>,
     /// ms, when it ended.
     pub finished_at: Option<i64>,
+    /// The device whose agent runs it (native commands).
+    pub device_id: Option<String>,
+    /// Native commands: JSON `{"args": [...], "env": {...}}`.
+    pub args: Option<String>,
+    /// ms: a native command no agent claimed by then expires.
+    pub expires_at: Option<i64>,
 }
 
 /// What a new command is stored with.
@@ -91,6 +97,12 @@ pub struct NewCommand {
     pub command: String,
     /// Its timeout, ms.
     pub timeout_ms: i64,
+    /// The device whose agent runs it (native commands).
+    pub device_id: Option<String>,
+    /// Native commands: JSON `{"args": [...], "env": {...}}`.
+    pub args: Option<String>,
+    /// ms: a native command no agent claimed by then expires.
+    pub expires_at: Option<i64>,
 }
 
 /// How a command ended.
@@ -113,7 +125,8 @@ pub struct CommandEnd {
 const COLUMNS: &str =
     "id, owner_id, name, group_name, allowed_ips, created_at, rotated_at, last_seen_at, last_seen_ip, revoked_at";
 const COMMAND_COLUMNS: &str = "id, owner_id, intermediary_id, group_name, ran_on, host, port, username, command, \
-     timeout_ms, status, stdout, stderr, exit_code, error, created_at, started_at, finished_at";
+     timeout_ms, status, stdout, stderr, exit_code, error, created_at, started_at, finished_at, device_id, args, \
+     expires_at";
 
 impl Store {
     /// Stores an intermediary of `owner_id` with its key's digest.
@@ -245,7 +258,8 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO commands (id, owner_id, intermediary_id, group_name, host, port, username, command, \
-                 timeout_ms, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
+                 timeout_ms, status, created_at, device_id, args, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)",
             )
             .bind(&new.id)
             .bind(owner_id)
@@ -257,6 +271,9 @@ impl Store {
             .bind(&new.command)
             .bind(new.timeout_ms)
             .bind(now)
+            .bind(&new.device_id)
+            .bind(&new.args)
+            .bind(new.expires_at)
             .execute(pool)
             .await?;
             Ok::<(), crate::Error>(())
@@ -315,6 +332,96 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Device `device_id` takes its pending command `id` (now running);
+    /// `None` when there is no such pending command of that device.
+    pub async fn claim_device_command(&self, device_id: &str, id: &str, now: i64) -> Result<Option<CommandRow>> {
+        let done = with_pool!(self, |pool| {
+            let r = sqlx::query(
+                "UPDATE commands SET status = 'running', started_at = $1 \
+                 WHERE id = $2 AND device_id = $3 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(device_id)
+            .execute(pool)
+            .await?;
+            Ok::<bool, crate::Error>(r.rows_affected() == 1)
+        })?;
+        if !done {
+            return Ok(None);
+        }
+        let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?)
+        })
+    }
+
+    /// Device `device_id` reports how its running command `id` ended;
+    /// false when it has no such running command.
+    pub async fn finish_device_command(&self, device_id: &str, id: &str, end: &CommandEnd, now: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE commands SET status = $1, stdout = $2, stderr = $3, exit_code = $4, error = $5, \
+                 finished_at = $6 WHERE id = $7 AND device_id = $8 AND status = 'running'",
+            )
+            .bind(end.status)
+            .bind(&end.stdout)
+            .bind(&end.stderr)
+            .bind(end.exit_code)
+            .bind(&end.error)
+            .bind(now)
+            .bind(id)
+            .bind(device_id)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Cancels `owner_id`'s command `id` if no one has taken it yet.
+    pub async fn cancel_command(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE commands SET status = 'canceled', finished_at = $1 \
+                 WHERE owner_id = $2 AND id = $3 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(owner_id)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Ends native commands no agent claimed before `expires_at`
+    /// (`expired`) and claimed ones with no result long after their
+    /// timeout (`failed`); returns how many.
+    pub async fn expire_device_commands(&self, now: i64, grace_ms: i64) -> Result<u64> {
+        with_pool!(self, |pool| {
+            let a = sqlx::query(
+                "UPDATE commands SET status = 'expired', finished_at = $1, \
+                 error = 'the device did not take the command before it expired' \
+                 WHERE device_id IS NOT NULL AND status = 'pending' AND expires_at <= $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await?;
+            let b = sqlx::query(
+                "UPDATE commands SET status = 'failed', finished_at = $1, \
+                 error = 'the device did not report a result in time' \
+                 WHERE device_id IS NOT NULL AND status = 'running' AND started_at + timeout_ms + $2 <= $1",
+            )
+            .bind(now)
+            .bind(grace_ms)
+            .execute(pool)
+            .await?;
+            Ok(a.rows_affected() + b.rows_affected())
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct IntermediaryWithHash {
     #[sqlx(flatten)]
@@ -353,6 +460,9 @@ mod tests {
                 username: "root".into(),
                 command: "uptime".into(),
                 timeout_ms: 30_000,
+                device_id: None,
+                args: None,
+                expires_at: None,
             };
             let c = store.create_command(&alice.id, &new, 3_000).await.unwrap();
             assert_eq!(c.status, "pending");

@@ -11,6 +11,7 @@ mod forward;
 mod intermediaries;
 mod lifecycle;
 mod messages;
+mod native_commands;
 mod openapi;
 mod pairing;
 mod postgres;
