@@ -26,6 +26,8 @@ const agentEnv = {
   ...process.env,
   EDGELINK_AGENT__KEY_FILE: join(work, 'device.key'),
   EDGELINK_AGENT__STATE_FILE: join(work, 'state.json'),
+  // Native commands: this one command line only.
+  EDGELINK_AGENT__COMMANDS_ALLOW: '["/bin/echo *"]',
 };
 
 const browser = await chromium.launch({
@@ -105,8 +107,22 @@ try {
   await page.locator('#device-messages tr', { hasText: 'browser_test' }).waitFor();
   const latest = await page.textContent('#device-latest');
   if (!latest.includes('Memory') || latest.includes('never')) throw new Error(`no latest values: ${latest}`);
-  await page.screenshot({ path: join(shots, 'device-panel.png'), fullPage: true });
   console.log(`device panel: chart drawn (${drawn} pixels), message queue shown`);
+
+  // A native command from the device panel: run by the agent, listed.
+  await page.fill('#device-command', '/bin/echo native hello');
+  await page.click('#device-command-form button[type="submit"]');
+  await page.waitForFunction(() => /^(succeeded|failed|expired)/.test(document.querySelector('#device-command-output')?.textContent ?? ''));
+  const native = await page.textContent('#device-command-output');
+  if (!native.startsWith('succeeded (exit 0)') || !native.includes('native hello')) throw new Error(`native command: ${native}`);
+  await page.locator('#device-commands tr', { hasText: '/bin/echo native hello' }).waitFor();
+  await page.fill('#device-command', '/bin/cat /etc/shadow');
+  await page.click('#device-command-form button[type="submit"]');
+  await page.waitForFunction(() => /^(succeeded|failed|expired)/.test(document.querySelector('#device-command-output')?.textContent ?? ''));
+  const refused = await page.textContent('#device-command-output');
+  if (!refused.startsWith('failed') || !refused.includes('allowlist')) throw new Error(`refused command: ${refused}`);
+  await page.screenshot({ path: join(shots, 'device-panel.png'), fullPage: true });
+  console.log('device commands: allowed one ran, another refused');
 
   // An API token: created on the page, shown once, works, revoked.
   await page.fill('#token-name', 'ci pipeline');

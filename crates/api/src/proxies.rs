@@ -212,6 +212,10 @@ pub struct CommandBody {
     server_id: Option<u64>,
 }
 
+fn command_body(body: Value) -> Result<CommandBody, ApiError> {
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("invalid command: {e}")))
+}
+
 fn default_port() -> u16 {
     22
 }
@@ -244,11 +248,13 @@ pub async fn command_to_one(
     State(state): State<AppState>,
     user: UserPrincipal,
     Path(id): Path<String>,
-    Json(body): Json<CommandBody>,
+    Json(body): Json<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    if id.len() > 64 {
+    // Ownership first: another user's intermediary is 404 whatever the body.
+    if id.len() > 64 || state.store().intermediary(&user.user.id, &id).await?.is_none() {
         return Err(not_found());
     }
+    let body = command_body(body)?;
     let row = state.command_hub().submit(&user.user.id, Destination::Intermediary(id), body.into_request()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
 }
@@ -259,11 +265,13 @@ pub async fn command_to_group(
     State(state): State<AppState>,
     user: UserPrincipal,
     Path(group): Path<String>,
-    Json(body): Json<CommandBody>,
+    Json(body): Json<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    if group.len() > 100 {
+    let known = state.store().list_intermediaries(&user.user.id).await?.iter().any(|i| i.group_name == group);
+    if group.is_empty() || group.len() > 100 || !known {
         return Err(not_found());
     }
+    let body = command_body(body)?;
     let row = state.command_hub().submit(&user.user.id, Destination::Group(group), body.into_request()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
 }
@@ -285,13 +293,28 @@ pub async fn command_to_device(
     State(state): State<AppState>,
     user: UserPrincipal,
     Path(id): Path<String>,
-    Json(body): Json<edgelink_commands::native::DeviceCommand>,
+    Json(body): Json<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    // Ownership first: another user's device is 404 whatever the body.
     let device = crate::devices::device_of(&state, &user, &id).await?;
+    let body: edgelink_commands::native::DeviceCommand =
+        serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("invalid command: {e}")))?;
     let row =
         edgelink_commands::native::submit(state.store(), state.messages(), &user.user.id, &device.id, body).await?;
     crate::messages::notify_recipients(&state, &user.user.id, std::slice::from_ref(&device.id));
     Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
+}
+
+/// `GET /api/v1/devices/{id}/commands`: the device's last 50 native
+/// commands, newest first.
+pub async fn device_commands(
+    State(state): State<AppState>,
+    user: UserPrincipal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let device = crate::devices::device_of(&state, &user, &id).await?;
+    let rows = state.store().list_device_commands(&user.user.id, &device.id, 50).await?;
+    Ok(axum::Json(json!({ "commands": rows.iter().map(command_view).collect::<Vec<_>>() })))
 }
 
 /// `POST /api/v1/commands/{id}/cancel`: a command no one has taken yet
@@ -377,6 +400,7 @@ fn command_view(row: &CommandRow) -> Value {
         "command_id": row.id,
         "status": row.status,
         "device_id": row.device_id,
+        "args": row.args.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()).and_then(|a| a.get("args").cloned()),
         "proxy_id": row.intermediary_id,
         "group": row.group_name,
         "ran_on": row.ran_on,

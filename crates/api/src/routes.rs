@@ -170,6 +170,7 @@ pub fn routes() -> Vec<Route> {
         // Native commands, run by the device's own agent.
         Route::new(Method::POST, "/api/v1/devices/{id}/commands", User, proxies::command_to_device)
             .scope(CommandExecute),
+        Route::new(Method::GET, "/api/v1/devices/{id}/commands", User, proxies::device_commands).scope(CommandExecute),
         // This API, described (any signed-in user or token).
         Route::new(Method::GET, "/api/openapi.json", User, crate::openapi::serve),
         // Seed 000's node API (docs/api.md, "Seed 000 compatibility").

@@ -113,10 +113,12 @@ async function showDevice(d) {
 async function refreshDevice() {
   const d = shown;
   if (!d) return;
-  const [m, q] = await Promise.all([
+  const [m, q, c] = await Promise.all([
     api("GET", `/api/v1/devices/${d.id}/metrics?step=1m`),
     api("GET", `/api/v1/devices/${d.id}/messages?limit=50`),
+    api("GET", `/api/v1/devices/${d.id}/commands`),
   ]);
+  showDeviceCommands(c.commands);
   const last = m.points[m.points.length - 1];
   const facts = [
     ["Status", d.status], ["Last report", last ? when(new Date(last.at).toISOString()) : "never"],
@@ -149,6 +151,43 @@ async function refreshDevice() {
     el("td", {}, el("span", { class: `badge ${msg.status}` }, msg.status)), el("td", {}, String(msg.attempts)),
     el("td", {}, when(msg.expires_at)))));
   $("#device-messages-empty").hidden = q.messages.length > 0;
+}
+
+function commandText(c) {
+  return `${c.status}${c.exit_code !== null ? ` (exit ${c.exit_code})` : ""}${c.error ? `: ${c.error}` : ""}` +
+    `\n${c.stdout || ""}${c.stderr ? `\n[stderr]\n${c.stderr}` : ""}`;
+}
+
+function showDeviceCommands(commands) {
+  $("#device-commands tbody").replaceChildren(...commands.map((c) => el("tr", { "data-command": c.command_id },
+    el("td", {}, when(c.created_at)),
+    el("td", {}, el("code", {}, [c.command, ...(c.args || [])].join(" "))),
+    el("td", {}, el("button", { type: "button", class: "link", onclick: () => {
+      const out = $("#device-command-output");
+      out.hidden = false;
+      out.textContent = commandText(c);
+    } }, c.status)),
+    el("td", {}, c.exit_code !== null ? String(c.exit_code) : "–"))));
+  $("#device-commands-empty").hidden = commands.length > 0;
+}
+
+async function runDeviceCommand(ev) {
+  ev.preventDefault();
+  const d = shown;
+  if (!d) return;
+  const [command, ...args] = $("#device-command").value.trim().split(/\s+/);
+  const out = $("#device-command-output");
+  out.hidden = false;
+  out.textContent = "sent…";
+  try {
+    let c = await api("POST", `/api/v1/devices/${d.id}/commands`,
+      { command, args, timeout_ms: Number($("#device-command-timeout").value) * 1000 });
+    while (c.status === "pending" || c.status === "running") {
+      c = await api("GET", `/api/v1/commands/${c.command_id}?wait=30s`);
+    }
+    out.textContent = commandText(c);
+    showDeviceCommands((await api("GET", `/api/v1/devices/${d.id}/commands`)).commands);
+  } catch (e) { out.textContent = `failed: ${e.message}`; }
 }
 
 async function pair() {
@@ -304,8 +343,7 @@ async function runCommand(ev) {
     while (c.status === "pending" || c.status === "running") {
       c = await api("GET", `/api/v1/commands/${c.command_id}?wait=30s`);
     }
-    out.textContent = `${c.status}${c.exit_code !== null ? ` (exit ${c.exit_code})` : ""}` +
-      `${c.error ? `: ${c.error}` : ""}\n${c.stdout || ""}${c.stderr ? `\n[stderr]\n${c.stderr}` : ""}`;
+    out.textContent = commandText(c);
   } catch (e) { out.textContent = `failed: ${e.message}`; }
 }
 
@@ -327,6 +365,7 @@ async function main() {
   $("#device-close").addEventListener("click", () => { $("#device").hidden = true; shown = null; });
   setupTokens();
   setupProxies();
+  $("#device-command-form").addEventListener("submit", runDeviceCommand);
   await Promise.all([loadDevices(), loadSessions(), loadTokens(), loadProxies()]);
   setInterval(() => loadDevices().catch((e) => say(e.message)), 3000);
   setInterval(() => refreshDevice().catch((e) => say(e.message)), 15000);

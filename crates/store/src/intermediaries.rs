@@ -379,6 +379,22 @@ impl Store {
         })
     }
 
+    /// `owner_id`'s native commands for `device_id`, newest first.
+    pub async fn list_device_commands(&self, owner_id: &str, device_id: &str, limit: i64) -> Result<Vec<CommandRow>> {
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE owner_id = $1 AND device_id = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        );
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(sql))
+                .bind(owner_id)
+                .bind(device_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
     /// Cancels `owner_id`'s command `id` if no one has taken it yet.
     pub async fn cancel_command(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
         with_pool!(self, |pool| {
