@@ -156,4 +156,46 @@ async fn main() {
         report(&format!("api-server → intermediary → SSH, c{c}"), started, lat);
     }
     stop.cancel();
+
+    // Native: api-server → message notice → relay → tunnel → agent (claim,
+    // run /bin/true, report) → GET ?wait (which reads the store every 100 ms
+    // for results a relay wrote).
+    let device = stack.add_device("alice@example.com").await;
+    let mut agent_config = stack.agent_config(&device);
+    agent_config.commands_allow = vec!["/bin/true".into()];
+    let mut agent = stack.spawn_agent_with(agent_config, &device);
+    agent.connected().await;
+    let native = {
+        let (alice, path) = (Arc::clone(&alice), format!("/api/v1/devices/{}/commands", device.id));
+        move || {
+            let (alice, path) = (Arc::clone(&alice), path.clone());
+            async move {
+                let sent: Value = alice
+                    .same_origin(reqwest::Method::POST, &path)
+                    .json(&json!({"command": "/bin/true"}))
+                    .send()
+                    .await
+                    .expect("post")
+                    .json()
+                    .await
+                    .expect("json");
+                let id = sent["command_id"].as_str().expect("command_id").to_owned();
+                let done: Value = alice
+                    .same_origin(reqwest::Method::GET, &format!("/api/v1/commands/{id}?wait=30s"))
+                    .send()
+                    .await
+                    .expect("get")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(done["status"], "succeeded", "{done}");
+            }
+        }
+    };
+    native().await;
+    for c in [1, 8] {
+        let (started, lat) = timed(n.min(200), c, native.clone()).await;
+        report(&format!("api-server → tunnel → agent (native), c{c}"), started, lat);
+    }
+    agent.stop().await;
 }
