@@ -59,6 +59,39 @@ where
     (started, latencies)
 }
 
+/// One command sent to `path` and awaited with `GET …?wait=`, as a
+/// repeatable closure for [`timed`].
+fn command_via(
+    alice: Arc<Browser>,
+    path: String,
+    body: Value,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Clone + Send + 'static {
+    move || {
+        let (alice, path, body) = (Arc::clone(&alice), path.clone(), body.clone());
+        Box::pin(async move {
+            let sent: Value = alice
+                .same_origin(reqwest::Method::POST, &path)
+                .json(&body)
+                .send()
+                .await
+                .expect("post")
+                .json()
+                .await
+                .expect("json");
+            let id = sent["command_id"].as_str().expect("command_id").to_owned();
+            let done: Value = alice
+                .same_origin(reqwest::Method::GET, &format!("/api/v1/commands/{id}?wait=30s"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(done["status"], "succeeded", "{done}");
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(400);
@@ -122,33 +155,7 @@ async fn main() {
         "password": OpenSsh::PASSWORD, "host_key": sshd.host_fingerprint, "command": "true"});
     let alice = Arc::new(alice);
     let path = format!("/api/v1/proxies/{proxy_id}/commands");
-    let one = {
-        let (alice, path, body) = (Arc::clone(&alice), path.clone(), body.clone());
-        move || {
-            let (alice, path, body) = (Arc::clone(&alice), path.clone(), body.clone());
-            async move {
-                let sent: Value = alice
-                    .same_origin(reqwest::Method::POST, &path)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("post")
-                    .json()
-                    .await
-                    .expect("json");
-                let id = sent["command_id"].as_str().expect("command_id").to_owned();
-                let done: Value = alice
-                    .same_origin(reqwest::Method::GET, &format!("/api/v1/commands/{id}?wait=30s"))
-                    .send()
-                    .await
-                    .expect("get")
-                    .json()
-                    .await
-                    .expect("json");
-                assert_eq!(done["status"], "succeeded", "{done}");
-            }
-        }
-    };
+    let one = command_via(Arc::clone(&alice), path, body);
     // The first command waits for the intermediary to connect.
     one().await;
     for c in [1, 8] {
@@ -158,40 +165,19 @@ async fn main() {
     stop.cancel();
 
     // Native: api-server → message notice → relay → tunnel → agent (claim,
-    // run /bin/true, report) → GET ?wait (which reads the store every 100 ms
+    // run /bin/true, report) → GET ?wait (which reads the store every 50 ms
     // for results a relay wrote).
     let device = stack.add_device("alice@example.com").await;
     let mut agent_config = stack.agent_config(&device);
     agent_config.commands_allow = vec!["/bin/true".into()];
     let mut agent = stack.spawn_agent_with(agent_config, &device);
     agent.connected().await;
-    let native = {
-        let (alice, path) = (Arc::clone(&alice), format!("/api/v1/devices/{}/commands", device.id));
-        move || {
-            let (alice, path) = (Arc::clone(&alice), path.clone());
-            async move {
-                let sent: Value = alice
-                    .same_origin(reqwest::Method::POST, &path)
-                    .json(&json!({"command": "/bin/true"}))
-                    .send()
-                    .await
-                    .expect("post")
-                    .json()
-                    .await
-                    .expect("json");
-                let id = sent["command_id"].as_str().expect("command_id").to_owned();
-                let done: Value = alice
-                    .same_origin(reqwest::Method::GET, &format!("/api/v1/commands/{id}?wait=30s"))
-                    .send()
-                    .await
-                    .expect("get")
-                    .json()
-                    .await
-                    .expect("json");
-                assert_eq!(done["status"], "succeeded", "{done}");
-            }
-        }
-    };
+    stack.wait_session(&device.id, None).await;
+    let native = command_via(
+        Arc::clone(&alice),
+        format!("/api/v1/devices/{}/commands", device.id),
+        json!({"command": "/bin/true"}),
+    );
     native().await;
     for c in [1, 8] {
         let (started, lat) = timed(n.min(200), c, native.clone()).await;

@@ -45,6 +45,9 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
     config.commands_env_allow = vec!["GREETING".into()];
     let mut agent = stack.spawn_agent_with(config, &device);
     agent.connected().await;
+    // Registered, so that api-server's notice reaches it (otherwise the
+    // agent would take the command at its next poll).
+    stack.wait_session(&device.id, None).await;
     let path = format!("/api/v1/devices/{}/commands", device.id);
 
     // Allowed: runs, with its output and exit status.
