@@ -32,6 +32,7 @@ pub mod api_tokens;
 pub mod browser;
 pub mod cache;
 pub mod client_ip;
+pub mod commands;
 pub mod config;
 pub mod cookies;
 pub mod device_auth;
@@ -46,7 +47,6 @@ pub mod origins;
 pub mod pairing;
 pub mod principal;
 pub mod provision;
-pub mod proxies;
 pub mod ratelimit;
 pub mod routes;
 pub mod sessions;
@@ -124,7 +124,7 @@ struct Inner {
     /// Connected intermediaries and their commands.
     command_hub: std::sync::Arc<edgelink_commands::Hub>,
     /// The Socket.IO service with the `/proxy` namespace.
-    socket_io: proxies::SocketIoService,
+    socket_io: commands::SocketIoService,
     /// Validated configuration.
     config: ApiConfig,
 }
@@ -154,7 +154,7 @@ impl AppState {
         let intermediaries =
             std::sync::Arc::new(edgelink_commands::Intermediaries::new(store.clone(), cookie_keys.clone()));
         let command_hub = edgelink_commands::Hub::new(store.clone());
-        let socket_io = proxies::socket_io(intermediaries.clone(), command_hub.clone());
+        let socket_io = commands::socket_io(intermediaries.clone(), command_hub.clone());
         let sessions = sessions::BrowserSessions::new(
             store.clone(),
             config.cache_ttl,
@@ -269,7 +269,7 @@ impl AppState {
         &self.inner.command_hub
     }
 
-    fn socket_io(&self) -> &proxies::SocketIoService {
+    fn socket_io(&self) -> &commands::SocketIoService {
         &self.inner.socket_io
     }
 

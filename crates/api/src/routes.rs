@@ -12,7 +12,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use crate::principal::{self, Access, Gate, Need};
 use crate::ratelimit::Limit;
 use crate::{
-    AppState, api_tokens, browser, device_auth, device_proxy, devices, messages, node_api, origins, pairing, proxies,
+    AppState, api_tokens, browser, commands, device_auth, device_proxy, devices, messages, node_api, origins, pairing,
     telemetry, ui,
 };
 use edgelink_tokens::Scope;
@@ -156,21 +156,21 @@ pub fn routes() -> Vec<Route> {
         // Seed 001's intermediaries: registered by users, connected over
         // Socket.IO (namespace /proxy, authenticated by proxyId + apiKey
         // in its handshake), and the commands sent through them.
-        Route::new(Method::GET, "/socket.io/", Public, proxies::engine_io),
-        Route::new(Method::POST, "/socket.io/", Public, proxies::engine_io),
-        Route::new(Method::POST, "/api/v1/proxies", User, proxies::create).scope(ProxyManage),
-        Route::new(Method::GET, "/api/v1/proxies", User, proxies::list).scope(ProxyManage),
-        Route::new(Method::DELETE, "/api/v1/proxies/{id}", User, proxies::revoke).scope(ProxyManage),
-        Route::new(Method::POST, "/api/v1/proxies/{id}/key", User, proxies::rotate).scope(ProxyManage),
-        Route::new(Method::POST, "/api/v1/proxies/{id}/commands", User, proxies::command_to_one).scope(CommandExecute),
-        Route::new(Method::POST, "/api/v1/proxy-groups/{group}/commands", User, proxies::command_to_group)
+        Route::new(Method::GET, "/socket.io/", Public, commands::engine_io),
+        Route::new(Method::POST, "/socket.io/", Public, commands::engine_io),
+        Route::new(Method::POST, "/api/v1/proxies", User, commands::create).scope(ProxyManage),
+        Route::new(Method::GET, "/api/v1/proxies", User, commands::list).scope(ProxyManage),
+        Route::new(Method::DELETE, "/api/v1/proxies/{id}", User, commands::revoke).scope(ProxyManage),
+        Route::new(Method::POST, "/api/v1/proxies/{id}/key", User, commands::rotate).scope(ProxyManage),
+        Route::new(Method::POST, "/api/v1/proxies/{id}/commands", User, commands::command_to_one).scope(CommandExecute),
+        Route::new(Method::POST, "/api/v1/proxy-groups/{group}/commands", User, commands::command_to_group)
             .scope(CommandExecute),
-        Route::new(Method::GET, "/api/v1/commands/{id}", User, proxies::get_command).scope(CommandExecute),
-        Route::new(Method::POST, "/api/v1/commands/{id}/cancel", User, proxies::cancel_command).scope(CommandExecute),
+        Route::new(Method::GET, "/api/v1/commands/{id}", User, commands::get_command).scope(CommandExecute),
+        Route::new(Method::POST, "/api/v1/commands/{id}/cancel", User, commands::cancel_command).scope(CommandExecute),
         // Native commands, run by the device's own agent.
-        Route::new(Method::POST, "/api/v1/devices/{id}/commands", User, proxies::command_to_device)
+        Route::new(Method::POST, "/api/v1/devices/{id}/commands", User, commands::command_to_device)
             .scope(CommandExecute),
-        Route::new(Method::GET, "/api/v1/devices/{id}/commands", User, proxies::device_commands).scope(CommandExecute),
+        Route::new(Method::GET, "/api/v1/devices/{id}/commands", User, commands::device_commands).scope(CommandExecute),
         // This API, described (any signed-in user or token).
         Route::new(Method::GET, "/api/openapi.json", User, crate::openapi::serve),
         // Seed 000's node API (docs/api.md, "Seed 000 compatibility").

@@ -123,6 +123,13 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
     let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.expect("stack");
     let alice = Browser::new(&stack.api_url);
     alice.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, "alice").await;
+    // Bad registrations are 400s.
+    for bad in
+        [json!({"name": ""}), json!({"name": "x".repeat(101)}), json!({"name": "n", "allowed_ips": ["not-an-ip"]})]
+    {
+        let resp = alice.same_origin(reqwest::Method::POST, "/api/v1/proxies").json(&bad).send().await.expect("post");
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
     let (py_id, py_key) = register(&alice, "python", "lab").await;
     let (agent_id, agent_key) = register(&alice, "edge-agent", "lab").await;
     let sshd = OpenSsh::start().await;
@@ -139,6 +146,19 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
     // command_result_received {success: true}.
     let (py, mut events) = python_intermediary(&stack.api_url, &py_id, &py_key, "answer", "auth");
     assert_eq!(next(&mut events).await["connected"], true);
+    // Bad commands are 400s, before anything is stored or sent.
+    for (field, value) in [("port", json!(0)), ("timeout_ms", json!(0)), ("host", json!("")), ("command", json!(" "))] {
+        let mut body = ssh.clone();
+        body["command"] = json!("true");
+        body[field] = value;
+        let resp = alice
+            .same_origin(reqwest::Method::POST, &format!("/api/v1/proxies/{py_id}/commands"))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 400, "{field}");
+    }
     let mut body = ssh.clone();
     body["command"] = json!("uptime");
     let id = command(&alice, &format!("/api/v1/proxies/{py_id}/commands"), body).await;

@@ -90,6 +90,21 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
     assert_eq!(r["status"], "failed");
     assert!(r["error"].as_str().unwrap_or("").contains("timed out"), "{r}");
 
+    // Bad input is a 400 naming the rule, and nothing is stored or sent.
+    for bad in [
+        json!({"command": ""}),
+        json!({"command": "/bin/echo", "timeout_ms": 0}),
+        json!({"command": "/bin/echo", "timeout_ms": 600_001}),
+        json!({"command": "/bin/echo", "ttl": 0}),
+        json!({"command": "/bin/echo", "env": {"BAD NAME": "x"}}),
+        json!({"command": "/bin/echo", "args": vec!["a"; 65]}),
+        json!({"command": "x".repeat(5000)}),
+        json!({"args": ["no command"]}),
+    ] {
+        let (status, body) = post(&alice, &path, bad.clone()).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+
     // Another owner's device: 404, as everywhere.
     let bob = Browser::new(&stack.api_url);
     bob.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, "bob").await;

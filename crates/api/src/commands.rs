@@ -1,7 +1,8 @@
-//! Seed 001's main-server side: the Socket.IO namespace `/proxy` that
-//! intermediaries connect to (`GET|POST /socket.io/`), and the REST routes
-//! to register them and send commands through them. The rules are
-//! `edgelink_commands`'; this is the HTTP edge.
+//! Remote commands at the HTTP edge: seed 001's main-server side (the
+//! Socket.IO namespace `/proxy` that intermediaries connect to, `GET|POST
+//! /socket.io/`, and the REST routes to register them and send commands
+//! through them), native commands for a device's agent, and reading,
+//! listing and canceling commands. The rules are `edgelink_commands`'.
 
 use std::sync::Arc;
 use std::time::Duration;
