@@ -26,8 +26,8 @@ const agentEnv = {
   ...process.env,
   EDGELINK_AGENT__KEY_FILE: join(work, 'device.key'),
   EDGELINK_AGENT__STATE_FILE: join(work, 'state.json'),
-  // Native commands: this one command line only.
-  EDGELINK_AGENT__COMMANDS_ALLOW: '["/bin/echo *"]',
+  // Native commands: these command lines only.
+  EDGELINK_AGENT__COMMANDS_ALLOW: '["/bin/echo *", "/bin/sleep *"]',
 };
 
 const browser = await chromium.launch({
@@ -121,8 +121,15 @@ try {
   await page.waitForFunction(() => /^(succeeded|failed|expired)/.test(document.querySelector('#device-command-output')?.textContent ?? ''));
   const refused = await page.textContent('#device-command-output');
   if (!refused.startsWith('failed') || !refused.includes('allowlist')) throw new Error(`refused command: ${refused}`);
+  // A long one, stopped from its row in the history while it runs.
+  await page.fill('#device-command', '/bin/sleep 120');
+  await page.click('#device-command-form button[type="submit"]');
+  const sleeping = page.locator('#device-commands tr', { hasText: '/bin/sleep 120' });
+  await sleeping.locator('button', { hasText: 'running' }).waitFor({ timeout: 20000 });
+  await sleeping.locator('button', { hasText: 'Cancel' }).click();
+  await page.waitForFunction(() => /^canceled: the command was canceled/.test(document.querySelector('#device-command-output')?.textContent ?? ''), null, { timeout: 30000 });
   await page.screenshot({ path: join(shots, 'device-panel.png'), fullPage: true });
-  console.log('device commands: allowed one ran, another refused');
+  console.log('device commands: allowed one ran, another refused, a running one canceled');
 
   // An API token: created on the page, shown once, works, revoked.
   await page.fill('#token-name', 'ci pipeline');

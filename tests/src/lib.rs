@@ -8,6 +8,7 @@
 pub mod api;
 pub mod dev_idp;
 pub mod fake_idp;
+pub mod logs;
 pub mod origin;
 pub mod signin;
 

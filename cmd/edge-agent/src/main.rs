@@ -108,16 +108,8 @@ struct ProxyArgs {
 /// `edge-agent proxy`: runs until SIGINT/SIGTERM.
 fn proxy(args: ProxyArgs) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut pins: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    for entry in args.host_keys.iter().filter(|e| !e.trim().is_empty()) {
-        let (host, key) = entry
-            .split_once('=')
-            .unwrap_or_else(|| startup::config_error(format!("--host-key {entry}: expected HOST[:PORT]=SHA256:...")));
-        let key = edgelink_ssh::normalize_fingerprint(key).unwrap_or_else(|| {
-            startup::config_error(format!("--host-key {entry}: the key must be an OpenSSH SHA256 fingerprint"))
-        });
-        pins.entry(host.trim().to_owned()).or_default().push(key);
-    }
+    let pins =
+        edgelink_ssh::parse_pins(&args.host_keys).unwrap_or_else(|e| startup::config_error(format!("--host-key {e}")));
     let tls = edgelink_agent::tls::client_config(args.ca_file.as_deref()).unwrap_or_else(|e| startup::config_error(e));
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
     rt.block_on(async move {

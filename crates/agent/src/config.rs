@@ -68,6 +68,13 @@ pub struct AgentConfig {
     pub commands_env_allow: Vec<String>,
     /// Bytes kept of a remote command's stdout and of its stderr.
     pub commands_output_cap: usize,
+    /// SSH targets remote commands may name (`user@host:port`, with
+    /// `*`/`?`: `ops@10.0.0.*:22`); the command line must also match
+    /// `commands_allow`. Empty (the default): SSH targets are refused.
+    pub commands_ssh_allow: Vec<String>,
+    /// Host keys of SSH targets, `HOST[:PORT]=SHA256:…`, for requests that
+    /// pin none (a target with no pin either way is refused).
+    pub commands_ssh_host_keys: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -94,6 +101,8 @@ impl Default for AgentConfig {
             commands_run_as: None,
             commands_env_allow: Vec::new(),
             commands_output_cap: 1024 * 1024,
+            commands_ssh_allow: Vec::new(),
+            commands_ssh_host_keys: Vec::new(),
         }
     }
 }
@@ -140,15 +149,25 @@ impl AgentConfig {
         if self.message_timeout.is_zero() || self.message_poll_interval < Duration::from_secs(1) {
             return Err("message_timeout must be > 0 and message_poll_interval at least 1s".into());
         }
+        edgelink_protocol::ssh::parse_pins(&self.commands_ssh_host_keys)
+            .map_err(|e| format!("commands_ssh_host_keys: {e}"))?;
+        if let Some(bad) = self.commands_ssh_allow.iter().find(|p| !p.contains('@') || !p.contains(':')) {
+            return Err(format!("commands_ssh_allow: {bad}: expected USER@HOST:PORT (each may use * and ?)"));
+        }
         Ok(())
     }
 
     /// What remote commands may do here; `None` when they are disabled.
-    pub fn command_policy(&self) -> Option<crate::exec::Policy> {
-        (!self.commands_allow.is_empty()).then(|| crate::exec::Policy {
-            allow: self.commands_allow.clone(),
-            run_as: self.commands_run_as.clone(),
-            env_allow: self.commands_env_allow.clone(),
+    pub fn command_config(&self) -> Option<crate::commands::CommandConfig> {
+        (!self.commands_allow.is_empty()).then(|| crate::commands::CommandConfig {
+            policy: crate::exec::Policy {
+                allow: self.commands_allow.clone(),
+                run_as: self.commands_run_as.clone(),
+                env_allow: self.commands_env_allow.clone(),
+            },
+            output_cap: self.commands_output_cap,
+            ssh_allow: self.commands_ssh_allow.clone(),
+            ssh_pins: edgelink_protocol::ssh::parse_pins(&self.commands_ssh_host_keys).unwrap_or_default(),
         })
     }
 
@@ -208,6 +227,23 @@ mod tests {
         assert_eq!(local_authority("http://[::1]:81/x").as_deref(), Some("[::1]:81"));
         assert_eq!(local_authority("https://x"), None);
         assert_eq!(local_authority("http://u@x"), None);
+    }
+
+    #[test]
+    fn ssh_target_settings_are_checked() {
+        let ok = AgentConfig { device_id: Some("d".into()), ..AgentConfig::default() };
+        let bad_pin = AgentConfig { commands_ssh_host_keys: vec!["db=MD5:x".into()], ..ok.clone() };
+        assert!(bad_pin.validate().unwrap_err().contains("commands_ssh_host_keys"));
+        let bad_allow = AgentConfig { commands_ssh_allow: vec!["10.0.0.*".into()], ..ok.clone() };
+        assert!(bad_allow.validate().unwrap_err().contains("USER@HOST:PORT"));
+        let good = AgentConfig {
+            commands_allow: vec!["uptime".into()],
+            commands_ssh_allow: vec!["ops@10.0.0.*:22".into()],
+            commands_ssh_host_keys: vec!["10.0.0.5=SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".into()],
+            ..ok
+        };
+        good.validate().unwrap();
+        assert_eq!(good.command_config().unwrap().ssh_pins["10.0.0.5"].len(), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use edgelink_ssh::{Limits, Outcome};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 
 /// What the device lets remote commands do.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +49,7 @@ pub enum Refusal {
 }
 
 /// `*`/`?` pattern match over the whole of `text`.
-fn matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
@@ -105,13 +106,16 @@ async fn capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
     }
 }
 
-/// Runs `program args…` under `policy` within `limits`.
+/// Runs `program args…` under `policy` within `limits`; when `cancel`
+/// fires first, its process group is killed and the outcome says
+/// `canceled`.
 pub async fn run(
     policy: &Policy,
     program: &str,
     args: &[String],
     env: &HashMap<String, String>,
     limits: Limits,
+    cancel: &CancellationToken,
 ) -> Result<Outcome, Refusal> {
     if program.trim().is_empty() {
         return Err(Refusal::Empty);
@@ -147,10 +151,19 @@ pub async fn run(
     let out = tokio::spawn(capped(stdout, limits.output_cap));
     let err = tokio::spawn(capped(stderr, limits.output_cap));
     let mut outcome = Outcome::default();
-    let status = match tokio::time::timeout(limits.timeout, child.wait()).await {
-        Ok(status) => status.ok(),
-        Err(_) => {
-            outcome.timed_out = true;
+    let ended = tokio::select! {
+        status = tokio::time::timeout(limits.timeout, child.wait()) => status.ok(),
+        () = cancel.cancelled() => None,
+    };
+    let status = match ended {
+        Some(status) => status.ok(),
+        None => {
+            // The deadline, or a cancel: the whole group goes.
+            if cancel.is_cancelled() {
+                outcome.canceled = true;
+            } else {
+                outcome.timed_out = true;
+            }
             if let Some(pgid) = pgid {
                 let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
             }
@@ -192,6 +205,10 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    fn never() -> CancellationToken {
+        CancellationToken::new()
+    }
+
     fn limits(secs: u64, cap: usize) -> Limits {
         Limits { timeout: Duration::from_secs(secs), output_cap: cap }
     }
@@ -221,17 +238,18 @@ mod tests {
             &args(&["-c", "echo $GREETING; echo ${SECRET_TOKEN:-none} >&2; exit 4"]),
             &env,
             limits(10, 1024),
+            &never(),
         )
         .await
         .expect("ran");
         assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.exit_code), ("hi\n", "none\n", Some(4)));
         let bad = HashMap::from([("LD_PRELOAD".to_owned(), "/tmp/x.so".to_owned())]);
         assert_eq!(
-            run(&p, "/bin/sh", &args(&["-c", "true"]), &bad, limits(10, 1024)).await,
+            run(&p, "/bin/sh", &args(&["-c", "true"]), &bad, limits(10, 1024), &never()).await,
             Err(Refusal::Env("LD_PRELOAD".into()))
         );
         assert_eq!(
-            run(&p, "/bin/rm", &args(&["-rf", "/"]), &HashMap::new(), limits(10, 1024)).await,
+            run(&p, "/bin/rm", &args(&["-rf", "/"]), &HashMap::new(), limits(10, 1024), &never()).await,
             Err(Refusal::NotAllowed)
         );
     }
@@ -241,7 +259,8 @@ mod tests {
         let p = policy(&["/bin/sh -c *"]);
         let marker = format!("sleep 51.{}", std::process::id());
         let script = format!("echo started; {marker} & {marker}");
-        let out = run(&p, "/bin/sh", &args(&["-c", &script]), &HashMap::new(), limits(1, 1024)).await.expect("ran");
+        let out =
+            run(&p, "/bin/sh", &args(&["-c", &script]), &HashMap::new(), limits(1, 1024), &never()).await.expect("ran");
         assert!(out.timed_out);
         assert_eq!(out.stdout, "started\n");
         assert_eq!(out.signal.as_deref(), Some("KILL"));
@@ -255,11 +274,41 @@ mod tests {
         }
         assert!(!alive(), "a process of the group survived the deadline");
 
-        let out = run(&p, "/bin/sh", &args(&["-c", "head -c 5000 /dev/zero"]), &HashMap::new(), limits(10, 100))
-            .await
-            .expect("ran");
+        let out =
+            run(&p, "/bin/sh", &args(&["-c", "head -c 5000 /dev/zero"]), &HashMap::new(), limits(10, 100), &never())
+                .await
+                .expect("ran");
         assert_eq!(out.stdout.len(), 100);
         assert!(out.stdout_truncated);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_kills_the_whole_process_group_before_the_deadline() {
+        let p = policy(&["/bin/sh -c *"]);
+        let marker = format!("sleep 52.{}", std::process::id());
+        let script = format!("echo started; {marker} & {marker}");
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.cancel();
+        });
+        let began = std::time::Instant::now();
+        let out =
+            run(&p, "/bin/sh", &args(&["-c", &script]), &HashMap::new(), limits(30, 1024), &cancel).await.expect("ran");
+        assert!(began.elapsed() < Duration::from_secs(10), "the cancel did not end it");
+        assert!(out.canceled && !out.timed_out);
+        assert_eq!(out.stdout, "started\n");
+        assert_eq!(out.signal.as_deref(), Some("KILL"));
+        let alive =
+            || std::process::Command::new("pgrep").arg("-f").arg(&marker).output().is_ok_and(|o| o.status.success());
+        for _ in 0..50 {
+            if !alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(), "a process of the group survived the cancel");
     }
 
     #[tokio::test]
@@ -272,14 +321,15 @@ mod tests {
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() != "0")
         {
             // Changing account needs root; CI runs as root.
-            assert!(run(&p, "/usr/bin/id", &args(&["-un"]), &HashMap::new(), limits(10, 100)).await.is_err());
+            assert!(run(&p, "/usr/bin/id", &args(&["-un"]), &HashMap::new(), limits(10, 100), &never()).await.is_err());
             return;
         }
-        let out = run(&p, "/usr/bin/id", &args(&["-un"]), &HashMap::new(), limits(10, 100)).await.expect("ran");
+        let out =
+            run(&p, "/usr/bin/id", &args(&["-un"]), &HashMap::new(), limits(10, 100), &never()).await.expect("ran");
         assert_eq!(out.stdout, "nobody\n");
         p.run_as = Some("no-such-account-x".into());
         assert_eq!(
-            run(&p, "/usr/bin/id", &args(&["-un"]), &HashMap::new(), limits(10, 100)).await,
+            run(&p, "/usr/bin/id", &args(&["-un"]), &HashMap::new(), limits(10, 100), &never()).await,
             Err(Refusal::NoSuchUser("no-such-account-x".into()))
         );
     }

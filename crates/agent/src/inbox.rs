@@ -46,17 +46,6 @@ struct Envelope {
     message_type: String,
 }
 
-/// A claimed native command, as the relay answers it.
-#[derive(Debug, Deserialize)]
-struct Claimed {
-    command: String,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: std::collections::HashMap<String, String>,
-    timeout_ms: u64,
-}
-
 #[derive(Debug, Deserialize)]
 struct Batch {
     messages: Vec<serde_json::Value>,
@@ -67,8 +56,8 @@ struct Batch {
 pub struct Inbox {
     /// Where application messages go (`None`: they stay queued).
     handler: Option<Handler>,
-    /// What native commands may do, and their output cap (`None`: refused).
-    commands: Option<(crate::exec::Policy, usize)>,
+    /// Runs native commands (`None`: they are refused).
+    commands: Option<Arc<crate::commands::Runner>>,
     timeout: Duration,
     http: reqwest::Client,
     /// Handled, acknowledgement not yet accepted.
@@ -81,7 +70,7 @@ impl Inbox {
     /// `wake` is notified by the relay's notices.
     pub fn new(
         handler: Option<Handler>,
-        commands: Option<(crate::exec::Policy, usize)>,
+        commands: Option<Arc<crate::commands::Runner>>,
         timeout: Duration,
         wake: Arc<Notify>,
     ) -> Self {
@@ -96,6 +85,9 @@ impl Inbox {
     /// Drains the inbox now, then whenever woken or every `poll`, until the
     /// task is dropped (the tunnel went down).
     pub async fn run(self: Arc<Self>, handle: Handle, poll: Duration) {
+        if let Some(runner) = &self.commands {
+            runner.set_handle(handle.clone());
+        }
         let mut retry = RETRY;
         loop {
             match self.drain(&handle).await {
@@ -142,11 +134,13 @@ impl Inbox {
                 };
                 let known = self.handled.lock().unwrap_or_else(|e| e.into_inner()).contains(&env.id);
                 if env.message_type == paths::COMMAND_NOTICE_TYPE {
-                    // A native command's notice: claimed, run and reported
+                    // A native command's notice (or its cancel): handled
                     // here, whatever the application handler is.
                     if !known {
-                        self.run_command(&mut conn, &raw).await?;
-                        self.remember(&env.id);
+                        match self.command_notice(&mut conn, &raw).await? {
+                            crate::commands::Taken::Busy => continue,
+                            crate::commands::Taken::Done => self.remember(&env.id),
+                        }
                     }
                 } else if self.handler.is_none() {
                     // No application handler: it stays queued.
@@ -192,59 +186,39 @@ impl Inbox {
         self.handled.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
-    /// Claims the native command a notice names, runs it under the
-    /// device's policy and reports how it ended. Err only when the relay
+    /// Acts on a native command's notice: a cancel stops the command if it
+    /// runs here; otherwise the command is claimed and started (or, on a
+    /// device that runs none, claimed and refused). Err only when the relay
     /// could not be asked (the notice is then taken again).
-    async fn run_command(&self, conn: &mut ControlConn, raw: &serde_json::Value) -> Result<(), String> {
+    async fn command_notice(
+        &self,
+        conn: &mut ControlConn,
+        raw: &serde_json::Value,
+    ) -> Result<crate::commands::Taken, String> {
+        use crate::commands::Taken;
         let Some(id) = raw.pointer("/content/command_id").and_then(|v| v.as_str()) else {
             tracing::warn!("a command notice without a command_id was dropped");
-            return Ok(());
+            return Ok(Taken::Done);
         };
-        let base = format!("{}/{}", paths::COMMANDS, edgelink_protocol::paths::encode_segment(id));
-        let (status, body) = conn.send("POST", &format!("{base}/claim"), None).await?;
-        if status != 200 {
-            // Not this device's, no longer pending (canceled, expired, run
-            // already): nothing to run.
-            tracing::info!(command_id = id, status, "command not claimed");
-            return Ok(());
-        }
-        let claimed: Claimed = serde_json::from_slice(&body).map_err(|e| format!("bad claim answer: {e}"))?;
-        let report = match &self.commands {
+        let cancel = raw.pointer("/content/action").and_then(|v| v.as_str()) == Some("cancel");
+        match &self.commands {
+            Some(runner) if cancel => {
+                runner.cancel(id);
+                Ok(Taken::Done)
+            }
+            Some(runner) => runner.take(conn, id).await,
+            None if cancel => Ok(Taken::Done),
             None => {
-                serde_json::json!({"error": "remote commands are disabled on this device (commands_allow is empty)"})
-            }
-            Some((policy, cap)) => {
-                let limits =
-                    edgelink_ssh::Limits { timeout: Duration::from_millis(claimed.timeout_ms), output_cap: *cap };
-                tracing::info!(command_id = id, program = %claimed.command, "running a remote command");
-                match crate::exec::run(policy, &claimed.command, &claimed.args, &claimed.env, limits).await {
-                    Ok(out) => {
-                        let mut report = serde_json::json!({
-                            "stdout": out.stdout, "stderr": out.stderr,
-                            "exit_code": out.exit_code, "stdout_truncated": out.stdout_truncated,
-                            "stderr_truncated": out.stderr_truncated,
-                        });
-                        if out.timed_out {
-                            report["error"] = serde_json::json!(format!(
-                                "the command timed out after {} ms and was killed",
-                                claimed.timeout_ms
-                            ));
-                        } else if out.exit_code.is_none() {
-                            report["error"] = serde_json::json!(format!(
-                                "the command was ended by {}",
-                                out.signal.as_deref().unwrap_or("a signal")
-                            ));
-                        }
-                        report
-                    }
-                    Err(refusal) => serde_json::json!({"error": refusal.to_string()}),
+                let base = format!("{}/{}", paths::COMMANDS, paths::encode_segment(id));
+                let (status, _) = conn.send("POST", &format!("{base}/claim"), None).await?;
+                if status == 200 {
+                    let body = crate::commands::disabled_report().to_string().into_bytes();
+                    let (status, _) = conn.send("POST", &format!("{base}/result"), Some(body)).await?;
+                    tracing::info!(command_id = id, status, "remote commands are disabled here; refusal reported");
                 }
+                Ok(Taken::Done)
             }
-        };
-        let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
-        let (status, _) = conn.send("POST", &format!("{base}/result"), Some(body)).await?;
-        tracing::info!(command_id = id, status, "command result reported");
-        Ok(())
+        }
     }
 
     /// Hands one message to the handler; Ok when it says it handled it.
@@ -300,12 +274,12 @@ impl Inbox {
 }
 
 /// One keep-alive HTTP/1.1 connection on a stream the device opened.
-struct ControlConn {
+pub(crate) struct ControlConn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl ControlConn {
-    async fn open(handle: &Handle) -> Result<Self, String> {
+    pub(crate) async fn open(handle: &Handle) -> Result<Self, String> {
         let stream = handle.open_stream().await.map_err(|e| e.to_string())?;
         let (sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
             .await
@@ -314,7 +288,12 @@ impl ControlConn {
         Ok(ControlConn { sender })
     }
 
-    async fn send(&mut self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes), String> {
+    pub(crate) async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let req = http::Request::builder()
             .method(method)

@@ -16,6 +16,7 @@
 //! * [`run::run`]: the device loop.
 
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod exec;

@@ -45,7 +45,9 @@ pub async fn run(
     if handler.is_none() {
         tracing::info!("no message_command or message_url: messages for this device stay queued");
     }
-    let commands = config.command_policy().map(|p| (p, config.commands_output_cap));
+    let key = Arc::new(key);
+    let commands =
+        config.command_config().map(|c| Arc::new(crate::commands::Runner::new(c, Arc::clone(&key), ctx.wake.clone())));
     let inbox = (handler.is_some() || commands.is_some())
         .then(|| Arc::new(Inbox::new(handler, commands, config.message_timeout, ctx.wake.clone())));
     let tunnel_cfg = config.tunnel_config();

@@ -282,6 +282,9 @@ impl From<edgelink_commands::native::NativeError> for ApiError {
         use edgelink_commands::native::NativeError;
         match e {
             NativeError::Invalid(why) => ApiError::bad_request(why),
+            NativeError::KeyUnsupported(why) => ApiError::new(ErrorCode::Conflict, why),
+            e @ NativeError::NotCancelable(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            NativeError::NotFound => ApiError::new(ErrorCode::NotFound, "no such command"),
             NativeError::Send(s) => s.into(),
             NativeError::Store(s) => s.into(),
         }
@@ -300,8 +303,7 @@ pub async fn command_to_device(
     let device = crate::devices::device_of(&state, &user, &id).await?;
     let body: edgelink_commands::native::DeviceCommand =
         serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("invalid command: {e}")))?;
-    let row =
-        edgelink_commands::native::submit(state.store(), state.messages(), &user.user.id, &device.id, body).await?;
+    let row = edgelink_commands::native::submit(state.store(), state.messages(), &user.user.id, &device, body).await?;
     crate::messages::notify_recipients(&state, &user.user.id, std::slice::from_ref(&device.id));
     Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
 }
@@ -319,25 +321,23 @@ pub async fn device_commands(
 }
 
 /// `POST /api/v1/commands/{id}/cancel`: a command no one has taken yet
-/// is `canceled` (never runs); one already running answers `409`.
+/// is `canceled` (never runs); a running native command is stopped by its
+/// agent (the answer shows it still `running` with `cancel_requested_at`;
+/// it ends `canceled`); a running intermediary command answers `409`.
 pub async fn cancel_command(
     State(state): State<AppState>,
     user: UserPrincipal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let missing = || ApiError::new(ErrorCode::NotFound, "no such command");
     if id.len() > 64 {
-        return Err(missing());
+        return Err(ApiError::new(ErrorCode::NotFound, "no such command"));
     }
-    if !state.store().cancel_command(&user.user.id, &id, now_ms()).await? {
-        let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("the command is {} and cannot be canceled", row.status),
-        ));
+    let row = edgelink_commands::native::cancel(state.store(), state.messages(), &user.user.id, &id).await?;
+    if row.status == "canceled" {
+        state.command_hub().forget(&id);
+    } else if let Some(device_id) = &row.device_id {
+        crate::messages::notify_recipients(&state, &user.user.id, std::slice::from_ref(device_id));
     }
-    state.command_hub().forget(&id);
-    let row = state.store().command(&user.user.id, &id).await?.ok_or_else(missing)?;
     Ok(axum::Json(command_view(&row)))
 }
 
@@ -408,6 +408,7 @@ fn command_view(row: &CommandRow) -> Value {
         "host": row.host,
         "port": row.port,
         "username": row.username,
+        "host_key": row.host_key,
         "command": row.command,
         "timeout_ms": row.timeout_ms,
         "stdout": row.stdout,
@@ -417,6 +418,7 @@ fn command_view(row: &CommandRow) -> Value {
         "created_at": rfc3339(row.created_at),
         "started_at": row.started_at.map(rfc3339),
         "finished_at": row.finished_at.map(rfc3339),
+        "cancel_requested_at": row.cancel_requested_at.map(rfc3339),
     })
 }
 

@@ -167,8 +167,21 @@ function showDeviceCommands(commands) {
       out.hidden = false;
       out.textContent = commandText(c);
     } }, c.status)),
-    el("td", {}, c.exit_code !== null ? String(c.exit_code) : "–"))));
+    el("td", {}, c.exit_code !== null ? String(c.exit_code) : "–"),
+    el("td", {}, (c.status === "pending" || c.status === "running") && !c.cancel_requested_at
+      ? el("button", { type: "button", class: "link", onclick: () => cancelDeviceCommand(c) }, "Cancel")
+      : ""))));
   $("#device-commands-empty").hidden = commands.length > 0;
+}
+
+async function cancelDeviceCommand(c) {
+  const out = $("#device-command-output");
+  out.hidden = false;
+  try {
+    const now = await api("POST", `/api/v1/commands/${c.command_id}/cancel`);
+    out.textContent = now.status === "canceled" ? "canceled" : "canceling…";
+    if (shown) showDeviceCommands((await api("GET", `/api/v1/devices/${shown.id}/commands`)).commands);
+  } catch (e) { out.textContent = `cancel failed: ${e.message}`; }
 }
 
 async function runDeviceCommand(ev) {
@@ -182,8 +195,15 @@ async function runDeviceCommand(ev) {
   try {
     let c = await api("POST", `/api/v1/devices/${d.id}/commands`,
       { command, args, timeout_ms: Number($("#device-command-timeout").value) * 1000 });
+    showDeviceCommands((await api("GET", `/api/v1/devices/${d.id}/commands`)).commands);
+    let last = c.status;
     while (c.status === "pending" || c.status === "running") {
-      c = await api("GET", `/api/v1/commands/${c.command_id}?wait=30s`);
+      c = await api("GET", `/api/v1/commands/${c.command_id}?wait=2s`);
+      if (c.status !== last) {
+        // Started (or canceled): the history shows it, with its Cancel button.
+        last = c.status;
+        showDeviceCommands((await api("GET", `/api/v1/devices/${d.id}/commands`)).commands);
+      }
     }
     out.textContent = commandText(c);
     showDeviceCommands((await api("GET", `/api/v1/devices/${d.id}/commands`)).commands);

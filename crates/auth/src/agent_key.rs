@@ -71,6 +71,15 @@ impl AgentKey {
         raw
     }
 
+    /// Opens a secret sealed to this key for `context`
+    /// ([`crate::sealed`]).
+    pub fn open_sealed(&self, sealed: &str, context: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+        use aws_lc_rs::encoding::AsBigEndian;
+        let seed = self.pair.seed().map_err(|_| Error::Seal("the device key has no seed"))?;
+        let seed = seed.as_be_bytes().map_err(|_| Error::Seal("the device key has no seed"))?;
+        crate::sealed::open(seed.as_ref(), sealed, context)
+    }
+
     /// Signs `message`; returns the signature as standard base64.
     pub fn sign_b64(&self, message: &[u8]) -> String {
         STANDARD.encode(self.pair.sign(message).as_ref())

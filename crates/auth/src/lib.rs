@@ -19,6 +19,8 @@
 //! * [`token`]: issuing and verifying device access tokens.
 //! * [`secret`]: random opaque secrets, their hashes, constant-time compare.
 //! * [`pem`]: the small PEM codec the key types share.
+//! * [`sealed`]: secrets sealed to one device's key (SSH credentials of
+//!   native commands).
 //! * [`keyfile`]: writing private key files (mode 0600, never overwritten).
 
 pub mod agent_key;
@@ -28,6 +30,7 @@ pub mod cookie;
 pub mod device_key;
 pub mod keyfile;
 pub mod pem;
+pub mod sealed;
 #[cfg(feature = "server")]
 pub mod secret;
 #[cfg(feature = "server")]
@@ -56,6 +59,9 @@ pub enum Error {
     /// A token could not be created.
     #[error("token encoding failed: {0}")]
     Encode(String),
+    /// A secret could not be sealed to a device or opened.
+    #[error("sealed secret: {0}")]
+    Seal(&'static str),
 }
 
 #[cfg(all(test, feature = "server"))]

@@ -272,6 +272,8 @@ impl Hub {
             device_id: None,
             args: None,
             expires_at: None,
+            secret_sealed: None,
+            host_key: t.host_key.clone(),
         };
         let row = self.store.create_command(owner_id, &new, now).await?;
         // The document's fields; `hostKey` and `passphrase` are edgelink's.

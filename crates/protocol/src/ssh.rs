@@ -1,4 +1,7 @@
-//! SSH host-key fingerprints as they travel in requests and configuration.
+//! SSH host-key fingerprints as they travel in requests and configuration,
+//! and what a native command's sealed SSH credential is bound to.
+
+use std::collections::HashMap;
 
 /// A fingerprint as OpenSSH prints it (`ssh-keygen -l -E sha256`):
 /// `SHA256:` and 43 characters of unpadded base64, with surrounding blanks
@@ -10,9 +13,43 @@ pub fn normalize_fingerprint(s: &str) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// What a native command's sealed SSH credential is bound to (the AEAD
+/// context of ADR 27): the command and its target, so a credential moved to
+/// another command or another server does not open.
+pub fn sealed_context(command_id: &str, host: &str, port: u16, username: &str) -> String {
+    format!("edgelink command {command_id}\n{username}@{host}:{port}")
+}
+
+/// Host-key pins written `HOST[:PORT]=SHA256:…` (blank entries skipped),
+/// by `HOST[:PORT]`; the error names the bad entry.
+pub fn parse_pins<S: AsRef<str>>(entries: &[S]) -> Result<HashMap<String, Vec<String>>, String> {
+    let mut pins: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in entries.iter().map(AsRef::as_ref).filter(|e| !e.trim().is_empty()) {
+        let (host, key) = entry.split_once('=').ok_or_else(|| format!("{entry}: expected HOST[:PORT]=SHA256:..."))?;
+        let key = normalize_fingerprint(key)
+            .ok_or_else(|| format!("{entry}: the key must be an OpenSSH SHA256 fingerprint"))?;
+        if host.trim().is_empty() {
+            return Err(format!("{entry}: the host is missing"));
+        }
+        pins.entry(host.trim().to_owned()).or_default().push(key);
+    }
+    Ok(pins)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_parse_by_host_and_name_the_bad_entry() {
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let pins = parse_pins(&[format!("10.0.0.5:22={fp}"), " ".into(), format!("db={fp}")]).unwrap();
+        assert_eq!(pins["10.0.0.5:22"], vec![fp.to_owned()]);
+        assert_eq!(pins["db"], vec![fp.to_owned()]);
+        assert!(parse_pins(&["db"]).unwrap_err().contains("expected HOST"));
+        assert!(parse_pins(&["db=MD5:aa"]).unwrap_err().contains("SHA256"));
+        assert!(parse_pins(&[format!("={fp}")]).unwrap_err().contains("host"));
+    }
 
     #[test]
     fn fingerprints_are_openssh_sha256() {

@@ -150,16 +150,25 @@ async fn claim_command(relay: Relay, device_id: &str, id: &str, path: &str) -> R
         Ok(Some(row)) => {
             let extra: serde_json::Value =
                 row.args.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
-            json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "command_id": row.id,
-                    "command": row.command,
-                    "args": extra.get("args").cloned().unwrap_or_else(|| serde_json::json!([])),
-                    "env": extra.get("env").cloned().unwrap_or_else(|| serde_json::json!({})),
-                    "timeout_ms": row.timeout_ms,
-                }),
-            )
+            let mut answer = serde_json::json!({
+                "command_id": row.id,
+                "command": row.command,
+                "args": extra.get("args").cloned().unwrap_or_else(|| serde_json::json!([])),
+                "env": extra.get("env").cloned().unwrap_or_else(|| serde_json::json!({})),
+                "timeout_ms": row.timeout_ms,
+            });
+            // An SSH target: its credential is sealed to this device's key
+            // (ADR 27); the relay passes it on unopened.
+            if let Some(sealed) = row.secret_sealed.as_deref() {
+                answer["target"] = serde_json::json!({
+                    "host": row.host,
+                    "port": row.port,
+                    "username": row.username,
+                    "host_key": row.host_key,
+                    "secret_sealed": sealed,
+                });
+            }
+            json(StatusCode::OK, &answer)
         }
         Ok(None) => error(ErrorCode::NotFound, "no pending command with this id for this device", path),
         Err(e) => {
@@ -181,6 +190,9 @@ struct Reported {
     /// Why it did not run (refused by the device's policy, …).
     #[serde(default)]
     error: Option<String>,
+    /// Its owner's cancel stopped it.
+    #[serde(default)]
+    canceled: bool,
 }
 
 /// `POST /.edgelink/v1/commands/{id}/result`: how the device's running
@@ -201,7 +213,13 @@ async fn command_result(
         return error(ErrorCode::BadRequest, "the result is not the expected JSON", path);
     };
     let end = edgelink_store::CommandEnd {
-        status: if r.error.is_none() && r.exit_code == Some(0) { "succeeded" } else { "failed" },
+        status: if r.canceled {
+            "canceled"
+        } else if r.error.is_none() && r.exit_code == Some(0) {
+            "succeeded"
+        } else {
+            "failed"
+        },
         ran_on: None,
         stdout: Some(r.stdout),
         stderr: Some(r.stderr),

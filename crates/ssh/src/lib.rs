@@ -98,6 +98,8 @@ pub struct Outcome {
     pub stderr_truncated: bool,
     /// True when the deadline ended it.
     pub timed_out: bool,
+    /// True when it was stopped on request (killed, or never started).
+    pub canceled: bool,
 }
 
 /// Why a command could not be run. The text names the server and the
@@ -155,7 +157,7 @@ pub enum Error {
     Invalid(&'static str),
 }
 
-pub use edgelink_protocol::ssh::normalize_fingerprint;
+pub use edgelink_protocol::ssh::{normalize_fingerprint, parse_pins};
 
 #[cfg(test)]
 mod tests {

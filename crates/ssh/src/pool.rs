@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Credential, Error, Limits, Outcome, Target, normalize_fingerprint};
 
@@ -128,6 +129,18 @@ impl Pool {
     /// an [`Outcome`] whatever its exit status; an error means it did not
     /// run (or the session broke under it).
     pub async fn run(&self, target: &Target, command: &str, limits: Limits) -> Result<Outcome, Error> {
+        self.run_cancellable(target, command, limits, &CancellationToken::new()).await
+    }
+
+    /// [`Pool::run`], and when `cancel` fires the command is killed (or,
+    /// if it has not started, never started): the outcome says `canceled`.
+    pub async fn run_cancellable(
+        &self,
+        target: &Target,
+        command: &str,
+        limits: Limits,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, Error> {
         if target.host.is_empty() || target.port == 0 {
             return Err(Error::Invalid("the SSH host and port are required"));
         }
@@ -198,8 +211,11 @@ impl Pool {
                     Ok(Err(e)) => break Err(Run::NotStarted(e.to_string())),
                 }
             };
+            if cancel.is_cancelled() {
+                return Ok(Outcome { canceled: true, ..Outcome::default() });
+            }
             let ran = match channel {
-                Ok(channel) => execute(channel, command, limits, deadline, &addr).await,
+                Ok(channel) => execute(channel, command, limits, deadline, cancel, &addr).await,
                 Err(e) => Err(e),
             };
             *lock(&slot.last_used) = Instant::now();
@@ -333,6 +349,7 @@ async fn execute(
     command: &str,
     limits: Limits,
     deadline: Instant,
+    cancel: &CancellationToken,
     addr: &str,
 ) -> Result<Outcome, Run> {
     let failed = |reason: &str| Run::Failed(Error::Session { addr: addr.to_owned(), reason: reason.to_owned() });
@@ -352,6 +369,13 @@ async fn execute(
                 outcome.signal.get_or_insert_with(|| "KILL".to_owned());
                 break;
             }
+            () = cancel.cancelled() => {
+                outcome.canceled = true;
+                let _ = channel.signal(Sig::KILL).await;
+                let _ = channel.close().await;
+                outcome.signal.get_or_insert_with(|| "KILL".to_owned());
+                break;
+            }
         };
         match msg {
             Some(ChannelMsg::Success) => started = true,
@@ -364,7 +388,7 @@ async fn execute(
             Some(_) => {}
         }
     }
-    if !outcome.timed_out && outcome.exit_code.is_none() && outcome.signal.is_none() {
+    if !outcome.timed_out && !outcome.canceled && outcome.exit_code.is_none() && outcome.signal.is_none() {
         // The channel ended without the command's end: the connection
         // broke under it.
         return Err(if started || !out.kept.is_empty() || !err.kept.is_empty() {

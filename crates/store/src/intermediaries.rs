@@ -76,6 +76,15 @@ pub struct CommandRow {
     pub args: Option<String>,
     /// ms: a native command no agent claimed by then expires.
     pub expires_at: Option<i64>,
+    /// Native commands with an SSH target: the password or private key
+    /// sealed to the device's key; cleared once the command ends. Never
+    /// serialized.
+    #[serde(skip)]
+    pub secret_sealed: Option<String>,
+    /// The SSH target's pinned host-key fingerprint.
+    pub host_key: Option<String>,
+    /// ms: its owner asked the running command to stop.
+    pub cancel_requested_at: Option<i64>,
 }
 
 /// What a new command is stored with.
@@ -103,12 +112,17 @@ pub struct NewCommand {
     pub args: Option<String>,
     /// ms: a native command no agent claimed by then expires.
     pub expires_at: Option<i64>,
+    /// Native commands with an SSH target: the credential sealed to the
+    /// device's key.
+    pub secret_sealed: Option<String>,
+    /// The SSH target's pinned host-key fingerprint.
+    pub host_key: Option<String>,
 }
 
 /// How a command ended.
 #[derive(Debug, Clone, Default)]
 pub struct CommandEnd {
-    /// `succeeded`, `failed` or `expired`.
+    /// `succeeded`, `failed`, `expired` or `canceled`.
     pub status: &'static str,
     /// The intermediary that ran it.
     pub ran_on: Option<String>,
@@ -126,7 +140,7 @@ const COLUMNS: &str =
     "id, owner_id, name, group_name, allowed_ips, created_at, rotated_at, last_seen_at, last_seen_ip, revoked_at";
 const COMMAND_COLUMNS: &str = "id, owner_id, intermediary_id, group_name, ran_on, host, port, username, command, \
      timeout_ms, status, stdout, stderr, exit_code, error, created_at, started_at, finished_at, device_id, args, \
-     expires_at";
+     expires_at, secret_sealed, host_key, cancel_requested_at";
 
 impl Store {
     /// Stores an intermediary of `owner_id` with its key's digest.
@@ -258,8 +272,8 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO commands (id, owner_id, intermediary_id, group_name, host, port, username, command, \
-                 timeout_ms, status, created_at, device_id, args, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)",
+                 timeout_ms, status, created_at, device_id, args, expires_at, secret_sealed, host_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15)",
             )
             .bind(&new.id)
             .bind(owner_id)
@@ -274,6 +288,8 @@ impl Store {
             .bind(&new.device_id)
             .bind(&new.args)
             .bind(new.expires_at)
+            .bind(&new.secret_sealed)
+            .bind(&new.host_key)
             .execute(pool)
             .await?;
             Ok::<(), crate::Error>(())
@@ -363,7 +379,7 @@ impl Store {
         with_pool!(self, |pool| {
             let done = sqlx::query(
                 "UPDATE commands SET status = $1, stdout = $2, stderr = $3, exit_code = $4, error = $5, \
-                 finished_at = $6 WHERE id = $7 AND device_id = $8 AND status = 'running'",
+                 finished_at = $6, secret_sealed = NULL WHERE id = $7 AND device_id = $8 AND status = 'running'",
             )
             .bind(end.status)
             .bind(&end.stdout)
@@ -399,8 +415,26 @@ impl Store {
     pub async fn cancel_command(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
         with_pool!(self, |pool| {
             let done = sqlx::query(
-                "UPDATE commands SET status = 'canceled', finished_at = $1 \
+                "UPDATE commands SET status = 'canceled', finished_at = $1, secret_sealed = NULL \
                  WHERE owner_id = $2 AND id = $3 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(owner_id)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Asks `owner_id`'s running native command `id` to stop (its agent
+    /// is told and reports it `canceled`); false when it is not a running
+    /// native command of that owner.
+    pub async fn request_cancel(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE commands SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+                 WHERE owner_id = $2 AND id = $3 AND status = 'running' AND device_id IS NOT NULL",
             )
             .bind(now)
             .bind(owner_id)
@@ -417,7 +451,7 @@ impl Store {
     pub async fn expire_device_commands(&self, now: i64, grace_ms: i64) -> Result<u64> {
         with_pool!(self, |pool| {
             let a = sqlx::query(
-                "UPDATE commands SET status = 'expired', finished_at = $1, \
+                "UPDATE commands SET status = 'expired', finished_at = $1, secret_sealed = NULL, \
                  error = 'the device did not take the command before it expired' \
                  WHERE device_id IS NOT NULL AND status = 'pending' AND expires_at <= $1",
             )
@@ -425,7 +459,7 @@ impl Store {
             .execute(pool)
             .await?;
             let b = sqlx::query(
-                "UPDATE commands SET status = 'failed', finished_at = $1, \
+                "UPDATE commands SET status = 'failed', finished_at = $1, secret_sealed = NULL, \
                  error = 'the device did not report a result in time' \
                  WHERE device_id IS NOT NULL AND status = 'running' AND started_at + timeout_ms + $2 <= $1",
             )
@@ -479,6 +513,8 @@ mod tests {
                 device_id: None,
                 args: None,
                 expires_at: None,
+                secret_sealed: None,
+                host_key: None,
             };
             let c = store.create_command(&alice.id, &new, 3_000).await.unwrap();
             assert_eq!(c.status, "pending");
@@ -500,6 +536,48 @@ mod tests {
             assert!(store.revoke_intermediary(&alice.id, &p.id, 4_000).await.unwrap());
             assert!(store.intermediary_for_login(&p.id).await.unwrap().is_none());
             assert!(store.list_intermediaries(&alice.id).await.unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_native_command_keeps_its_sealed_secret_only_until_it_ends_and_only_its_owner_cancels_it() {
+        for store in testdb::stores().await {
+            let alice = store.upsert_user_by_email("alice@example.com", "Alice").await.unwrap();
+            let bob = store.upsert_user_by_email("bob@example.com", "Bob").await.unwrap();
+            let d = store.create_device(&testdb::new_device(&alice.id)).await.unwrap();
+            let new = NewCommand {
+                id: "cmd_2_y".into(),
+                intermediary_id: None,
+                group_name: None,
+                host: "10.0.0.7".into(),
+                port: 22,
+                username: "ops".into(),
+                command: "uptime".into(),
+                timeout_ms: 30_000,
+                device_id: Some(d.id.clone()),
+                args: None,
+                expires_at: Some(10_000),
+                secret_sealed: Some("els1.sealed".into()),
+                host_key: Some("SHA256:abc".into()),
+            };
+            let c = store.create_command(&alice.id, &new, 1_000).await.unwrap();
+            // Not running yet: nothing to stop (a pending one is canceled outright).
+            assert!(!store.request_cancel(&alice.id, &c.id, 1_100).await.unwrap());
+            let claimed = store.claim_device_command(&d.id, &c.id, 1_200).await.unwrap().unwrap();
+            assert_eq!(claimed.secret_sealed.as_deref(), Some("els1.sealed"));
+            assert_eq!(claimed.host_key.as_deref(), Some("SHA256:abc"));
+            // The sealed form never leaves in a serialized row.
+            assert!(!serde_json::to_string(&claimed).unwrap().contains("els1."));
+            assert!(!store.request_cancel(&bob.id, &c.id, 1_300).await.unwrap());
+            assert!(store.request_cancel(&alice.id, &c.id, 1_300).await.unwrap());
+            assert!(store.request_cancel(&alice.id, &c.id, 1_400).await.unwrap());
+            let row = store.command(&alice.id, &c.id).await.unwrap().unwrap();
+            assert_eq!(row.cancel_requested_at, Some(1_300));
+            let end = CommandEnd { status: "canceled", ..CommandEnd::default() };
+            assert!(store.finish_device_command(&d.id, &c.id, &end, 1_500).await.unwrap());
+            let row = store.command(&alice.id, &c.id).await.unwrap().unwrap();
+            assert_eq!((row.status.as_str(), row.secret_sealed), ("canceled", None));
+            assert!(!store.request_cancel(&alice.id, &c.id, 1_600).await.unwrap());
         }
     }
 }

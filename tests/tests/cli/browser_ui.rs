@@ -45,7 +45,7 @@ async fn alice_pairs_the_demo_agent_and_opens_it_in_a_real_browser() {
     assert!(stdout.contains("token: created, used, revoked"), "{stdout}");
     assert!(stdout.contains("device panel: chart drawn"), "{stdout}");
     assert!(stdout.contains("intermediary: registered, connected, command run"), "{stdout}");
-    assert!(stdout.contains("device commands: allowed one ran, another refused"), "{stdout}");
+    assert!(stdout.contains("device commands: allowed one ran, another refused, a running one canceled"), "{stdout}");
     assert!(origin::INDEX_HTML.contains("Hello from the demo device"));
     for shot in ["devices.png", "device.png", "device-panel.png", "tokens.png", "intermediaries.png"] {
         let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);

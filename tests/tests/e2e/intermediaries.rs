@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use edgelink_e2e::logs::Captured;
 use edgelink_e2e::signin::Browser;
 use edgelink_e2e::{Options, Stack};
 use edgelink_ssh::testing::OpenSsh;
@@ -20,28 +21,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
-
-/// Every log line of this thread (the stack runs on the test's
-/// current-thread runtime), at debug level.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 fn python_intermediary(api_url: &str, proxy_id: &str, key: &str, mode: &str, creds: &str) -> (Child, Lines) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/seed001_intermediary.py");
@@ -115,11 +94,7 @@ async fn connected(alice: &Browser, id: &str) -> bool {
 #[tokio::test]
 async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(captured.clone())
-        .finish();
-    let _logs = tracing::subscriber::set_default(subscriber);
+    let _logs = captured.install();
     let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.expect("stack");
     let alice = Browser::new(&stack.api_url);
     alice.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, "alice").await;
@@ -243,7 +218,7 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
         use tokio::io::AsyncReadExt;
         let _ = e.read_to_string(&mut agent_log).await;
     }
-    let server_log = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let server_log = captured.text();
     assert!(server_log.contains("command submitted"), "the capture saw api-server's log");
     assert!(agent_log.contains("executing"), "the capture saw edge-agent's log");
     for (what, secret) in [
