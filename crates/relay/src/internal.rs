@@ -74,6 +74,36 @@ async fn close(State(relay): State<Relay>, Path(id): Path<String>, uri: axum::ht
     }
 }
 
+/// Sends `notice` to the device of `session` in the background (false
+/// when it cannot be encoded). A lost notice costs latency only.
+pub(crate) fn spawn_notice(session: std::sync::Arc<crate::registry::LiveSession>, notice: &Notify) -> bool {
+    let request = axum::http::Request::post(edgelink_protocol::paths::NOTIFY)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(serde_json::to_vec(notice).unwrap_or_default()));
+    let Ok(request) = request else {
+        return false;
+    };
+    tokio::spawn(async move {
+        let sent = crate::pool::exchange(&session, request, edgelink_hop::Pending::default(), NOTIFY_TIMEOUT).await;
+        match sent {
+            Ok(resp) => {
+                // Drain so the stream goes back to the pool.
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "sent").increment(1);
+            }
+            Err(RelayError::DeviceTimeout) => {
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "timeout").increment(1);
+                tracing::debug!(device_id = %session.device_id, "notice timed out");
+            }
+            Err(e) => {
+                metrics::counter!("edgelink_relay_notifies_total", "result" => "failed").increment(1);
+                tracing::debug!(device_id = %session.device_id, error = %e, "notice not delivered");
+            }
+        }
+    });
+    true
+}
+
 /// How long a notice may take to reach the device.
 const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -93,30 +123,9 @@ async fn notify(
     if body.topic.is_empty() || body.topic.len() > 64 {
         return RelayError::client(ErrorCode::BadRequest, "topic must be 1 to 64 bytes").into_response_at(uri.path());
     }
-    let request = axum::http::Request::post(edgelink_protocol::paths::NOTIFY)
-        .header(axum::http::header::CONTENT_TYPE, "application/json")
-        .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()));
-    let Ok(request) = request else {
-        return RelayError::client(ErrorCode::BadRequest, "bad notice").into_response_at(uri.path());
-    };
     let token = session.id.clone();
-    tokio::spawn(async move {
-        let sent = crate::pool::exchange(&session, request, edgelink_hop::Pending::default(), NOTIFY_TIMEOUT).await;
-        match sent {
-            Ok(resp) => {
-                // Drain so the stream goes back to the pool.
-                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                metrics::counter!("edgelink_relay_notifies_total", "result" => "sent").increment(1);
-            }
-            Err(RelayError::DeviceTimeout) => {
-                metrics::counter!("edgelink_relay_notifies_total", "result" => "timeout").increment(1);
-                tracing::debug!(device_id = %session.device_id, "notice timed out");
-            }
-            Err(e) => {
-                metrics::counter!("edgelink_relay_notifies_total", "result" => "failed").increment(1);
-                tracing::debug!(device_id = %session.device_id, error = %e, "notice not delivered");
-            }
-        }
-    });
+    if !spawn_notice(session, &body) {
+        return RelayError::client(ErrorCode::BadRequest, "bad notice").into_response_at(uri.path());
+    }
     axum::Json(NotifyResult { token, notified: true }).into_response()
 }

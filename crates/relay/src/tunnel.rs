@@ -150,9 +150,21 @@ async fn run_session(
     if let Err(e) = recorded {
         tracing::error!(error = %e, "could not record session; closing it");
         live.close(CloseReason::Shutdown);
-    } else if let Some(old) = relay.registry().insert(live.clone()) {
-        tracing::info!(replaced = %old.id, "new connection replaces the device's previous session");
-        old.close(CloseReason::Replaced);
+    } else {
+        if let Some(old) = relay.registry().insert(live.clone()) {
+            tracing::info!(replaced = %old.id, "new connection replaces the device's previous session");
+            old.close(CloseReason::Replaced);
+        }
+        // A message (or command) queued while the tunnel came up found no
+        // session to notify; the agent's first fetch may have run before
+        // it was stored. Tell the device now if anything waits.
+        let (relay, live) = (relay.clone(), Arc::clone(&live));
+        tokio::spawn(async move {
+            if let Ok(true) = relay.store().has_undelivered_messages(&live.device_id, now_ms()).await {
+                let notice = edgelink_internal_api::Notify { topic: "messages".into() };
+                crate::internal::spawn_notice(live, &notice);
+            }
+        });
     }
     tracing::info!(remote_addr = %addr, "tunnel up");
     metrics::counter!("edgelink_tunnels_accepted_total").increment(1);

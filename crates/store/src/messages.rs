@@ -211,6 +211,22 @@ impl Store {
         })
     }
 
+    /// Whether `device_id` has a message never handed out yet (one queued
+    /// while its tunnel came up may have missed its notice).
+    pub async fn has_undelivered_messages(&self, device_id: &str, now: i64) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let found: Option<(i64,)> = sqlx::query_as(
+                "SELECT 1 FROM message_deliveries WHERE device_id = $1 AND status = 'pending' AND expires_at > $2 \
+                 LIMIT 1",
+            )
+            .bind(device_id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            Ok(found.is_some())
+        })
+    }
+
     /// `device_id` read `message_id`.
     pub async fn ack_message(&self, device_id: &str, message_id: &str, now: i64) -> Result<AckOutcome> {
         with_pool!(self, |pool| {

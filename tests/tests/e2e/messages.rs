@@ -271,3 +271,52 @@ async fn delivery_is_at_least_once_across_relay_and_api_server_restarts() {
     assert!(redelivered >= 20, "{redelivered}");
     agent.stop().await;
 }
+
+/// A message queued while the device's tunnel comes up finds no session to
+/// notify, and the device's first fetch may already have run: the relay
+/// tells the device once its session is registered if anything waits (a
+/// bare tunnel client here, which fetches nothing by itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_connects_with_messages_waiting_is_told_at_once() {
+    use tokio::io::AsyncReadExt;
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let device = stack.add_device("alice@example.com").await;
+    let quiet = stack.add_device("alice@example.com").await;
+    let (status, v) = send(&alice, json!({"to": [device.id], "type": "job", "content": 1})).await;
+    assert_eq!(status, 201, "{v}");
+
+    let (_session, mut inbound) = bare_tunnel(&stack, &device).await;
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), inbound.recv())
+        .await
+        .expect("the relay opened a stream to the device within 5 s")
+        .expect("stream");
+    let mut head = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with(&format!("POST {} ", edgelink_protocol::paths::NOTIFY)), "{head}");
+    assert!(head.contains("messages"), "{head}");
+
+    // A device with nothing waiting gets no notice.
+    let (_quiet_session, mut quiet_inbound) = bare_tunnel(&stack, &quiet).await;
+    stack.wait_session(&quiet.id, None).await;
+    assert!(tokio::time::timeout(Duration::from_millis(500), quiet_inbound.recv()).await.is_err());
+}
+
+/// A tunnel for `d` with no agent behind it: the streams the relay opens
+/// come out of the receiver.
+async fn bare_tunnel(
+    stack: &Stack,
+    d: &Device,
+) -> (edgelink_tunnel::Session, tokio::sync::mpsc::UnboundedReceiver<edgelink_tunnel::TunnelStream>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let token = device_token(stack, d).await;
+    let tls = edgelink_agent::tls::client_config(None).unwrap();
+    let config = edgelink_tunnel::TunnelConfig::default();
+    let session = edgelink_tunnel::dial(&stack.tunnel_url(), &token, tls, Duration::from_secs(5), &config, move |s| {
+        let _ = tx.send(s);
+    })
+    .await
+    .unwrap();
+    (session, rx)
+}
