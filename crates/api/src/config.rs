@@ -20,6 +20,11 @@ pub struct ApiConfig {
     /// longest a keep-alive connection may sit idle between requests.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// How long a request body may take to arrive after its head (the
+    /// device web-service path excepted: it streams); slower ones are
+    /// answered 408 and their connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// Connections served at once; beyond it, new ones wait (the log says
     /// so). Upgraded WebSockets do not count once switched.
     pub max_connections: usize,
@@ -295,6 +300,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3721)),
             header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             database_url: "sqlite://edgelink.db".into(),
             signing_key_file: PathBuf::from("edgelink-signing-key.pem"),
@@ -403,6 +409,9 @@ impl ApiConfig {
         }
         if self.header_timeout.is_zero() || self.header_timeout > Duration::from_secs(300) {
             return Err("header_timeout must be between 1s and 5m".into());
+        }
+        if self.body_timeout.is_zero() || self.body_timeout > Duration::from_secs(600) {
+            return Err("body_timeout must be between 1ms and 10m".into());
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());

@@ -29,6 +29,7 @@
 //! * [`provision::add_device`]: the operator's `device add` command.
 
 pub mod api_tokens;
+pub mod body_deadline;
 pub mod browser;
 pub mod cache;
 pub mod client_ip;
@@ -322,6 +323,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.config().body_timeout, body_deadline::enforce))
         .layer(axum::middleware::from_fn_with_state("api-server", edgelink_observe::track))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)

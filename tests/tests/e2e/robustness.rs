@@ -189,6 +189,35 @@ async fn slow_clients_are_closed_at_the_header_timeout_on_api_server_and_the_int
     }
 }
 
+#[tokio::test]
+async fn a_request_body_that_never_finishes_is_answered_408_at_the_body_timeout() {
+    let options =
+        edgelink_e2e::Options { api: |c| c.body_timeout = Duration::from_secs(1), ..edgelink_e2e::Options::default() };
+    let stack = Stack::start_with(options).await.unwrap();
+    let api = stack.api_url.trim_start_matches("http://").to_owned();
+    // A public route with a JSON body: the head, then 10 of the 100 bytes
+    // announced, then nothing (a slowloris on bodies).
+    let mut s = TcpStream::connect(&api).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"node_id\"",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was kept open");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "answered after {took:?}");
+    // A complete body on time is unaffected.
+    let resp =
+        http().post(format!("{}/api/v1/auth/login", stack.api_url)).json(&serde_json::json!({})).send().await.unwrap();
+    assert_ne!(resp.status().as_u16(), 408);
+}
+
 fn vm_rss_kib() -> u64 {
     edgelink_e2e::proc_status_kib("VmRSS")
 }
