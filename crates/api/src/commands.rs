@@ -54,8 +54,8 @@ pub fn socket_io(intermediaries: Arc<Intermediaries>, hub: Arc<Hub>) -> SocketIo
                     .or_else(|| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
                     .unwrap_or_default()
             };
-            let ip =
-                s.req_parts().extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+            // The address the gate resolved (trusted proxies considered).
+            let ip = s.req_parts().extensions.get::<crate::ratelimit::ClientAddr>().map(|c| c.0);
             match intermediaries.login(&pick("proxyId"), &pick("apiKey"), ip).await {
                 Ok(row) => {
                     s.extensions.insert(row);

@@ -300,7 +300,9 @@ impl AppState {
     fn per_minute(&self, limit: ratelimit::Limit) -> u32 {
         match limit {
             ratelimit::Limit::PairingExchange => self.inner.config.pairing_exchange_per_minute,
-            ratelimit::Limit::DeviceAuth => self.inner.config.device_auth_per_minute,
+            ratelimit::Limit::DeviceAuth | ratelimit::Limit::IntermediaryHandshake => {
+                self.inner.config.device_auth_per_minute
+            }
         }
     }
 

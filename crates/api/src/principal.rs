@@ -333,7 +333,10 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     let client_ip = gate.state.client_ip(peer, req.headers());
     let now = edgelink_store::now_ms();
     let mut decision = None;
-    if let Some(limit) = gate.limit {
+    if let Some(ip) = client_ip {
+        req.extensions_mut().insert(crate::ratelimit::ClientAddr(ip));
+    }
+    if let Some(limit) = gate.limit.filter(|l| l.counts(req.uri().query())) {
         let ip = client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let key = format!("ip:{}:{}", limit.name(), crate::ratelimit::bucket_key(ip));
         let d = gate.state.limiter().check(&key, gate.state.per_minute(limit), MINUTE, now);

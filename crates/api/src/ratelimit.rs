@@ -17,6 +17,10 @@ pub enum Limit {
     /// Device challenge/verify/refresh: generous, a site's devices may share
     /// one address behind NAT.
     DeviceAuth,
+    /// Socket.IO handshakes of intermediaries (a new Engine.IO session;
+    /// the polls and upgrades of an open one are not counted): at the
+    /// device-auth rate.
+    IntermediaryHandshake,
 }
 
 impl Limit {
@@ -25,9 +29,24 @@ impl Limit {
         match self {
             Limit::PairingExchange => "pairing",
             Limit::DeviceAuth => "device-auth",
+            Limit::IntermediaryHandshake => "intermediary",
+        }
+    }
+
+    /// Whether this request counts against the limit.
+    pub fn counts(self, query: Option<&str>) -> bool {
+        match self {
+            // An Engine.IO request naming its session is not a handshake.
+            Limit::IntermediaryHandshake => !query.unwrap_or("").split('&').any(|kv| kv.starts_with("sid=")),
+            _ => true,
         }
     }
 }
+
+/// The client's address as the gate resolved it (trusted proxies
+/// considered), for handlers that check it themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
 /// The bucket an address counts against: itself for IPv4 (also written as
 /// IPv4-mapped IPv6), its /64 for IPv6.
@@ -128,6 +147,17 @@ impl FailureBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_engine_io_handshakes_count_against_the_intermediary_limit() {
+        let l = Limit::IntermediaryHandshake;
+        assert!(l.counts(Some("EIO=4&transport=polling")));
+        assert!(l.counts(Some("EIO=4&transport=websocket&proxyId=p")));
+        assert!(l.counts(None));
+        assert!(!l.counts(Some("EIO=4&transport=polling&sid=abc")));
+        assert!(!l.counts(Some("sid=abc&EIO=4&transport=websocket")));
+        assert!(Limit::DeviceAuth.counts(Some("sid=x")));
+    }
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {

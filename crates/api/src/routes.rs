@@ -156,8 +156,8 @@ pub fn routes() -> Vec<Route> {
         // Seed 001's intermediaries: registered by users, connected over
         // Socket.IO (namespace /proxy, authenticated by proxyId + apiKey
         // in its handshake), and the commands sent through them.
-        Route::new(Method::GET, "/socket.io/", Public, commands::engine_io),
-        Route::new(Method::POST, "/socket.io/", Public, commands::engine_io),
+        Route::new(Method::GET, "/socket.io/", Public, commands::engine_io).limited(Limit::IntermediaryHandshake),
+        Route::new(Method::POST, "/socket.io/", Public, commands::engine_io).limited(Limit::IntermediaryHandshake),
         Route::new(Method::POST, "/api/v1/proxies", User, commands::create).scope(ProxyManage),
         Route::new(Method::GET, "/api/v1/proxies", User, commands::list).scope(ProxyManage),
         Route::new(Method::DELETE, "/api/v1/proxies/{id}", User, commands::revoke).scope(ProxyManage),

@@ -231,3 +231,25 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
         assert!(!agent_log.contains(secret), "edge-agent logged a {what}");
     }
 }
+
+/// Socket.IO handshakes count against a per-address limit (the device-auth
+/// rate), so a stranger cannot make api-server look up intermediary keys
+/// without bound; requests of an open Engine.IO session do not count.
+#[tokio::test]
+async fn socket_io_handshakes_are_rate_limited_per_address() {
+    let options = Options { api: |c| c.device_auth_per_minute = 3, ..Options::default() };
+    let stack = Stack::start_with(options).await.expect("stack");
+    let client = edgelink_e2e::http();
+    let handshake = format!("{}/socket.io/?EIO=4&transport=polling", stack.api_url);
+    for _ in 0..3 {
+        let resp = client.get(&handshake).send().await.expect("handshake");
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = client.get(&handshake).send().await.expect("handshake");
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    // A poll of an (unknown) session is not a handshake: not counted, and
+    // answered by Engine.IO itself.
+    let resp = client.get(format!("{handshake}&sid=nosuchsession")).send().await.expect("poll");
+    assert_ne!(resp.status(), 429);
+}
