@@ -303,7 +303,9 @@ pub async fn command_to_device(
     let device = crate::devices::device_of(&state, &user, &id).await?;
     let body: edgelink_commands::native::DeviceCommand =
         serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("invalid command: {e}")))?;
-    let row = edgelink_commands::native::submit(state.store(), state.messages(), &user.user.id, &device, body).await?;
+    let sender = crate::messages::user_sender(&user);
+    let row = edgelink_commands::native::submit(state.store(), state.messages(), &user.user.id, &sender, &device, body)
+        .await?;
     crate::messages::notify_recipients(&state, &user.user.id, std::slice::from_ref(&device.id));
     Ok((StatusCode::ACCEPTED, axum::Json(command_view(&row))))
 }
@@ -332,7 +334,8 @@ pub async fn cancel_command(
     if id.len() > 64 {
         return Err(ApiError::new(ErrorCode::NotFound, "no such command"));
     }
-    let row = edgelink_commands::native::cancel(state.store(), state.messages(), &user.user.id, &id).await?;
+    let sender = crate::messages::user_sender(&user);
+    let row = edgelink_commands::native::cancel(state.store(), state.messages(), &user.user.id, &sender, &id).await?;
     if row.status == "canceled" {
         state.command_hub().forget(&id);
     } else if let Some(device_id) = &row.device_id {

@@ -25,11 +25,16 @@ pub struct MessageList {
 pub(crate) fn sender_of(principal: &Principal) -> Sender {
     match principal {
         Principal::Device(d) => Sender::Device(d.device_id.clone()),
-        Principal::User(u) => match &u.via {
-            Via::Session => Sender::User(u.user.id.clone()),
-            Via::Token(id) => Sender::Token(id.clone()),
-            Via::Service(subject) => Sender::Service(subject.clone()),
-        },
+        Principal::User(u) => user_sender(u),
+    }
+}
+
+/// The sender a user (by session, token or service client) sends as.
+pub(crate) fn user_sender(u: &crate::principal::UserPrincipal) -> Sender {
+    match &u.via {
+        Via::Session => Sender::User(u.user.id.clone()),
+        Via::Token(id) => Sender::Token(id.clone()),
+        Via::Service(subject) => Sender::Service(subject.clone()),
     }
 }
 

@@ -115,6 +115,7 @@ pub async fn submit(
     store: &Store,
     messages: &Messages,
     owner_id: &str,
+    sender: &Sender,
     device: &Device,
     req: DeviceCommand,
 ) -> Result<CommandRow, NativeError> {
@@ -175,7 +176,7 @@ pub async fn submit(
         ttl: Some(ttl),
         metadata: None,
     };
-    if let Err(e) = messages.send_reserved(owner_id, &Sender::User(owner_id.to_owned()), notice, now).await {
+    if let Err(e) = messages.send_reserved(owner_id, sender, notice, now).await {
         let _ = store.cancel_command(owner_id, &id, now).await;
         return Err(e.into());
     }
@@ -231,7 +232,13 @@ fn seal_target(device: &Device, id: &str, t: &SshTarget) -> Result<(Option<Strin
 
 /// Cancels `owner_id`'s command `id`: a pending one never runs; a running
 /// native one is stopped by its agent (told now; it reports `canceled`).
-pub async fn cancel(store: &Store, messages: &Messages, owner_id: &str, id: &str) -> Result<CommandRow, NativeError> {
+pub async fn cancel(
+    store: &Store,
+    messages: &Messages,
+    owner_id: &str,
+    sender: &Sender,
+    id: &str,
+) -> Result<CommandRow, NativeError> {
     let now = edgelink_store::now_ms();
     if !store.cancel_command(owner_id, id, now).await? {
         let row = store.command(owner_id, id).await?.ok_or(NativeError::NotFound)?;
@@ -248,7 +255,7 @@ pub async fn cancel(store: &Store, messages: &Messages, owner_id: &str, id: &str
                 ttl: Some(((row.timeout_ms / 1000) + 60) as u64),
                 metadata: None,
             };
-            messages.send_reserved(owner_id, &Sender::User(owner_id.to_owned()), notice, now).await?;
+            messages.send_reserved(owner_id, sender, notice, now).await?;
             tracing::info!(command_id = id, user_id = owner_id, device_id, "cancel of a running command sent");
         }
     }

@@ -105,6 +105,38 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
         assert_eq!(status, 400, "{bad} → {body}");
     }
 
+    // A program with an API token of scope command:execute: its notice is
+    // sent as the token, not as the user.
+    let (token_id, secret) = alice.api_token(json!({"name": "ops", "scopes": ["command:execute"]})).await;
+    let resp = edgelink_e2e::http()
+        .post(format!("{}{path}", stack.api_url))
+        .bearer_auth(&secret)
+        .json(&json!({"command": "/bin/echo", "args": ["from a program"]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let sent: Value = resp.json().await.expect("json");
+    let r = done(&alice, sent["command_id"].as_str().expect("id")).await;
+    assert_eq!(r["stdout"], "from a program\n", "{r}");
+    let queue: Value = alice
+        .same_origin(Method::GET, &format!("/api/v1/devices/{}/messages", device.id))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let notice = queue["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["content"]["command_id"] == sent["command_id"]))
+        .cloned()
+        .unwrap_or_else(|| panic!("the command's notice is listed: {queue}"));
+    assert_eq!(
+        (notice["sender"]["kind"].as_str(), notice["sender"]["id"].as_str()),
+        (Some("token"), Some(token_id.as_str()))
+    );
+
     // Another owner's device: 404, as everywhere.
     let bob = Browser::new(&stack.api_url);
     bob.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, "bob").await;
