@@ -389,11 +389,17 @@ pub async fn get_command(
             }
         };
         // A device's agent reports through its relay, which writes the
-        // store directly: those are read again every 50 ms (no notice reaches api-server).
-        let step = if row.device_id.is_some() {
-            deadline.min(tokio::time::Instant::now() + Duration::from_millis(50))
-        } else {
-            deadline
+        // store directly (no notice reaches api-server): read again every
+        // 5 ms while the command is young, every 50 ms after its first
+        // quarter second (most commands end fast; long ones need no
+        // millisecond precision).
+        let step = match row.device_id {
+            Some(_) => {
+                let age = now_ms().saturating_sub(row.started_at.unwrap_or(row.created_at));
+                let every = if age < 250 { 5 } else { 50 };
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(every))
+            }
+            None => deadline,
         };
         let _ = tokio::time::timeout_at(step, this).await;
     }
