@@ -422,6 +422,8 @@ fn command_view(row: &CommandRow) -> Value {
         "timeout_ms": row.timeout_ms,
         "stdout": row.stdout,
         "stderr": row.stderr,
+        "stdout_truncated": row.stdout_truncated,
+        "stderr_truncated": row.stderr_truncated,
         "exit_code": row.exit_code,
         "error": row.error,
         "created_at": rfc3339(row.created_at),

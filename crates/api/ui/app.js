@@ -155,7 +155,8 @@ async function refreshDevice() {
 
 function commandText(c) {
   return `${c.status}${c.exit_code !== null ? ` (exit ${c.exit_code})` : ""}${c.error ? `: ${c.error}` : ""}` +
-    `\n${c.stdout || ""}${c.stderr ? `\n[stderr]\n${c.stderr}` : ""}`;
+    `\n${c.stdout || ""}${c.stdout_truncated ? "\n[stdout truncated at the device's output cap]" : ""}` +
+    `${c.stderr ? `\n[stderr]\n${c.stderr}` : ""}${c.stderr_truncated ? "\n[stderr truncated]" : ""}`;
 }
 
 function showDeviceCommands(commands) {

@@ -336,6 +336,7 @@ impl Hub {
             stderr: Some(text("stderr").unwrap_or_default()),
             exit_code,
             error: exit_code.is_none().then(|| "the intermediary's result has no exitCode".to_owned()),
+            ..CommandEnd::default()
         };
         self.apply(vec![Effect::Ended { id: id.to_owned(), end }]).await;
         true

@@ -193,6 +193,12 @@ struct Reported {
     /// Its owner's cancel stopped it.
     #[serde(default)]
     canceled: bool,
+    /// stdout went past the device's output cap.
+    #[serde(default)]
+    stdout_truncated: bool,
+    /// stderr went past the device's output cap.
+    #[serde(default)]
+    stderr_truncated: bool,
 }
 
 /// `POST /.edgelink/v1/commands/{id}/result`: how the device's running
@@ -225,6 +231,8 @@ async fn command_result(
         stderr: Some(r.stderr),
         exit_code: r.exit_code,
         error: r.error,
+        stdout_truncated: Some(r.stdout_truncated),
+        stderr_truncated: Some(r.stderr_truncated),
     };
     match relay.store().finish_device_command(device_id, id, &end, now_ms()).await {
         Ok(true) => json(StatusCode::OK, &serde_json::json!({ "command_id": id, "status": end.status })),

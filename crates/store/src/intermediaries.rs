@@ -85,6 +85,10 @@ pub struct CommandRow {
     pub host_key: Option<String>,
     /// ms: its owner asked the running command to stop.
     pub cancel_requested_at: Option<i64>,
+    /// Native commands: stdout went past the device's output cap.
+    pub stdout_truncated: Option<bool>,
+    /// Native commands: stderr went past the device's output cap.
+    pub stderr_truncated: Option<bool>,
 }
 
 /// What a new command is stored with.
@@ -134,13 +138,17 @@ pub struct CommandEnd {
     pub exit_code: Option<i32>,
     /// Why it did not run.
     pub error: Option<String>,
+    /// stdout went past the output cap (when the runner says).
+    pub stdout_truncated: Option<bool>,
+    /// stderr went past the output cap (when the runner says).
+    pub stderr_truncated: Option<bool>,
 }
 
 const COLUMNS: &str =
     "id, owner_id, name, group_name, allowed_ips, created_at, rotated_at, last_seen_at, last_seen_ip, revoked_at";
 const COMMAND_COLUMNS: &str = "id, owner_id, intermediary_id, group_name, ran_on, host, port, username, command, \
      timeout_ms, status, stdout, stderr, exit_code, error, created_at, started_at, finished_at, device_id, args, \
-     expires_at, secret_sealed, host_key, cancel_requested_at";
+     expires_at, secret_sealed, host_key, cancel_requested_at, stdout_truncated, stderr_truncated";
 
 impl Store {
     /// Stores an intermediary of `owner_id` with its key's digest.
@@ -379,7 +387,8 @@ impl Store {
         with_pool!(self, |pool| {
             let done = sqlx::query(
                 "UPDATE commands SET status = $1, stdout = $2, stderr = $3, exit_code = $4, error = $5, \
-                 finished_at = $6, secret_sealed = NULL WHERE id = $7 AND device_id = $8 AND status = 'running'",
+                 finished_at = $6, secret_sealed = NULL, stdout_truncated = $9, stderr_truncated = $10 \
+                 WHERE id = $7 AND device_id = $8 AND status = 'running'",
             )
             .bind(end.status)
             .bind(&end.stdout)
@@ -389,6 +398,8 @@ impl Store {
             .bind(now)
             .bind(id)
             .bind(device_id)
+            .bind(end.stdout_truncated)
+            .bind(end.stderr_truncated)
             .execute(pool)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -527,6 +538,7 @@ mod tests {
                 stderr: Some(String::new()),
                 exit_code: Some(0),
                 error: None,
+                ..CommandEnd::default()
             };
             assert!(store.finish_command(&c.id, &end, 3_200).await.unwrap());
             assert!(!store.finish_command(&c.id, &CommandEnd { status: "expired", ..end }, 3_300).await.unwrap());
@@ -573,10 +585,11 @@ mod tests {
             assert!(store.request_cancel(&alice.id, &c.id, 1_400).await.unwrap());
             let row = store.command(&alice.id, &c.id).await.unwrap().unwrap();
             assert_eq!(row.cancel_requested_at, Some(1_300));
-            let end = CommandEnd { status: "canceled", ..CommandEnd::default() };
+            let end = CommandEnd { status: "canceled", stdout_truncated: Some(true), ..CommandEnd::default() };
             assert!(store.finish_device_command(&d.id, &c.id, &end, 1_500).await.unwrap());
             let row = store.command(&alice.id, &c.id).await.unwrap().unwrap();
             assert_eq!((row.status.as_str(), row.secret_sealed), ("canceled", None));
+            assert_eq!((row.stdout_truncated, row.stderr_truncated), (Some(true), None));
             assert!(!store.request_cancel(&alice.id, &c.id, 1_600).await.unwrap());
         }
     }

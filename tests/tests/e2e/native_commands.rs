@@ -43,6 +43,7 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
     let mut config = stack.agent_config(&device);
     config.commands_allow = vec!["/bin/echo *".into(), "/bin/sleep *".into(), "/bin/sh -c *".into()];
     config.commands_env_allow = vec!["GREETING".into()];
+    config.commands_output_cap = 1000;
     let mut agent = stack.spawn_agent_with(config, &device);
     agent.connected().await;
     // Registered, so that api-server's notice reaches it (otherwise the
@@ -61,6 +62,7 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
         "{r}"
     );
     assert_eq!(r["device_id"], device.id.as_str());
+    assert_eq!(r["stdout_truncated"], false, "{r}");
 
     // Allowed environment passes; a non-zero exit is `failed` with its code.
     let (_, sent) = post(
@@ -76,6 +78,13 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
         (Some("failed"), Some("hi\n"), Some(3)),
         "{r}"
     );
+
+    // Output past the device's cap is cut there, and the answer says so.
+    let (_, sent) =
+        post(&alice, &path, json!({"command": "/bin/sh", "args": ["-c", "head -c 5000 /dev/zero | tr '\\0' x"]})).await;
+    let r = done(&alice, sent["command_id"].as_str().expect("id")).await;
+    assert_eq!(r["stdout"].as_str().map(str::len), Some(1000), "{r}");
+    assert_eq!((r["stdout_truncated"].as_bool(), r["stderr_truncated"].as_bool()), (Some(true), Some(false)), "{r}");
 
     // Not on the allowlist: never runs.
     let (_, sent) = post(&alice, &path, json!({"command": "/bin/cat", "args": ["/etc/passwd"]})).await;
