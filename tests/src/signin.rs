@@ -117,6 +117,13 @@ impl Browser {
     pub fn same_origin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.api_url)).header("origin", &self.api_url)
     }
+
+    /// `GET path` as the web UI makes it, its JSON answer (panics on a
+    /// transport error or a body that is not JSON).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = self.same_origin(reqwest::Method::GET, path).send().await.expect("GET");
+        resp.json().await.expect("a JSON answer")
+    }
 }
 
 /// The `Location` of a redirect, absolute.

@@ -254,6 +254,20 @@ mod tests {
         );
     }
 
+    /// Whether no process whose command line holds `marker` is left
+    /// (waiting up to 2.5 s for the kill to land).
+    async fn group_gone(marker: &str) -> bool {
+        let alive =
+            || std::process::Command::new("pgrep").arg("-f").arg(marker).output().is_ok_and(|o| o.status.success());
+        for _ in 0..50 {
+            if !alive() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        !alive()
+    }
+
     #[tokio::test]
     async fn the_deadline_kills_the_whole_process_group_and_output_is_capped() {
         let p = policy(&["/bin/sh -c *"]);
@@ -264,15 +278,7 @@ mod tests {
         assert!(out.timed_out);
         assert_eq!(out.stdout, "started\n");
         assert_eq!(out.signal.as_deref(), Some("KILL"));
-        let alive =
-            || std::process::Command::new("pgrep").arg("-f").arg(&marker).output().is_ok_and(|o| o.status.success());
-        for _ in 0..50 {
-            if !alive() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(!alive(), "a process of the group survived the deadline");
+        assert!(group_gone(&marker).await, "a process of the group survived the deadline");
 
         let out =
             run(&p, "/bin/sh", &args(&["-c", "head -c 5000 /dev/zero"]), &HashMap::new(), limits(10, 100), &never())
@@ -300,15 +306,7 @@ mod tests {
         assert!(out.canceled && !out.timed_out);
         assert_eq!(out.stdout, "started\n");
         assert_eq!(out.signal.as_deref(), Some("KILL"));
-        let alive =
-            || std::process::Command::new("pgrep").arg("-f").arg(&marker).output().is_ok_and(|o| o.status.success());
-        for _ in 0..50 {
-            if !alive() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(!alive(), "a process of the group survived the cancel");
+        assert!(group_gone(&marker).await, "a process of the group survived the cancel");
     }
 
     #[tokio::test]

@@ -138,6 +138,12 @@ pub struct Created {
     pub intermediary: View,
     /// Its `apiKey` (`elp_…`): shown now and never again.
     pub api_key: String,
+    /// `id` again, under seed 001's name.
+    #[serde(rename = "proxyId")]
+    pub proxy_id: String,
+    /// `api_key` again, under seed 001's name.
+    #[serde(rename = "apiKey")]
+    pub api_key_seed: String,
 }
 
 /// `POST /api/v1/proxies`.
@@ -147,7 +153,13 @@ pub async fn create(
     Json(req): Json<CreateRequest>,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     let (row, api_key) = state.intermediaries().create(&user.user.id, &req, now_ms()).await?;
-    Ok((StatusCode::CREATED, axum::Json(Created { intermediary: edgelink_commands::view(&row, false), api_key })))
+    let created = Created {
+        proxy_id: row.id.clone(),
+        api_key_seed: api_key.clone(),
+        intermediary: edgelink_commands::view(&row, false),
+        api_key,
+    };
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// `GET /api/v1/proxies`.
@@ -187,7 +199,7 @@ pub async fn rotate(
     }
     let key = state.intermediaries().rotate(&user.user.id, &id, now_ms()).await?.ok_or_else(not_found)?;
     state.kick_intermediary(&id);
-    Ok(axum::Json(json!({ "id": id, "api_key": key })))
+    Ok(axum::Json(json!({ "id": id, "api_key": key, "proxyId": id, "apiKey": key })))
 }
 
 /// `POST …/commands`: an SSH server in the intermediary's network, the

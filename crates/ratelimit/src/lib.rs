@@ -124,9 +124,11 @@ impl Limiter {
             match total {
                 Ok(t) => e.synced = t,
                 Err(err) => {
-                    // Keep the counts here; the next sync tries again.
-                    e.synced += e.flushing;
-                    tracing::warn!(error = %err, "could not share rate-limit counts");
+                    // Back to pending: still counted here, and the next
+                    // sync shares them (they were lost to the other
+                    // instances before).
+                    e.pending += e.flushing;
+                    tracing::warn!(error = %err, "could not share rate-limit counts; retrying at the next sync");
                 }
             }
             e.flushing = 0;
@@ -197,5 +199,26 @@ mod tests {
         let _ = a.check("tok:x", 10, HOUR, t);
         a.sync().await;
         assert!(!a.check("tok:x", 10, HOUR, t).allowed);
+    }
+
+    #[tokio::test]
+    async fn counts_that_could_not_be_shared_are_shared_at_the_next_sync() {
+        for store in edgelink_store::testing::stores().await {
+            let a = Limiter::new(Some(store.clone()));
+            let t: i64 = 3_600_000 * 7;
+            let window = t - t.rem_euclid(3_600_000);
+            for _ in 0..3 {
+                assert!(a.check("tok:down", 10, HOUR, t).allowed);
+            }
+            store.inject_rate_counter_failure(true).await.unwrap();
+            a.sync().await;
+            // Still counted here while the database refuses them.
+            assert_eq!(a.check("tok:down", 10, HOUR, t).remaining, 6);
+            store.inject_rate_counter_failure(false).await.unwrap();
+            a.sync().await;
+            assert_eq!(store.add_to_rate_counter("tok:down", window, 0).await.unwrap(), 4, "all four shared");
+            a.sync().await;
+            assert_eq!(a.check("tok:down", 10, HOUR, t).remaining, 5, "the four (and this one) counted once here");
+        }
     }
 }

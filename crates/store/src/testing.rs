@@ -93,34 +93,43 @@ impl Store {
     /// Makes every device insert fail (a trigger), or stops that; for
     /// tests of all-or-nothing transactions.
     pub async fn inject_device_insert_failure(&self, on: bool) -> crate::Result<()> {
-        match (&self.db, on) {
-            (crate::Db::Sqlite(pool), true) => {
-                sqlx::query(
-                    "CREATE TRIGGER fail_devices BEFORE INSERT ON devices \
-                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-                )
-                .execute(pool)
-                .await?;
-            }
-            (crate::Db::Sqlite(pool), false) => {
-                sqlx::query("DROP TRIGGER IF EXISTS fail_devices").execute(pool).await?;
-            }
-            (crate::Db::Postgres(pool), true) => {
-                sqlx::query(
-                    "CREATE OR REPLACE FUNCTION fail_devices() RETURNS trigger AS $$ \
-                     BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql",
-                )
-                .execute(pool)
-                .await?;
-                sqlx::query(
-                    "CREATE TRIGGER fail_devices BEFORE INSERT ON devices \
-                     FOR EACH ROW EXECUTE FUNCTION fail_devices()",
-                )
-                .execute(pool)
-                .await?;
-            }
-            (crate::Db::Postgres(pool), false) => {
-                sqlx::query("DROP TRIGGER IF EXISTS fail_devices ON devices").execute(pool).await?;
+        self.inject_insert_failure("devices", on).await
+    }
+
+    /// Makes every write of a shared rate-limit counter fail, or stops
+    /// that; for tests of what a limiter does when the database is down.
+    pub async fn inject_rate_counter_failure(&self, on: bool) -> crate::Result<()> {
+        self.inject_insert_failure("rate_limits", on).await
+    }
+
+    /// A trigger that fails every insert into `table` (one of ours, named
+    /// by the callers above), or its removal.
+    async fn inject_insert_failure(&self, table: &'static str, on: bool) -> crate::Result<()> {
+        let sql: Vec<String> = match (&self.db, on) {
+            (crate::Db::Sqlite(_), true) => vec![format!(
+                "CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )],
+            (crate::Db::Sqlite(_), false) => vec![format!("DROP TRIGGER IF EXISTS fail_{table}")],
+            (crate::Db::Postgres(_), true) => vec![
+                format!(
+                    "CREATE OR REPLACE FUNCTION fail_{table}() RETURNS trigger AS $$ \
+                     BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
+                ),
+                format!(
+                    "CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION fail_{table}()"
+                ),
+            ],
+            (crate::Db::Postgres(_), false) => vec![format!("DROP TRIGGER IF EXISTS fail_{table} ON {table}")],
+        };
+        for statement in sql {
+            match &self.db {
+                crate::Db::Sqlite(pool) => {
+                    sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await?;
+                }
+                crate::Db::Postgres(pool) => {
+                    sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await?;
+                }
             }
         }
         Ok(())

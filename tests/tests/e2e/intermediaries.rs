@@ -42,9 +42,9 @@ fn python_intermediary(api_url: &str, proxy_id: &str, key: &str, mode: &str, cre
 async fn next(lines: &mut Lines) -> Value {
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
         .await
-        .expect("no event from the python intermediary within 30 s")
+        .expect("no event from the intermediary script within 30 s")
         .expect("read")
-        .expect("the python intermediary exited");
+        .expect("the intermediary script exited");
     serde_json::from_str(&line).expect("json line")
 }
 
@@ -59,6 +59,8 @@ async fn register(alice: &Browser, name: &str, group: &str) -> (String, String) 
     let v: Value = resp.json().await.expect("json");
     let key = v["api_key"].as_str().expect("api_key").to_owned();
     assert!(key.starts_with("elp_"));
+    // Seed 001's names carry the same values.
+    assert_eq!((v["apiKey"].as_str(), v["proxyId"].as_str()), (Some(key.as_str()), v["id"].as_str()));
     (v["id"].as_str().expect("id").to_owned(), key)
 }
 
@@ -80,14 +82,7 @@ async fn result(alice: &Browser, id: &str) -> Value {
 }
 
 async fn connected(alice: &Browser, id: &str) -> bool {
-    let v: Value = alice
-        .same_origin(reqwest::Method::GET, "/api/v1/proxies")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let v = alice.get_json("/api/v1/proxies").await;
     v["proxies"].as_array().is_some_and(|a| a.iter().any(|p| p["id"] == id && p["connected"] == true))
 }
 
@@ -252,4 +247,52 @@ async fn socket_io_handshakes_are_rate_limited_per_address() {
     // answered by Engine.IO itself.
     let resp = client.get(format!("{handshake}&sid=nosuchsession")).send().await.expect("poll");
     assert_ne!(resp.status(), 429);
+}
+
+/// Seed 001's JavaScript example as written (socket.io-client 4, query
+/// credentials, default transports: long-polling first, then the upgrade
+/// to WebSocket) connects, runs a command and gets its acknowledgement; a
+/// wrong key gets a connect_error.
+#[tokio::test]
+async fn the_documents_javascript_intermediary_connects_over_polling_and_upgrades() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/socket.io-client").exists(),
+        "tests/browser/node_modules/socket.io-client is missing: run `make browser-deps`"
+    );
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.expect("stack");
+    let alice = Browser::new(&stack.api_url);
+    alice.sign_in(&stack.idp.as_ref().expect("dev idp").issuer, "alice").await;
+    let (id, key) = register(&alice, "node", "").await;
+    let node = |key: &str| {
+        let mut child = Command::new("node")
+            .arg(dir.join("seed001_intermediary.mjs"))
+            .env("SERVER_URL", &stack.api_url)
+            .env("PROXY_ID", &id)
+            .env("API_KEY", key)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        (child, lines)
+    };
+
+    let (_bad, mut refused) = node("elp_wrong");
+    let ev = next(&mut refused).await;
+    let message = ev["connect_error"].as_str().unwrap_or("");
+    assert!(message.contains("authentication failed") && !message.contains("elp_wrong"), "{ev}");
+
+    let (_js, mut events) = node(&key);
+    assert_eq!(next(&mut events).await["connected"], true);
+    let mut upgraded = next(&mut events).await;
+    assert_eq!(upgraded["upgraded"].take(), "websocket", "the client moved from polling to WebSocket");
+    let body = json!({"host": "10.0.0.5", "username": "ops", "password": "pw", "command": "uptime"});
+    let cmd = command(&alice, &format!("/api/v1/proxies/{id}/commands"), body).await;
+    let ev = next(&mut events).await;
+    assert_eq!(ev["execute_command"]["commandId"], cmd.as_str());
+    assert_eq!((ev["execute_command"]["host"].as_str(), ev["has_password"].as_bool()), (Some("10.0.0.5"), Some(true)));
+    assert_eq!(next(&mut events).await["command_result_received"], json!({"success": true}));
+    let done = result(&alice, &cmd).await;
+    assert_eq!((done["status"].as_str(), done["stdout"].as_str()), (Some("succeeded"), Some("ran uptime")), "{done}");
 }

@@ -19,14 +19,7 @@ async fn post(browser: &Browser, path: &str, body: Value) -> (u16, Value) {
 
 async fn done(browser: &Browser, id: &str) -> Value {
     for _ in 0..10 {
-        let v: Value = browser
-            .same_origin(Method::GET, &format!("/api/v1/commands/{id}?wait=5s"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let v = browser.get_json(&format!("/api/v1/commands/{id}?wait=5s")).await;
         if !matches!(v["status"].as_str(), Some("pending" | "running")) {
             return v;
         }
@@ -128,14 +121,7 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
     let sent: Value = resp.json().await.expect("json");
     let r = done(&alice, sent["command_id"].as_str().expect("id")).await;
     assert_eq!(r["stdout"], "from a program\n", "{r}");
-    let queue: Value = alice
-        .same_origin(Method::GET, &format!("/api/v1/devices/{}/messages", device.id))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let queue = alice.get_json(&format!("/api/v1/devices/{}/messages", device.id)).await;
     let notice = queue["messages"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["content"]["command_id"] == sent["command_id"]))
@@ -186,8 +172,7 @@ async fn the_agent_runs_allowed_commands_only_and_offline_devices_expire_them() 
 /// Waits until command `id` is running on the device.
 async fn running(browser: &Browser, id: &str) {
     edgelink_e2e::wait_until("the command to start", Duration::from_secs(15), || async {
-        let v: Value =
-            browser.same_origin(Method::GET, &format!("/api/v1/commands/{id}")).send().await.ok()?.json().await.ok()?;
+        let v = browser.get_json(&format!("/api/v1/commands/{id}")).await;
         (v["status"] == "running").then_some(())
     })
     .await;

@@ -263,7 +263,7 @@ async fn two_api_servers_on_postgresql_share_one_limit() {
     let shared = |at_least: i64| {
         let (store, key) = (stack.store.clone(), format!("tok:{id}"));
         async move {
-            edgelink_e2e::wait_until("the instances' counts shared", Duration::from_secs(5), || async {
+            edgelink_e2e::wait_until("the instances' counts shared", Duration::from_secs(15), || async {
                 let now = edgelink_store::now_ms();
                 let total = store.add_to_rate_counter(&key, now - now.rem_euclid(3_600_000), 0).await.unwrap();
                 (total >= at_least).then_some(())
