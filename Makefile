@@ -72,7 +72,7 @@ dev-idp: $(DEV_IDP_STAMP)
 $(DEV_IDP_STAMP): deploy/dev-idp/package.json deploy/dev-idp/package-lock.json
 	cd deploy/dev-idp && npm ci --no-audit --no-fund
 
-## browser-deps: playwright-core for the real-browser UI test (the browser is Debian's chromium)
+## browser-deps: playwright-core for the real-browser UI tests (the browser is Debian's chromium) and socket.io-client for seed 001's JavaScript intermediary
 BROWSER_STAMP := tests/browser/node_modules/.package-lock.json
 browser-deps: $(BROWSER_STAMP)
 	@[ -x /usr/bin/chromium ] || echo "!!! /usr/bin/chromium is missing: the real-browser UI test is SKIPPED (apt-get install chromium)" >&2
