@@ -49,8 +49,12 @@ pub struct TunnelConfig {
     pub read_buffer_size: usize,
     /// Streams one session may hold at once.
     pub max_streams: usize,
-    /// Upper bound of the yamux receive window summed over all streams.
-    pub max_connection_window: usize,
+    /// Bytes beyond each stream's 256 KiB that the receive windows of busy
+    /// streams may grow into, together: yamux doubles a stream's window
+    /// while its sender runs out of credit within two round trips (bulk
+    /// transfers), and only within this room. The connection's receive
+    /// window is `max_streams × headroom × 256 KiB` plus this.
+    pub window_growth: usize,
 }
 
 /// yamux's stream limit over `TunnelConfig::max_streams`.
@@ -66,7 +70,7 @@ impl Default for TunnelConfig {
             idle_timeout: Duration::from_secs(45),
             read_buffer_size: 4 * 1024,
             max_streams: edgelink_protocol::limits::MAX_STREAMS_PER_SESSION,
-            max_connection_window: 256 * 1024 * 1024,
+            window_growth: 64 * 1024 * 1024,
         }
     }
 }
@@ -92,8 +96,11 @@ impl TunnelConfig {
         let mut cfg = yamux::Config::default();
         let streams = self.max_streams * YAMUX_HEADROOM;
         // The window must be set before the stream count can be lowered or
-        // raised: each setter asserts window >= streams * 256 KiB.
-        let window = self.max_connection_window.max(streams * 256 * 1024);
+        // raised: each setter asserts window >= streams * 256 KiB. Every
+        // stream's 256 KiB, plus room for grown windows: without the
+        // room (as when the limit was exactly streams × 256 KiB) no window
+        // can grow and a bulk stream is held to 256 KiB per round trip.
+        let window = streams * 256 * 1024 + self.window_growth;
         cfg.set_max_connection_receive_window(Some(window));
         cfg.set_max_num_streams(streams);
         cfg.set_split_send_size(edgelink_protocol::limits::SPLIT_SEND_SIZE);
