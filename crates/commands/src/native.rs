@@ -205,12 +205,25 @@ fn seal_target(device: &Device, id: &str, t: &SshTarget) -> Result<(Option<Strin
                 .ok_or(NativeError::Invalid("target.host_key must be an OpenSSH SHA256 fingerprint (SHA256:…)"))?,
         ),
     };
-    let secret = match (&t.password, &t.private_key) {
-        (Some(p), None) if !p.expose_secret().is_empty() => json!({"password": p.expose_secret()}),
-        (None, Some(k)) if !k.expose_secret().trim().is_empty() => json!({
-            "private_key": k.expose_secret(),
-            "passphrase": t.passphrase.as_ref().map(|p| p.expose_secret().to_owned()),
-        }),
+    /// What the agent opens: borrowed, serialized once into a buffer that
+    /// is zeroed when dropped.
+    #[derive(serde::Serialize)]
+    struct Plain<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        password: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        private_key: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        passphrase: Option<&'a str>,
+    }
+    fn exposed(s: &Option<SecretString>) -> Option<&str> {
+        s.as_ref().map(|v| v.expose_secret())
+    }
+    let plain = match (exposed(&t.password), exposed(&t.private_key)) {
+        (Some(p), None) if !p.is_empty() => Plain { password: Some(p), private_key: None, passphrase: None },
+        (None, Some(k)) if !k.trim().is_empty() => {
+            Plain { password: None, private_key: Some(k), passphrase: exposed(&t.passphrase) }
+        }
         _ => return Err(NativeError::Invalid("target needs a password or a private_key (one of them)")),
     };
     let key = match DevicePublicKey::from_pem(&device.public_key) {
@@ -222,8 +235,10 @@ fn seal_target(device: &Device, id: &str, t: &SshTarget) -> Result<(Option<Strin
         }
     };
     let context = edgelink_protocol::ssh::sealed_context(id, &t.host, t.port, &t.username);
-    let plain = zeroize::Zeroizing::new(secret.to_string());
-    let sealed = edgelink_auth::sealed::seal(&key, context.as_bytes(), plain.as_bytes()).map_err(|e| match e {
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(&plain).map_err(|_| NativeError::Invalid("the credential could not be encoded"))?,
+    );
+    let sealed = edgelink_auth::sealed::seal(&key, context.as_bytes(), &plain).map_err(|e| match e {
         edgelink_auth::Error::Seal(why) => NativeError::KeyUnsupported(why),
         _ => NativeError::KeyUnsupported("the credential could not be sealed to the device's key"),
     })?;
