@@ -125,7 +125,9 @@ pub async fn accept<H, Fut>(
         let token = shutdown.clone();
         match tls.clone() {
             None => {
-                let conn = handle(Either::Left(tcp), addr, token);
+                // Boxed: a connection's future is large (its forwarding
+                // state), and spawning moves it several times.
+                let conn = Box::pin(handle(Either::Left(tcp), addr, token));
                 connections.spawn(async move {
                     let _permit = permit;
                     conn.await;
@@ -136,7 +138,7 @@ pub async fn accept<H, Fut>(
                 connections.spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => handle(Either::Right(stream), addr, token).await,
+                        Ok(Ok(stream)) => Box::pin(handle(Either::Right(stream), addr, token)).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, %addr, "tls handshake failed"),
                         Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
                     }
