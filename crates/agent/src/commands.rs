@@ -57,17 +57,6 @@ struct ClaimedTarget {
     secret_sealed: String,
 }
 
-/// What a sealed credential holds.
-#[derive(Deserialize)]
-struct Sealed {
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    private_key: Option<String>,
-    #[serde(default)]
-    passphrase: Option<String>,
-}
-
 /// What this device lets remote commands do.
 #[derive(Debug, Clone)]
 pub struct CommandConfig {
@@ -223,11 +212,12 @@ impl Runner {
             .key
             .open_sealed(&t.secret_sealed, context.as_bytes())
             .map_err(|_| "the SSH credential does not open with this device's key".to_owned())?;
-        let sealed: Sealed =
+        let sealed: edgelink_protocol::ssh::SealedCredential<'_> =
             serde_json::from_slice(&opened).map_err(|_| "the SSH credential is not in the expected form".to_owned())?;
+        let secret = |c: std::borrow::Cow<'_, str>| secrecy::SecretString::from(c.into_owned());
         let credential = match (sealed.password, sealed.private_key) {
-            (Some(p), None) => Credential::Password(p.into()),
-            (None, Some(k)) => Credential::PrivateKey { key: k.into(), passphrase: sealed.passphrase.map(Into::into) },
+            (Some(p), None) => Credential::Password(secret(p)),
+            (None, Some(k)) => Credential::PrivateKey { key: secret(k), passphrase: sealed.passphrase.map(secret) },
             _ => return Err("the SSH credential must be a password or a private key".into()),
         };
         Ok(Target {

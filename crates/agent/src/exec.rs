@@ -292,11 +292,18 @@ mod tests {
     async fn a_cancel_kills_the_whole_process_group_before_the_deadline() {
         let p = policy(&["/bin/sh -c *"]);
         let marker = format!("sleep 52.{}", std::process::id());
-        let script = format!("echo started; {marker} & {marker}");
+        // The command says when it has started (a file appears); the cancel
+        // comes then, while both sleeps of its group run.
+        let flag = std::env::temp_dir().join(format!("edgelink-cancel-{}", std::process::id()));
+        let _ = std::fs::remove_file(&flag);
+        let script = format!("echo started; {marker} & touch {}; {marker}", flag.display());
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
+        let seen = flag.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            while !seen.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             trigger.cancel();
         });
         let began = std::time::Instant::now();
@@ -307,6 +314,7 @@ mod tests {
         assert_eq!(out.stdout, "started\n");
         assert_eq!(out.signal.as_deref(), Some("KILL"));
         assert!(group_gone(&marker).await, "a process of the group survived the cancel");
+        let _ = std::fs::remove_file(&flag);
     }
 
     #[tokio::test]

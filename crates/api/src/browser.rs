@@ -218,8 +218,7 @@ async fn finish(
         .chars()
         .take(MAX_USER_AGENT)
         .collect();
-    let peer = req.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-    let ip = state.client_ip(peer, &req.headers).map(|ip| ip.to_string()).unwrap_or_default();
+    let ip = req.extensions.get::<crate::client_ip::ClientAddr>().map(|c| c.0.to_string()).unwrap_or_default();
     let id = state.sessions().create(&user.id, crate::sessions::Origin { user_agent, ip }).await?;
     tracing::info!(user_id = %user.id, "browser sign-in");
     let value = state.cookie_keys().sign(policy.session_name(), &id);

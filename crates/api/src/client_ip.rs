@@ -1,13 +1,20 @@
 //! The caller's address: the TCP peer, unless that peer is a configured
 //! trusted proxy (a load balancer), in which case the nearest address in
 //! `X-Forwarded-For` that is not itself a trusted proxy. Rate limits, the
-//! session list and the `X-Forwarded-For` sent to devices use it.
+//! session list, the `X-Forwarded-For` sent to devices and intermediaries'
+//! allowlists use it; the gate resolves it once per request ([`ClientAddr`]).
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 
 pub use edgelink_protocol::net::Cidr;
+
+/// The client's address as the gate resolved it once per request (a
+/// request extension), for the handlers that need it: the session list,
+/// `X-Forwarded-For` to devices, intermediaries' allowlists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
 /// The client address for a request from `peer` with `headers`.
 pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {

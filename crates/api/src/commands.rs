@@ -55,7 +55,7 @@ pub fn socket_io(intermediaries: Arc<Intermediaries>, hub: Arc<Hub>) -> SocketIo
                     .unwrap_or_default()
             };
             // The address the gate resolved (trusted proxies considered).
-            let ip = s.req_parts().extensions.get::<crate::ratelimit::ClientAddr>().map(|c| c.0);
+            let ip = s.req_parts().extensions.get::<crate::client_ip::ClientAddr>().map(|c| c.0);
             match intermediaries.login(&pick("proxyId"), &pick("apiKey"), ip).await {
                 Ok(row) => {
                     s.extensions.insert(row);

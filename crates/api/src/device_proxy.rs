@@ -246,8 +246,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
             .get(header::CONTENT_LENGTH)
             .map_or(Some(0), |v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()))
             .is_some_and(|n| n <= RESEND_BODY_MAX);
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-    let peer = state.client_ip(peer, req.headers());
+    let peer = req.extensions().get::<crate::client_ip::ClientAddr>().map(|c| c.0);
     let mut pending = edgelink_hop::prepare(&mut req, &[header::COOKIE, header::AUTHORIZATION]);
     set_forwarded(req.headers_mut(), peer, state.public_origin(), &prefix);
     let (parts, body) = req.into_parts();

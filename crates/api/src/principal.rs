@@ -334,7 +334,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     let now = edgelink_store::now_ms();
     let mut decision = None;
     if let Some(ip) = client_ip {
-        req.extensions_mut().insert(crate::ratelimit::ClientAddr(ip));
+        req.extensions_mut().insert(crate::client_ip::ClientAddr(ip));
     }
     if let Some(limit) = gate.limit.filter(|l| l.counts(req.uri().query())) {
         let ip = client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));

@@ -43,11 +43,6 @@ impl Limit {
     }
 }
 
-/// The client's address as the gate resolved it (trusted proxies
-/// considered), for handlers that check it themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
-
 /// The bucket an address counts against: itself for IPv4 (also written as
 /// IPv4-mapped IPv6), its /64 for IPv6.
 pub fn bucket_key(ip: IpAddr) -> IpAddr {

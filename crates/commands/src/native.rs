@@ -205,25 +205,18 @@ fn seal_target(device: &Device, id: &str, t: &SshTarget) -> Result<(Option<Strin
                 .ok_or(NativeError::Invalid("target.host_key must be an OpenSSH SHA256 fingerprint (SHA256:…)"))?,
         ),
     };
-    /// What the agent opens: borrowed, serialized once into a buffer that
-    /// is zeroed when dropped.
-    #[derive(serde::Serialize)]
-    struct Plain<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        password: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        private_key: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        passphrase: Option<&'a str>,
-    }
+    // Borrowed, serialized once into a buffer zeroed when dropped.
+    use edgelink_protocol::ssh::SealedCredential;
     fn exposed(s: &Option<SecretString>) -> Option<&str> {
         s.as_ref().map(|v| v.expose_secret())
     }
     let plain = match (exposed(&t.password), exposed(&t.private_key)) {
-        (Some(p), None) if !p.is_empty() => Plain { password: Some(p), private_key: None, passphrase: None },
-        (None, Some(k)) if !k.trim().is_empty() => {
-            Plain { password: None, private_key: Some(k), passphrase: exposed(&t.passphrase) }
-        }
+        (Some(p), None) if !p.is_empty() => SealedCredential { password: Some(p.into()), ..Default::default() },
+        (None, Some(k)) if !k.trim().is_empty() => SealedCredential {
+            private_key: Some(k.into()),
+            passphrase: exposed(&t.passphrase).map(Into::into),
+            ..Default::default()
+        },
         _ => return Err(NativeError::Invalid("target needs a password or a private_key (one of them)")),
     };
     let key = match DevicePublicKey::from_pem(&device.public_key) {

@@ -1,7 +1,10 @@
 //! SSH host-key fingerprints as they travel in requests and configuration,
 //! and what a native command's sealed SSH credential is bound to.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 
 /// A fingerprint as OpenSSH prints it (`ssh-keygen -l -E sha256`):
 /// `SHA256:` and 43 characters of unpadded base64, with surrounding blanks
@@ -18,6 +21,22 @@ pub fn normalize_fingerprint(s: &str) -> Option<String> {
 /// another command or another server does not open.
 pub fn sealed_context(command_id: &str, host: &str, port: u16, username: &str) -> String {
     format!("edgelink command {command_id}\n{username}@{host}:{port}")
+}
+
+/// What a native command's sealed SSH credential holds once opened (the
+/// plaintext of ADR 27's seal, JSON): a password, or a private key with
+/// its passphrase. api-server writes it borrowed; the agent reads it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SealedCredential<'a> {
+    /// The account's password.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Cow<'a, str>>,
+    /// A private key (OpenSSH or PEM).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Cow<'a, str>>,
+    /// The private key's passphrase.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<Cow<'a, str>>,
 }
 
 /// Host-key pins written `HOST[:PORT]=SHA256:…` (blank entries skipped),
@@ -39,6 +58,15 @@ pub fn parse_pins<S: AsRef<str>>(entries: &[S]) -> Result<HashMap<String, Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_credential_round_trips_with_only_what_it_holds() {
+        let c = SealedCredential { private_key: Some("-----BEGIN\nk".into()), ..SealedCredential::default() };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(text, r#"{"private_key":"-----BEGIN\nk"}"#);
+        let back: SealedCredential<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.password, back.private_key.as_deref()), (None, Some("-----BEGIN\nk")));
+    }
 
     #[test]
     fn pins_parse_by_host_and_name_the_bad_entry() {

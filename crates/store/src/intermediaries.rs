@@ -249,17 +249,13 @@ impl Store {
 
     /// Revokes `owner_id`'s intermediary `id`; false when there is none.
     pub async fn revoke_intermediary(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
-        with_pool!(self, |pool| {
-            let done = sqlx::query(
-                "UPDATE intermediaries SET revoked_at = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(owner_id)
-            .bind(id)
-            .execute(pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        self.update_owned(
+            "UPDATE intermediaries SET revoked_at = $1 WHERE owner_id = $2 AND id = $3 AND revoked_at IS NULL",
+            now,
+            owner_id,
+            id,
+        )
+        .await
     }
 
     /// Records a connection of intermediary `id`.
@@ -424,36 +420,28 @@ impl Store {
 
     /// Cancels `owner_id`'s command `id` if no one has taken it yet.
     pub async fn cancel_command(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
-        with_pool!(self, |pool| {
-            let done = sqlx::query(
-                "UPDATE commands SET status = 'canceled', finished_at = $1, secret_sealed = NULL \
-                 WHERE owner_id = $2 AND id = $3 AND status = 'pending'",
-            )
-            .bind(now)
-            .bind(owner_id)
-            .bind(id)
-            .execute(pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        self.update_owned(
+            "UPDATE commands SET status = 'canceled', finished_at = $1, secret_sealed = NULL \
+             WHERE owner_id = $2 AND id = $3 AND status = 'pending'",
+            now,
+            owner_id,
+            id,
+        )
+        .await
     }
 
     /// Asks `owner_id`'s running native command `id` to stop (its agent
     /// is told and reports it `canceled`); false when it is not a running
     /// native command of that owner.
     pub async fn request_cancel(&self, owner_id: &str, id: &str, now: i64) -> Result<bool> {
-        with_pool!(self, |pool| {
-            let done = sqlx::query(
-                "UPDATE commands SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
-                 WHERE owner_id = $2 AND id = $3 AND status = 'running' AND device_id IS NOT NULL",
-            )
-            .bind(now)
-            .bind(owner_id)
-            .bind(id)
-            .execute(pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        self.update_owned(
+            "UPDATE commands SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+             WHERE owner_id = $2 AND id = $3 AND status = 'running' AND device_id IS NOT NULL",
+            now,
+            owner_id,
+            id,
+        )
+        .await
     }
 
     /// Ends native commands no agent claimed before `expires_at`
@@ -479,6 +467,17 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(a.rows_affected() + b.rows_affected())
+        })
+    }
+}
+
+impl Store {
+    /// Runs `sql`, an UPDATE of one row of `owner_id` binding `now`,
+    /// `owner_id` and `id` as `$1`–`$3`; true when it changed that row.
+    async fn update_owned(&self, sql: &'static str, now: i64, owner_id: &str, id: &str) -> Result<bool> {
+        with_pool!(self, |pool| {
+            let done = sqlx::query(sql).bind(now).bind(owner_id).bind(id).execute(pool).await?;
+            Ok(done.rows_affected() == 1)
         })
     }
 }
