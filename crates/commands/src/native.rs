@@ -231,6 +231,9 @@ fn seal_target(device: &Device, id: &str, t: &SshTarget) -> Result<(Option<Strin
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(&plain).map_err(|_| NativeError::Invalid("the credential could not be encoded"))?,
     );
+    if plain.len() > edgelink_auth::sealed::MAX_PLAINTEXT {
+        return Err(NativeError::Invalid("target's password or private_key is too large (at most 16 KiB)"));
+    }
     let sealed = edgelink_auth::sealed::seal(&key, context.as_bytes(), &plain).map_err(|e| match e {
         edgelink_auth::Error::Seal(why) => NativeError::KeyUnsupported(why),
         _ => NativeError::KeyUnsupported("the credential could not be sealed to the device's key"),

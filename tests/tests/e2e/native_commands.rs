@@ -277,6 +277,7 @@ async fn ssh_targets_run_through_the_device_with_sealed_credentials_and_running_
         json!({"command": "whoami", "args": ["x"], "target": target(json!({"password": "p"}))}),
         json!({"command": "whoami", "target": target(json!({"password": "p", "host": ""}))}),
         json!({"command": "whoami", "target": target(json!({"password": "p", "username": "a@b"}))}),
+        json!({"command": "whoami", "target": target(json!({"private_key": "k".repeat(20_000)}))}),
     ] {
         let (status, body) = post(&alice, &path, bad.clone()).await;
         assert_eq!(status, 400, "{bad} → {body}");
