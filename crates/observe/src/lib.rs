@@ -149,11 +149,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `axum::middleware::from_fn_with_state(service, track)` as a layer on the
 /// router, so the matched route is known).
 pub async fn track(State(service): State<&'static str>, req: Request, next: Next) -> Response {
-    let route =
-        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     record(service, route, method, resp.status().as_u16(), started);
     resp
 }
@@ -162,15 +162,73 @@ pub async fn track(State(service): State<&'static str>, req: Request, next: Next
 /// heads): the same two series, under the route it stands for.
 pub fn record_request(service: &'static str, route: &'static str, method: &str, status: u16, started: Instant) {
     let method = axum::http::Method::from_bytes(method.as_bytes()).map(|m| method_label(&m)).unwrap_or("other");
-    record(service, route.to_owned(), method, status, started);
+    record(service, route, method, status, started);
 }
 
-fn record(service: &'static str, route: String, method: &'static str, status: u16, started: Instant) {
-    metrics::counter!("edgelink_http_requests_total", "service" => service, "route" => route.clone(),
-        "method" => method, "status" => status.to_string())
-    .increment(1);
-    metrics::histogram!("edgelink_http_request_duration_seconds", "service" => service, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+fn record(service: &'static str, route: &str, method: &'static str, status: u16, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64();
+    // Registering a series (its labels built, hashed and looked up in the
+    // recorder) costs more than the rest of forwarding a small request, so
+    // each thread keeps the handles it used. Only the installed recorder's
+    // handles are kept: before `install` they would be no-ops for good.
+    if HANDLE.get().is_none() {
+        let (requests, duration) = register(service, route, method, status);
+        requests.increment(1);
+        duration.record(elapsed);
+        return;
+    }
+    SERIES.with_borrow_mut(|series| {
+        if series.len() >= MAX_KEPT_ROUTES {
+            series.clear();
+        }
+        if !series.contains_key(route) {
+            series.insert(route.to_owned(), Vec::new());
+        }
+        let Some(kept) = series.get_mut(route) else { return };
+        let handles = match kept.iter().find(|k| k.service == service && k.method == method && k.status == status) {
+            Some(k) => &k.handles,
+            None => {
+                let handles = register(service, route, method, status);
+                kept.push(Kept { service, method, status, handles });
+                &kept[kept.len() - 1].handles
+            }
+        };
+        handles.0.increment(1);
+        handles.1.record(elapsed);
+    });
+}
+
+/// The two series of a request: its counter and its duration histogram.
+fn register(
+    service: &'static str,
+    route: &str,
+    method: &'static str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    let route = route.to_owned();
+    let requests = metrics::counter!("edgelink_http_requests_total", "service" => service, "route" => route.clone(),
+        "method" => method, "status" => status.to_string());
+    let duration =
+        metrics::histogram!("edgelink_http_request_duration_seconds", "service" => service, "route" => route);
+    (requests, duration)
+}
+
+/// Routes whose handles a thread keeps at most (route patterns are few;
+/// this only bounds a router with unusually many).
+const MAX_KEPT_ROUTES: usize = 1024;
+
+/// One kept pair of handles.
+struct Kept {
+    service: &'static str,
+    method: &'static str,
+    status: u16,
+    handles: (metrics::Counter, metrics::Histogram),
+}
+
+thread_local! {
+    /// This thread's handles, by route pattern.
+    static SERIES: std::cell::RefCell<std::collections::HashMap<String, Vec<Kept>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// Counts a refused request: `edgelink_auth_failures_total{service,
@@ -248,5 +306,37 @@ mod tests {
         assert!(line.contains("route=\"/things/{id}\"") && line.ends_with(" 2"), "{line}");
         assert!(!text.contains("/things/a"), "ids must not become labels");
         assert!(text.contains("edgelink_http_request_duration_seconds_bucket{"), "{text}");
+    }
+
+    #[test]
+    fn kept_handles_count_each_series_apart() {
+        install();
+        let started = Instant::now();
+        for (status, times) in [(200, 3), (504, 1)] {
+            for _ in 0..times {
+                record_request("kept", "/kept/{*path}", "GET", status, started);
+            }
+        }
+        record_request("kept", "/kept/{*path}", "PATCHY", 200, started);
+        let text = render();
+        let count = |method: &str, status: u16| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("edgelink_http_requests_total{")
+                        && l.contains("service=\"kept\"")
+                        && l.contains(&format!("method=\"{method}\""))
+                        && l.contains(&format!("status=\"{status}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(count("GET", 200).as_deref(), Some("3"), "{text}");
+        assert_eq!(count("GET", 504).as_deref(), Some("1"), "{text}");
+        assert_eq!(count("other", 200).as_deref(), Some("1"), "{text}");
+        let histogram = text
+            .lines()
+            .find(|l| l.starts_with("edgelink_http_request_duration_seconds_count{") && l.contains("service=\"kept\""))
+            .unwrap_or_else(|| panic!("no duration histogram in:\n{text}"));
+        assert!(histogram.ends_with(" 5"), "{histogram}");
     }
 }
