@@ -288,12 +288,40 @@ pub fn request_head<T>(
     buf: &[u8],
     f: impl FnOnce(&httparse::Request<'_, '_>, usize) -> Result<T, H1Error>,
 ) -> Result<Option<T>, H1Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match head_len(req.parse(buf), "request head")? {
+    // Nothing read yet (the usual case at the top of a read loop).
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    match head_len(req.parse_with_uninit_headers(buf, &mut headers), "request head")? {
         None => Ok(None),
         Some(len) => f(&req, len).map(Some),
     }
+}
+
+/// Parses an answer head at the start of `buf` (`Ok(None)` while it is
+/// incomplete) and hands it and its length to `f`.
+pub(crate) fn response_head<T>(
+    buf: &[u8],
+    f: impl FnOnce(&httparse::Response<'_, '_>, usize) -> Result<T, H1Error>,
+) -> Result<Option<T>, H1Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers);
+    match head_len(parsed, "answer head")? {
+        None => Ok(None),
+        Some(len) => f(&resp, len).map(Some),
+    }
+}
+
+/// Room for a head's headers, left uninitialised: httparse writes only the
+/// slots it fills, so a parse does not first clear 4 KiB of them.
+fn header_slots<'b>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// Writes `req`, rewritten for the next hop, to `out`: HTTP/1.1,
@@ -381,11 +409,17 @@ fn rewrite_response<L: Local + ?Sized>(
     local: &L,
     out: &mut Vec<u8>,
 ) -> Result<Option<(usize, ResponseInfo)>, H1Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let Some(len) = head_len(resp.parse(buf), "answer head")? else {
-        return Ok(None);
-    };
+    response_head(buf, |resp, len| Ok((len, rewrite_answer(resp, request, local, out)?)))
+}
+
+/// Writes a parsed answer head, rewritten, to `out` (see
+/// [`rewrite_response`]).
+fn rewrite_answer<L: Local + ?Sized>(
+    resp: &httparse::Response<'_, '_>,
+    request: &RequestInfo,
+    local: &L,
+    out: &mut Vec<u8>,
+) -> Result<ResponseInfo, H1Error> {
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(H1Error::Malformed("status line"));
     };
@@ -435,7 +469,7 @@ fn rewrite_response<L: Local + ?Sized>(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some((len, ResponseInfo { status, framing, close })))
+    Ok(ResponseInfo { status, framing, close })
 }
 
 /// Bytes waiting to be written, so a head and a small body (or many small

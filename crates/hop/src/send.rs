@@ -295,27 +295,20 @@ async fn read_head<R: AsyncRead + Unpin>(
 ) -> Result<(StatusCode, HeaderMap, Framing, bool), H1Error> {
     let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
     loop {
-        let parsed = {
-            let mut headers = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match h1::head_len(resp.parse(rd.buffered()), "answer head")? {
-                None => None,
-                Some(len) => {
-                    let (Some(code), Some(version)) = (resp.code, resp.version) else {
-                        return Err(H1Error::Malformed("status line"));
-                    };
-                    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("status code"))?;
-                    if code == 101 && !upgrade {
-                        return Err(H1Error::Malformed("switched protocols without being asked"));
-                    }
-                    if status.is_informational() && code != 101 {
-                        Some((len, None))
-                    } else {
-                        Some((len, Some(answer_parts(status, version, resp.headers, head_method)?)))
-                    }
-                }
+        let parsed = h1::response_head(rd.buffered(), |resp, len| {
+            let (Some(code), Some(version)) = (resp.code, resp.version) else {
+                return Err(H1Error::Malformed("status line"));
+            };
+            let status = StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("status code"))?;
+            if code == 101 && !upgrade {
+                return Err(H1Error::Malformed("switched protocols without being asked"));
             }
-        };
+            if status.is_informational() && code != 101 {
+                Ok((len, None))
+            } else {
+                Ok((len, Some(answer_parts(status, version, resp.headers, head_method)?)))
+            }
+        })?;
         match parsed {
             Some((len, Some(parts))) => {
                 rd.consume(len);

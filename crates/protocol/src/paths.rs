@@ -68,12 +68,13 @@ pub const RELAY_ERROR_HEADER: &str = "x-edgelink-relay-error";
 /// traffic). Percent-encoded and dot-segment variants are caught as well,
 /// because a proxy in front of the agent might normalise them.
 pub fn is_control_path(path: &str) -> bool {
-    let decoded = percent_decode_str(path).decode_utf8_lossy().to_ascii_lowercase();
-    let trimmed = decoded.trim_start_matches('/');
-    // Collapse "./" and empty segments so "/./.edgelink/" and "//.edgelink/"
+    // Borrowed unless the path has percent-escapes: this runs on every
+    // forwarded request.
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
+    // Skip empty and "." segments so "/./.edgelink/" and "//.edgelink/"
     // are recognised too.
-    let mut segments = trimmed.split('/').filter(|s| !s.is_empty() && *s != ".");
-    matches!(segments.next(), Some(".edgelink"))
+    let mut segments = decoded.split('/').filter(|s| !s.is_empty() && *s != ".");
+    segments.next().is_some_and(|first| first.eq_ignore_ascii_case(".edgelink"))
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ fn router_only(req: &httparse::Request<'_, '_>) -> bool {
 
 /// A live session on this relay, by session or device id.
 fn live(relay: &Relay, id: &str) -> Option<Arc<LiveSession>> {
-    relay.registry().get(id).or_else(|| relay.registry().by_device(id)).filter(|s| !s.handle.is_closed())
+    relay.registry().by_session_or_device(id).filter(|s| !s.handle.is_closed())
 }
 
 /// The internal API's `/internal/forward/{id}/…`.

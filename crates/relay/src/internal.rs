@@ -117,7 +117,7 @@ async fn notify(
     uri: axum::http::Uri,
     axum::Json(body): axum::Json<Notify>,
 ) -> Response {
-    let Some(session) = relay.registry().get(&id).or_else(|| relay.registry().by_device(&id)) else {
+    let Some(session) = relay.registry().by_session_or_device(&id) else {
         return RelayError::client(ErrorCode::SessionNotFound, "no such live session").into_response_at(uri.path());
     };
     if body.topic.is_empty() || body.topic.len() > 64 {

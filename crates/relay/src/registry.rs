@@ -96,6 +96,13 @@ impl Registry {
         self.lock().by_id.get(id).cloned()
     }
 
+    /// The live session with this id, or else the live session of the
+    /// device with this id (one lock for both lookups).
+    pub fn by_session_or_device(&self, id: &str) -> Option<Arc<LiveSession>> {
+        let m = self.lock();
+        m.by_id.get(id).or_else(|| m.by_device.get(id).and_then(|sid| m.by_id.get(sid))).cloned()
+    }
+
     /// The live session of a device.
     pub fn by_device(&self, device_id: &str) -> Option<Arc<LiveSession>> {
         let m = self.lock();
