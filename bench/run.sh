@@ -14,7 +14,8 @@
 #          and the origin path alternately, same nginx, same run.
 # Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
 # PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
-# CONTENDERS=hold starts the stack and waits (for profiling).
+# CONTENDERS=hold starts the stack and waits (for profiling); RELAY_WRAP and
+# AGENT_WRAP prefix those two commands (e.g. "valgrind --tool=callgrind").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -75,7 +76,7 @@ export EDGELINK_AGENT__KEY_FILE=$W/device.key
 export EDGELINK_AGENT__STATE_FILE=$W/device.state.json
 export EDGELINK_AGENT__LOCAL_SERVICE=http://127.0.0.1:$PORT_BASE
 
-wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; exit 1; }
+wait_http() { for _ in $(seq 600); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; exit 1; }
 
 # The whole stack, started before the peers benchmark: the agent forwards
 # to the benchmark's origin port, which answers once the benchmark is up.
@@ -84,12 +85,12 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration"
 "$BIN/api-server" serve >"$W/api.log" 2>&1 & API_PID=$!; PIDS+=($API_PID)
 wait_http "$API/healthz"
-"$BIN/remote-proxy" serve >"$W/relay.log" 2>&1 & RELAY_PID=$!; PIDS+=($RELAY_PID)
+${RELAY_WRAP:-} "$BIN/remote-proxy" serve >"$W/relay.log" 2>&1 & RELAY_PID=$!; PIDS+=($RELAY_PID)
 wait_http "http://127.0.0.1:$TUNNEL_PORT/healthz"
 CODE=$("$BIN/api-server" pairing create --owner alice@example.com)
 "$BIN/edge-agent" pair --server "$API" --code "$CODE" --name bench >&2
 DEVICE=$(sed -n 's/.*"device_id": "\([^"]*\)".*/\1/p' "$EDGELINK_AGENT__STATE_FILE")
-"${AGENT_BIN:-$BIN/edge-agent}" run >"$W/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
+${AGENT_WRAP:-} "${AGENT_BIN:-$BIN/edge-agent}" run >"$W/agent.log" 2>&1 & AGENT_PID=$!; PIDS+=($AGENT_PID)
 COOKIE=$(python3 bench/signin.py "$API" alice)
 for _ in $(seq 100); do
   curl -fs -o /dev/null -H "Cookie: edgelink_session=$COOKIE" "$API/api/v1/devices/$DEVICE/session" && break; sleep 0.1
