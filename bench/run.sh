@@ -14,8 +14,9 @@
 #          and the origin path alternately, same nginx, same run.
 # Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
 # PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
-# CONTENDERS=hold starts the stack and waits (for profiling); RELAY_WRAP and
-# AGENT_WRAP prefix those two commands (e.g. "valgrind --tool=callgrind").
+# CONTENDERS=hold starts the stack and waits (for profiling); API_WRAP,
+# RELAY_WRAP and AGENT_WRAP prefix those commands (e.g. "valgrind
+# --tool=callgrind", as bench/instructions.sh does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -83,7 +84,7 @@ wait_http() { for _ in $(seq 600); do curl -fs -o /dev/null "$1" && return 0; sl
 (cd deploy/dev-idp && PORT=$IDP_PORT REDIRECT_URIS=$API/api/auth/callback exec node server.mjs) >"$W/idp.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration"
-"$BIN/api-server" serve >"$W/api.log" 2>&1 & API_PID=$!; PIDS+=($API_PID)
+${API_WRAP:-} "$BIN/api-server" serve >"$W/api.log" 2>&1 & API_PID=$!; PIDS+=($API_PID)
 wait_http "$API/healthz"
 ${RELAY_WRAP:-} "$BIN/remote-proxy" serve >"$W/relay.log" 2>&1 & RELAY_PID=$!; PIDS+=($RELAY_PID)
 wait_http "http://127.0.0.1:$TUNNEL_PORT/healthz"
