@@ -48,6 +48,13 @@ pub enum KeyError {
         /// What failed.
         reason: String,
     },
+    /// No sealing cipher could be made from a key (the crypto library
+    /// refused the derived AES-256 key).
+    #[error("cookie key {index} could not make a sealing key")]
+    Cipher {
+        /// Position in the configured list.
+        index: usize,
+    },
     /// A key is too short.
     #[error("cookie key {index} has {len} bytes; at least {MIN_KEY_BYTES} are required")]
     TooShort {
@@ -86,6 +93,10 @@ impl SessionId {
 #[derive(Clone)]
 pub struct CookieKeys {
     keys: Vec<Vec<u8>>,
+    /// The sealing cipher of each key, in the same order: derived once
+    /// here rather than on every sealed cookie opened (a device origin
+    /// opens one per request).
+    ciphers: std::sync::Arc<[aws_lc_rs::aead::LessSafeKey]>,
 }
 
 /// Key material does not outlive its use in freed memory.
@@ -112,7 +123,12 @@ impl CookieKeys {
         if let Some((index, k)) = keys.iter().enumerate().find(|(_, k)| k.len() < MIN_KEY_BYTES) {
             return Err(KeyError::TooShort { index, len: k.len() });
         }
-        Ok(CookieKeys { keys })
+        let ciphers = keys
+            .iter()
+            .enumerate()
+            .map(|(index, k)| Self::cipher(k).ok_or(KeyError::Cipher { index }))
+            .collect::<Result<std::sync::Arc<[_]>, _>>()?;
+        Ok(CookieKeys { keys, ciphers })
     }
 
     /// A key ring from base64 strings (standard or URL-safe alphabet,
@@ -202,11 +218,11 @@ impl CookieKeys {
     /// name as associated data): the client can neither read nor change it.
     /// `None` when the payload exceeds [`MAX_PAYLOAD_BYTES`].
     pub fn seal(&self, cookie_name: &str, payload: &[u8]) -> Option<String> {
-        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+        use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
         if payload.len() > MAX_PAYLOAD_BYTES {
             return None;
         }
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &Self::seal_key(&self.keys[0])).ok()?);
+        let key = self.ciphers.first()?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut data = payload.to_vec();
@@ -220,7 +236,7 @@ impl CookieKeys {
     /// The payload of a value made by [`CookieKeys::seal`] under
     /// `cookie_name` with any configured key.
     pub fn open(&self, cookie_name: &str, value: &str) -> Option<Vec<u8>> {
-        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce};
         if value.len() > MAX_PAYLOAD_BYTES * 4 / 3 + 64 {
             return None;
         }
@@ -230,8 +246,7 @@ impl CookieKeys {
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-        self.keys.iter().find_map(|k| {
-            let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &Self::seal_key(k)).ok()?);
+        self.ciphers.iter().find_map(|key| {
             let mut data = sealed.to_vec();
             let plain = key
                 .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(cookie_name.as_bytes()), &mut data)
@@ -244,6 +259,15 @@ impl CookieKeys {
     /// the HMAC and the cipher never share a key.
     fn seal_key(key: &[u8]) -> Vec<u8> {
         Self::tag_for(SEAL_PURPOSE, key, "", b"")
+    }
+
+    /// The sealing cipher of a cookie key.
+    fn cipher(key: &[u8]) -> Option<aws_lc_rs::aead::LessSafeKey> {
+        use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+        let mut derived = Self::seal_key(key);
+        let cipher = UnboundKey::new(&AES_256_GCM, &derived).ok().map(LessSafeKey::new);
+        derived.zeroize();
+        cipher
     }
 }
 
