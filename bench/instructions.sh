@@ -8,8 +8,12 @@
 # commits compare in one run each. The dumps stay in OUT for
 # `callgrind_annotate --inclusive=yes --tree=calling OUT/relay.1`.
 #
+# With VIA=user the requests take the user path (api-server with a session
+# cookie → remote-proxy → tunnel → agent) and api-server is counted too.
+#
 #   bench/instructions.sh               # 10 s, dumps under a temp dir
 #   DURATION=20 OUT=/tmp/cg bench/instructions.sh
+#   VIA=user bench/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx curl valgrind callgrind_control callgrind_annotate; do
@@ -33,26 +37,30 @@ trap "exit 130" INT TERM
 . bench/origin.sh
 start_origin "$W/nginx" "$PORT_BASE"
 
+VIA=${VIA:-relay}
+case "$VIA" in
+  relay) PROCS="relay agent"; API_WRAP="" ;;
+  user) PROCS="api relay agent"; API_WRAP="valgrind --tool=callgrind --callgrind-out-file=$OUT/api" ;;
+  *) echo "VIA is relay or user" >&2; exit 1 ;;
+esac
 cg() { echo "valgrind --tool=callgrind --callgrind-out-file=$OUT/$1"; }
-PORT_BASE=$PORT_BASE CONTENDERS=hold RELAY_WRAP="$(cg relay)" AGENT_WRAP="$(cg agent)" \
+PORT_BASE=$PORT_BASE CONTENDERS=hold RELAY_WRAP="$(cg relay)" AGENT_WRAP="$(cg agent)" API_WRAP="$API_WRAP" \
   setsid bash bench/run.sh >"$W/hold.log" 2>&1 &
 HOLD=$!
 for _ in $(seq 900); do grep -q '^pids:' "$W/hold.log" && break; kill -0 $HOLD 2>/dev/null || break; sleep 1; done
 grep -q '^pids:' "$W/hold.log" || { cat "$W/hold.log" >&2; exit 1; }
-HEADER=$(sed -n "s/^relay path: curl -H '\\(.*\\)' \\(http[^ ]*\\)hello$/\\1/p" "$W/hold.log")
-URL=$(sed -n "s/^relay path: curl -H '\\(.*\\)' \\(http[^ ]*\\)hello$/\\2/p" "$W/hold.log")small
+HEADER=$(sed -n "s/^$VIA path: *curl -H '\\(.*\\)' \\(http[^ ]*\\)hello$/\\1/p" "$W/hold.log")
+URL=$(sed -n "s/^$VIA path: *curl -H '\\(.*\\)' \\(http[^ ]*\\)hello$/\\2/p" "$W/hold.log")small
 pid() { sed -n "s/^pids: .*$1 \\([0-9]*\\).*/\\1/p" "$W/hold.log"; }
-RELAY_PID=$(pid remote-proxy); AGENT_PID=$(pid edge-agent)
+declare -A PID=([api]=$(pid api-server) [relay]=$(pid remote-proxy) [agent]=$(pid edge-agent))
 
 wrk -t1 -c8 -d4s -H "$HEADER" "$URL" >/dev/null
-callgrind_control -z "$RELAY_PID" >/dev/null
-callgrind_control -z "$AGENT_PID" >/dev/null
+for p in $PROCS; do callgrind_control -z "${PID[$p]}" >/dev/null; done
 N=$(wrk -t1 -c8 -d"${DURATION:-10}s" -H "$HEADER" "$URL" | awk '/requests in/ {print $1}')
-callgrind_control -d "$RELAY_PID" >/dev/null
-callgrind_control -d "$AGENT_PID" >/dev/null
-echo "| process | requests | instructions per request |"
+for p in $PROCS; do callgrind_control -d "${PID[$p]}" >/dev/null; done
+echo "| process ($VIA path) | requests | instructions per request |"
 echo "|---|---:|---:|"
-for p in relay agent; do
+for p in $PROCS; do
   dump=$(ls -t "$OUT/$p".* | head -1)
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "| $p | $N | $((total / N)) |"

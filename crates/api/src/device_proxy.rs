@@ -34,9 +34,11 @@ pub const DEVICE_CSP: &str = "sandbox allow-scripts allow-forms allow-popups all
 
 /// Where a device's requests go.
 #[derive(Debug, Clone)]
-struct Route {
-    device_id: String,
-    relay_url: String,
+pub(crate) struct Route {
+    /// The device's id as the store has it.
+    pub device_id: String,
+    /// The internal URL of the relay holding its tunnel.
+    pub relay_url: String,
 }
 
 /// Reaching devices through the relays that hold their tunnels.
@@ -91,7 +93,19 @@ impl DeviceProxy {
         Ok(client)
     }
 
-    async fn route(&self, state: &AppState, user: &UserPrincipal, id: &str, fresh: bool) -> Result<Route, ApiError> {
+    /// What streams requests to relays (None without the relay secret).
+    pub(crate) fn forwarder(&self) -> Result<&Forwarder, ApiError> {
+        self.forwarder.as_ref().ok_or_else(not_configured)
+    }
+
+    /// Where `user`'s device `id` is reached: cached unless `fresh`.
+    pub(crate) async fn route(
+        &self,
+        state: &AppState,
+        user: &UserPrincipal,
+        id: &str,
+        fresh: bool,
+    ) -> Result<Route, ApiError> {
         let key = (user.user.id.clone(), id.to_owned());
         if !fresh && let Some(r) = self.routes.get(&key) {
             return Ok(r);
@@ -129,16 +143,62 @@ fn relay_error<B>(resp: &axum::http::Response<B>) -> Option<&str> {
     resp.headers().get(paths::RELAY_ERROR_HEADER).and_then(|v| v.to_str().ok())
 }
 
-/// The path and query on the device, from the request's raw path.
-fn device_target(uri: &axum::http::Uri, id: &str) -> Result<String, ApiError> {
-    let prefix = format!("/api/v1/devices/{id}/http");
-    let rest = uri.path().strip_prefix(&prefix).unwrap_or("");
-    let mut target = if rest.is_empty() { "/".to_owned() } else { rest.to_owned() };
-    if paths::is_control_path(&target) {
+/// The relay's error code `code` (its `X-Edgelink-Relay-Error`) as this
+/// hop's own error, but for `session_not_found` (`None`: the device is
+/// looked for again). The relay's own error bodies name its internal paths
+/// and are meant for operators: the user gets api-server's.
+pub(crate) fn relay_refusal(code: &str, relay_url: &str) -> Option<ApiError> {
+    match code {
+        "session_not_found" => None,
+        "token_missing" | "token_invalid" => {
+            tracing::error!(relay = %relay_url, "the relay refused api-server's internal secret");
+            Some(ApiError::new(ErrorCode::DeviceUnavailable, "api-server cannot reach this device's relay"))
+        }
+        "device_timeout" => Some(timed_out()),
+        other => {
+            tracing::warn!(relay = %relay_url, error = other, "the relay could not forward to the device");
+            Some(ApiError::new(ErrorCode::DeviceUnavailable, "the device could not be reached"))
+        }
+    }
+}
+
+/// The device did not answer within the device timeout.
+pub(crate) fn timed_out() -> ApiError {
+    ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time")
+}
+
+/// The relay holding the device could not be reached (its route is forgotten).
+pub(crate) fn relay_unreachable(relay_url: &str, reason: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(relay = %relay_url, error = %reason, "relay unreachable");
+    ApiError::new(ErrorCode::DeviceUnavailable, "the relay holding this device is unreachable")
+}
+
+/// The relay no longer holds the device, and the request could not be sent
+/// to another one.
+pub(crate) fn moved() -> ApiError {
+    ApiError::new(
+        ErrorCode::DeviceUnavailable,
+        "the device is offline or moved to another relay while a streamed request was sent; retry",
+    )
+}
+
+/// The device path of a request path (`/` for none), refusing the agent's
+/// control paths.
+pub(crate) fn device_path<'a>(path: &'a str, id: &str) -> Result<&'a str, ApiError> {
+    let rest =
+        path.strip_prefix("/api/v1/devices/").and_then(|r| r.strip_prefix(id)).and_then(|r| r.strip_prefix("/http"));
+    let rest = rest.filter(|r| !r.is_empty()).unwrap_or("/");
+    if paths::is_control_path(rest) {
         // Checked after ownership it would leak existence; the path alone
         // decides, for everyone, before any lookup.
         return Err(ApiError::new(ErrorCode::Forbidden, "the agent's control paths are not reachable"));
     }
+    Ok(rest)
+}
+
+/// The path and query on the device, from the request's raw path.
+fn device_target(uri: &axum::http::Uri, id: &str) -> Result<String, ApiError> {
+    let mut target = device_path(uri.path(), id)?.to_owned();
     if let Some(q) = uri.query() {
         target.push('?');
         target.push_str(q);
@@ -191,30 +251,7 @@ fn confine_location(
     let Some(value) = headers.get(header::LOCATION) else {
         return;
     };
-    let within = |path: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    let confined = value.to_str().ok().and_then(|v| {
-        let v = if v.starts_with('/') && !v.starts_with("//") && !within(v.split(['?', '#']).next().unwrap_or(v)) {
-            format!("{prefix}{v}")
-        } else {
-            v.to_owned()
-        };
-        let base = url::Url::parse(&format!("{origin}{request_path}")).ok()?;
-        let resolved = base.join(&v).ok()?;
-        if !origin.matches(resolved.origin().ascii_serialization().as_str()) || !within(resolved.path()) {
-            return None;
-        }
-        let mut local = resolved.path().to_owned();
-        if let Some(q) = resolved.query() {
-            local.push('?');
-            local.push_str(q);
-        }
-        if let Some(f) = resolved.fragment() {
-            local.push('#');
-            local.push_str(f);
-        }
-        HeaderValue::from_str(&local).ok()
-    });
-    match confined {
+    match confine(value, origin, prefix, request_path) {
         Some(v) => {
             headers.insert(header::LOCATION, v);
         }
@@ -222,6 +259,38 @@ fn confine_location(
             headers.remove(header::LOCATION);
         }
     }
+}
+
+/// A device's `Location` confined as [`confine_location`] says; `None`
+/// when it leads away.
+pub(crate) fn confine(
+    value: &HeaderValue,
+    origin: &edgelink_protocol::origin::WebOrigin,
+    prefix: &str,
+    request_path: &str,
+) -> Option<HeaderValue> {
+    let within = |path: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let v = value.to_str().ok()?;
+    let v = if v.starts_with('/') && !v.starts_with("//") && !within(v.split(['?', '#']).next().unwrap_or(v)) {
+        format!("{prefix}{v}")
+    } else {
+        v.to_owned()
+    };
+    let base = url::Url::parse(&format!("{origin}{request_path}")).ok()?;
+    let resolved = base.join(&v).ok()?;
+    if !origin.matches(resolved.origin().ascii_serialization().as_str()) || !within(resolved.path()) {
+        return None;
+    }
+    let mut local = resolved.path().to_owned();
+    if let Some(q) = resolved.query() {
+        local.push('?');
+        local.push_str(q);
+    }
+    if let Some(f) = resolved.fragment() {
+        local.push('#');
+        local.push_str(f);
+    }
+    HeaderValue::from_str(&local).ok()
 }
 
 async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Request) -> Result<Response, ApiError> {
@@ -233,7 +302,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
     let request_path = req.uri().path().to_owned();
     let proxy = state.device_proxy();
     let mut route = Box::pin(proxy.route(state, user, id, false)).await?;
-    let forwarder = proxy.forwarder.as_ref().ok_or_else(not_configured)?;
+    let forwarder = proxy.forwarder()?;
 
     // A request whose body is small and of known length is kept so it can
     // be sent again, whole, if the cached route turns out stale (the tunnel
@@ -267,50 +336,32 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
         // A resent request is never an upgrade: the first send takes it.
         let sent = forwarder.forward(&route.relay_url, &route.device_id, &target, out, std::mem::take(&mut pending));
         let resp = sent.await.map_err(|e| match e {
-            ForwardError::Timeout(_) => ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"),
+            ForwardError::Timeout(_) => timed_out(),
             ForwardError::Relay(reason) => {
                 proxy.forget_route(&user.user.id, id);
-                tracing::warn!(relay = %route.relay_url, error = %reason, "relay unreachable");
-                ApiError::new(ErrorCode::DeviceUnavailable, "the relay holding this device is unreachable")
+                relay_unreachable(&route.relay_url, &reason)
             }
             ForwardError::Target(reason) => ApiError::internal(reason),
         })?;
-        match relay_error(&resp) {
-            Some("token_missing" | "token_invalid") => {
-                tracing::error!(relay = %route.relay_url, "the relay refused api-server's internal secret");
-                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "api-server cannot reach this device's relay"));
-            }
-            Some("session_not_found") => {
-                // The relay no longer holds the device: look again, and
-                // resend once if the request can be resent.
-                proxy.forget_route(&user.user.id, id);
-                if let Some((method, uri, headers, body)) = resend.take()
-                    && let Ok(fresh) = Box::pin(proxy.route(state, user, id, true)).await
-                    && fresh.relay_url != route.relay_url
-                {
-                    route = fresh;
-                    out = axum::http::Request::new(full(body));
-                    *out.method_mut() = method;
-                    *out.uri_mut() = uri;
-                    *out.headers_mut() = headers;
-                    continue;
-                }
-                return Err(ApiError::new(
-                    ErrorCode::DeviceUnavailable,
-                    "the device is offline or moved to another relay while a streamed request was sent; retry",
-                ));
-            }
-            Some("device_timeout") => {
-                return Err(ApiError::new(ErrorCode::DeviceTimeout, "the device did not answer in time"));
-            }
-            // The relay's own error bodies name its internal paths and are
-            // meant for operators: the user gets api-server's own.
-            Some(other) => {
-                tracing::warn!(relay = %route.relay_url, error = other, "the relay could not forward to the device");
-                return Err(ApiError::new(ErrorCode::DeviceUnavailable, "the device could not be reached"));
-            }
-            None => break resp,
+        let Some(code) = relay_error(&resp) else { break resp };
+        if let Some(e) = relay_refusal(code, &route.relay_url) {
+            return Err(e);
         }
+        // The relay no longer holds the device: look again, and resend
+        // once if the request can be resent.
+        proxy.forget_route(&user.user.id, id);
+        if let Some((method, uri, headers, body)) = resend.take()
+            && let Ok(fresh) = Box::pin(proxy.route(state, user, id, true)).await
+            && fresh.relay_url != route.relay_url
+        {
+            route = fresh;
+            out = axum::http::Request::new(full(body));
+            *out.method_mut() = method;
+            *out.uri_mut() = uri;
+            *out.headers_mut() = headers;
+            continue;
+        }
+        return Err(moved());
     };
     let mut resp = resp.map(Body::new);
     let headers = resp.headers_mut();

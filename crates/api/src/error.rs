@@ -70,14 +70,36 @@ impl From<edgelink_store::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Its status and body (the refusal counted).
+    fn render(self) -> (StatusCode, ErrorBody) {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         edgelink_observe::count_refusal("api-server", self.code);
         let mut body = ErrorBody::new(self.code, self.message, self.path, timestamp());
         body.retry_after = self.retry_after;
+        (status, body)
+    }
+
+    /// The same answer as [`IntoResponse`] gives, for a front that writes
+    /// answers itself.
+    pub(crate) fn into_answer(self) -> edgelink_hop::h1::Answer {
+        let (status, body) = self.render();
+        let mut headers = Vec::new();
+        if let Some(secs) = body.retry_after {
+            headers.push(("retry-after", secs.to_string()));
+        }
+        // An error body always serializes; an empty one still says the status.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        edgelink_hop::h1::Answer { status: status.as_u16(), headers, body }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.render();
+        let retry_after = body.retry_after;
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = retry_after {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         resp

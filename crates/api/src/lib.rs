@@ -41,6 +41,7 @@ pub mod device_fields;
 pub mod device_proxy;
 pub mod devices;
 pub mod error;
+pub mod front;
 pub mod messages;
 pub mod node_api;
 pub mod openapi;
@@ -405,8 +406,9 @@ pub async fn serve(
     };
     // The shared accept loop: TCP_NODELAY, head and idle timeouts, a head
     // size limit and a connection cap (slow clients cannot exhaust it).
-    let app = edgelink_hop::listen::router_service(router(state));
-    edgelink_hop::listen::serve(listener, None, app, limits, shutdown).await;
+    // A device's web service by heads in front of the router (ADR 30).
+    let app = router(state.clone());
+    front::run(listener, state.clone(), app, limits, shutdown).await;
     janitor.abort();
     reminder.abort();
     syncer.abort();

@@ -273,9 +273,9 @@ fn origin_is_ours(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// A top-level browser navigation (GET asking for HTML).
-fn wants_page(req: &Request) -> bool {
-    req.method() == Method::GET
-        && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+fn wants_page(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::GET
+        && headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -292,11 +292,9 @@ fn rate_headers(headers: &mut HeaderMap, d: edgelink_ratelimit::Decision) {
     headers.insert("x-ratelimit-reset", axum::http::HeaderValue::from(d.reset_at));
 }
 
-/// A `429` with `Retry-After` and the rate-limit headers.
-fn limited(e: ApiError, d: edgelink_ratelimit::Decision, path: &str) -> Response {
-    let mut resp = e.retry_after(std::time::Duration::from_secs(d.retry_after)).at(path).into_response();
-    rate_headers(resp.headers_mut(), d);
-    resp
+/// A `429` with `Retry-After`, and the decision for the rate-limit headers.
+fn limited(e: ApiError, d: edgelink_ratelimit::Decision) -> Refused {
+    Refused::Error(e.retry_after(std::time::Duration::from_secs(d.retry_after)), Some(d))
 }
 
 /// Why a user's request may not use this route: a token where only a
@@ -326,30 +324,86 @@ pub struct Gate {
     pub(crate) limit: Option<crate::ratelimit::Limit>,
 }
 
-/// Resolves the principal and enforces the route's [`Access`].
-pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
-    let client_ip = gate.state.client_ip(peer, req.headers());
+/// The only request headers [`admit`] reads: a front that decides outside
+/// axum hands it a map of these alone.
+pub(crate) const GATE_HEADERS: [header::HeaderName; 6] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::ORIGIN,
+    header::HeaderName::from_static("sec-fetch-site"),
+    header::ACCEPT,
+    header::HeaderName::from_static("x-forwarded-for"),
+];
+
+/// What the gate admitted a request as.
+pub(crate) struct Admitted {
+    /// The caller (`None` on a public route without credentials).
+    pub principal: Option<Principal>,
+    /// The rate limit checked last, for the answer's headers.
+    pub decision: Option<edgelink_ratelimit::Decision>,
+    /// The client's address (trusted proxies resolved).
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Why the gate refused a request.
+pub(crate) enum Refused {
+    /// An error answer; the decision of a rate limit that refused it.
+    Error(ApiError, Option<edgelink_ratelimit::Decision>),
+    /// A signed-out browser asking for a page: sent to sign in, then back
+    /// to this target.
+    SignIn(String),
+}
+
+impl Refused {
+    fn into_response(self, path: &str) -> Response {
+        match self {
+            Refused::Error(e, decision) => {
+                let mut resp = e.at(path).into_response();
+                if let Some(d) = decision {
+                    rate_headers(resp.headers_mut(), d);
+                }
+                resp
+            }
+            Refused::SignIn(target) => {
+                let login =
+                    format!("/api/auth/login?return_to={}", edgelink_protocol::paths::encode_path_value(&target));
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(header::LOCATION, login), (header::CACHE_CONTROL, "no-store".to_owned())],
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// Resolves the caller of a request to `path` (`query` its query) and
+/// enforces `gate`'s access, scope, rate limits and, for a browser
+/// session, the same-origin rule. Reads only [`GATE_HEADERS`].
+pub(crate) async fn admit(
+    gate: &Gate,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Admitted, Refused> {
+    let client_ip = gate.state.client_ip(peer, headers);
     let now = edgelink_store::now_ms();
     let mut decision = None;
-    if let Some(ip) = client_ip {
-        req.extensions_mut().insert(crate::client_ip::ClientAddr(ip));
-    }
-    if let Some(limit) = gate.limit.filter(|l| l.counts(req.uri().query())) {
+    if let Some(limit) = gate.limit.filter(|l| l.counts(query)) {
         let ip = client_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let key = format!("ip:{}:{}", limit.name(), crate::ratelimit::bucket_key(ip));
         let d = gate.state.limiter().check(&key, gate.state.per_minute(limit), MINUTE, now);
         if !d.allowed {
-            return limited(
+            return Err(limited(
                 ApiError::new(ErrorCode::RateLimited, "too many requests from this address; slow down"),
                 d,
-                &path,
-            );
+            ));
         }
         decision = Some(d);
     }
-    let resolved = resolve(&gate.state, req.headers(), client_ip).await;
+    let resolved = resolve(&gate.state, headers, client_ip).await;
     let principal = match (gate.access, resolved) {
         // Public routes get a principal when one is presented and valid,
         // and are never refused for a bad one.
@@ -357,44 +411,43 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         (Access::Public, Err(_)) => None,
         // A browser navigating to a page while signed out is sent to sign
         // in and brought back (API clients still get the 401 below).
-        (Access::User, Err(_)) if wants_page(&req) => {
-            let mut target = path.clone();
-            if let Some(q) = req.uri().query() {
+        (Access::User, Err(_)) if wants_page(method, headers) => {
+            let mut target = path.to_owned();
+            if let Some(q) = query {
                 target.push('?');
                 target.push_str(q);
             }
-            let login = format!("/api/auth/login?return_to={}", edgelink_protocol::paths::encode_path_value(&target));
-            return (
-                axum::http::StatusCode::FOUND,
-                [(header::LOCATION, login), (header::CACHE_CONTROL, "no-store".to_owned())],
-            )
-                .into_response();
+            return Err(Refused::SignIn(target));
         }
         (_, Err(Refusal::Missing)) => {
             let (code, msg) = match gate.access {
                 Access::Device => (ErrorCode::TokenMissing, "device bearer token required"),
                 _ => (ErrorCode::Unauthenticated, "sign in first: no session cookie or bearer token"),
             };
-            return ApiError::new(code, msg).at(&path).into_response();
+            return Err(Refused::Error(ApiError::new(code, msg), None));
         }
-        (_, Err(Refusal::Invalid(e))) => return e.at(&path).into_response(),
+        (_, Err(Refusal::Invalid(e))) => return Err(Refused::Error(e, None)),
         (Access::User, Ok(p @ Principal::User(_))) => Some(p),
         (Access::UserOrDevice, Ok(p)) => Some(p),
         (Access::Device, Ok(p @ Principal::Device(_))) => Some(p),
         (Access::User, Ok(Principal::Device(_))) => {
-            return ApiError::new(ErrorCode::Forbidden, "device tokens cannot use this endpoint")
-                .at(&path)
-                .into_response();
+            return Err(Refused::Error(
+                ApiError::new(ErrorCode::Forbidden, "device tokens cannot use this endpoint"),
+                None,
+            ));
         }
         (Access::Device, Ok(Principal::User(_))) => {
-            return ApiError::new(ErrorCode::Forbidden, "only devices can use this endpoint").at(&path).into_response();
+            return Err(Refused::Error(
+                ApiError::new(ErrorCode::Forbidden, "only devices can use this endpoint"),
+                None,
+            ));
         }
     };
     if let Some(Principal::User(user)) = &principal
         && gate.access != Access::Public
-        && let Some(refusal) = scope_refusal(gate.need, user, req.method())
+        && let Some(refusal) = scope_refusal(gate.need, user, method)
     {
-        return refusal.at(&path).into_response();
+        return Err(Refused::Error(refusal, None));
     }
     if gate.access != Access::Public
         && let Some(p) = &principal
@@ -410,38 +463,59 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         };
         let d = gate.state.limiter().check(&key, per_hour, HOUR, now);
         if !d.allowed {
-            return limited(
+            return Err(limited(
                 ApiError::new(ErrorCode::RateLimited, "rate limit reached for this hour; see Retry-After"),
                 d,
-                &path,
-            );
+            ));
         }
         decision = Some(d);
     }
     if matches!(&principal, Some(Principal::User(u)) if u.is_session()) && gate.access != Access::Public {
-        let cross_site = if is_websocket_upgrade(req.headers()) {
-            !origin_is_ours(&gate.state, req.headers())
+        let cross_site = if is_websocket_upgrade(headers) {
+            !origin_is_ours(&gate.state, headers)
         } else {
-            !is_safe(req.method()) && !same_origin(&gate.state, req.headers())
+            !is_safe(method) && !same_origin(&gate.state, headers)
         };
         if cross_site {
-            return ApiError::new(ErrorCode::CsrfRejected, "cross-site request refused: Origin must be this site")
-                .at(&path)
-                .into_response();
+            return Err(Refused::Error(
+                ApiError::new(ErrorCode::CsrfRejected, "cross-site request refused: Origin must be this site"),
+                None,
+            ));
         }
     }
-    if let Some(p) = principal {
+    Ok(Admitted { principal, decision, client_ip })
+}
+
+/// What the gate adds to an answer of an admitted request: the rate-limit
+/// headers and, on a route that is not public, `Cache-Control: private,
+/// no-store` unless the answer says otherwise (whatever a signed-in user
+/// gets is theirs alone: never stored by a shared cache or the browser's
+/// disk cache).
+pub(crate) fn finish(headers: &mut HeaderMap, access: Access, decision: Option<edgelink_ratelimit::Decision>) {
+    if let Some(d) = decision {
+        rate_headers(headers, d);
+    }
+    if access != Access::Public && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private, no-store"));
+    }
+}
+
+/// Resolves the principal and enforces the route's [`Access`] ([`admit`]).
+pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let admitted = match admit(&gate, req.method(), &path, req.uri().query(), req.headers(), peer).await {
+        Ok(a) => a,
+        Err(refused) => return refused.into_response(&path),
+    };
+    if let Some(ip) = admitted.client_ip {
+        req.extensions_mut().insert(crate::client_ip::ClientAddr(ip));
+    }
+    if let Some(p) = admitted.principal {
         req.extensions_mut().insert(p);
     }
     let mut resp = next.run(req).await;
-    if let Some(d) = decision {
-        rate_headers(resp.headers_mut(), d);
-    }
-    // Whatever a signed-in user gets is theirs alone: never stored by a
-    // shared cache or the browser's disk cache unless the answer says so.
-    if gate.access != Access::Public && !resp.headers().contains_key(header::CACHE_CONTROL) {
-        resp.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private, no-store"));
-    }
+    finish(resp.headers_mut(), gate.access, admitted.decision);
     resp
 }
 

@@ -56,6 +56,10 @@ pub enum H1Error {
     /// The caller closed its connection while its answer was awaited.
     #[error("the caller went away before the answer")]
     CallerGone,
+    /// This end withdrew the request on seeing the answer's head
+    /// ([`Instead::Withdraw`]): nothing was written to the caller.
+    #[error("the answer was withdrawn")]
+    Withdrawn,
     /// A socket error.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -193,6 +197,8 @@ struct ResponseInfo {
     status: u16,
     framing: Framing,
     close: bool,
+    /// This end's own answer instead of this one (nothing of it written).
+    instead: Option<Instead>,
 }
 
 pub(crate) fn connection_has(value: &[u8], token: &str) -> bool {
@@ -264,6 +270,12 @@ pub(crate) fn body_framing(headers: &[httparse::Header<'_>], request: bool) -> R
     }
 }
 
+/// How the body of a request with these headers is delimited; refuses
+/// what a request may not carry.
+pub fn request_framing(headers: &[httparse::Header<'_>]) -> Result<Framing, H1Error> {
+    body_framing(headers, true)
+}
+
 /// How a request head is rewritten for the next hop.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rewrite<'a> {
@@ -324,6 +336,15 @@ fn header_slots<'b>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADE
     [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
+/// True for requests a front forwarding by heads leaves to a full HTTP
+/// server whatever the route: HTTP/1.0 (its answers re-framed), upgrades
+/// (spliced there) and `100-continue` (answered there when the body is
+/// wanted).
+pub fn router_only(req: &httparse::Request<'_, '_>) -> bool {
+    req.version != Some(1)
+        || req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade") || h.name.eq_ignore_ascii_case("expect"))
+}
+
 /// Writes `req`, rewritten for the next hop, to `out`: HTTP/1.1,
 /// hop-by-hop headers dropped (an upgrade's pair kept) and the rest as
 /// `rw` says. Framing headers stay as they are: the body is copied
@@ -348,11 +369,11 @@ pub fn rewrite_request(
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     let target = path.strip_prefix(rw.strip).unwrap_or(path);
-    if !rw.strip.is_empty() && !target.starts_with('/') {
-        out.push(b'/');
-    }
     if path.starts_with('/') {
         out.extend_from_slice(rw.prefix.as_bytes());
+    }
+    if !rw.strip.is_empty() && !target.starts_with('/') {
+        out.push(b'/');
     }
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
@@ -434,6 +455,12 @@ fn rewrite_answer<L: Local + ?Sized>(
         framing = Framing::None;
     }
     let close = framing == Framing::UntilClose || wants_close(&connection, version);
+    // Interim answers are skipped whatever this end thinks of them.
+    if (status >= 200 || switched)
+        && let Some(instead) = local.instead(status, resp.headers)
+    {
+        return Ok(ResponseInfo { status, framing, close, instead: Some(instead) });
+    }
 
     out.extend_from_slice(b"HTTP/1.1 ");
     // httparse takes exactly three digits.
@@ -461,6 +488,7 @@ fn rewrite_answer<L: Local + ?Sized>(
             Edit::Replace(value) => put_header(out, h.name.as_bytes(), &value),
         }
     }
+    local.extra_headers(out);
     if switched {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else if framing == Framing::UntilClose || request.close {
@@ -469,7 +497,7 @@ fn rewrite_answer<L: Local + ?Sized>(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(ResponseInfo { status, framing, close })
+    Ok(ResponseInfo { status, framing, close, instead: None })
 }
 
 /// Bytes waiting to be written, so a head and a small body (or many small
@@ -672,6 +700,28 @@ pub trait Local: Send + Sync {
     fn answer_header(&self, _name: &str, _value: &[u8]) -> Edit {
         Edit::Keep
     }
+    /// Whether this end passes on a final answer of the next hop's at all,
+    /// from its head: `None` passes it (header by header as
+    /// [`Local::answer_header`] says), an [`Instead`] does not.
+    fn instead(&self, _status: u16, _headers: &[httparse::Header<'_>]) -> Option<Instead> {
+        None
+    }
+    /// Writes the headers this end adds to every answer it passes on
+    /// (`name: value\r\n` each).
+    fn extra_headers(&self, _out: &mut Vec<u8>) {}
+}
+
+/// What [`Local::instead`] does with an answer it does not pass on. Its
+/// body is read and dropped (the connection to the next hop stays in step)
+/// or, when only its end delimits it, the connection is closed.
+#[derive(Debug, Clone)]
+pub enum Instead {
+    /// This answer goes to the caller instead.
+    Answer(Answer),
+    /// Nothing goes to the caller: the exchange ends with
+    /// [`H1Error::Withdrawn`] and the request (which must have had no
+    /// body) may be sent again, elsewhere.
+    Withdraw,
 }
 
 /// What [`Local::answer_header`] does with a header.
@@ -746,9 +796,12 @@ impl Dial for Target {
     }
 }
 
-fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
+/// Writes `answer` (JSON, sized) to `out`; `close` says the connection ends
+/// after it.
+pub fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
     let reason = http::StatusCode::from_u16(answer.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", answer.status).as_bytes());
+    put_header(out, b"date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     out.extend_from_slice(b"content-type: application/json\r\n");
     out.extend_from_slice(format!("content-length: {}\r\n", answer.body.len()).as_bytes());
     for (name, value) in &answer.headers {
@@ -807,6 +860,25 @@ where
         Ok(r) => r,
         Err(_) if rd.buffered().is_empty() => Ok(None),
         Err(_) => Err(H1Error::TimedOut),
+    }
+}
+
+/// [`next_head`] on a front's connection, which ends (`Ok(None)`) as soon
+/// as `shutdown` is cancelled while no request is under way on it.
+pub async fn next_head_until<R, T>(
+    rd: &mut Reader<R>,
+    timeout: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    f: impl FnMut(&httparse::Request<'_, '_>, usize) -> Result<T, H1Error>,
+) -> Result<Option<T>, H1Error>
+where
+    R: AsyncRead + Unpin,
+{
+    let idle = rd.buffered().is_empty();
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled(), if idle => Ok(None),
+        next = next_head(rd, timeout, f) => next,
     }
 }
 
@@ -1000,7 +1072,7 @@ where
             }
             Err(e) => {
                 *upstream = None;
-                if answer_started {
+                if answer_started || matches!(e, H1Error::Withdrawn) {
                     return Err(e);
                 }
                 if reused && req.framing == Framing::None && matches!(e, H1Error::Truncated | H1Error::Io(_)) {
@@ -1079,6 +1151,18 @@ where
         }
     })
     .await?;
+    if let Some(instead) = resp.instead {
+        let Instead::Answer(answer) = instead else { return Err(H1Error::Withdrawn) };
+        // Read past the answer not passed on, so the connection can carry
+        // the next request (one delimited by its end cannot).
+        let close = resp.close || resp.framing == Framing::UntilClose || discard_body(urd, resp.framing).await.is_err();
+        *started = true;
+        let mut bytes = Vec::new();
+        write_answer(&mut bytes, &answer, req.close);
+        out.put(wr, &bytes).await?;
+        out.flush(wr).await?;
+        return Ok(ResponseInfo { status: answer.status, framing: Framing::None, close, instead: None });
+    }
     *started = true;
     out.put(wr, &head).await?;
     copy_body(urd, wr, &mut out, resp.framing).await?;
@@ -1272,6 +1356,111 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
             assert!(head.contains("Host: relay\r\n") && head.contains("Cookie: c=1\r\n"), "{head}");
             assert!(!head.contains("Authorization") && !head.contains("x-forwarded-host"), "{head}");
             assert!(head.ends_with("x-forwarded-proto: https\r\n\r\n"), "{head}");
+        }
+    }
+
+    #[test]
+    fn a_route_prefix_can_be_swapped_for_the_next_hops() {
+        let rw = Rewrite { strip: "/api/v1/devices/d1/http", prefix: "/internal/forward/d1", ..Rewrite::default() };
+        for (target, sent) in [
+            ("/api/v1/devices/d1/http/a?x=1", "/internal/forward/d1/a?x=1"),
+            ("/api/v1/devices/d1/http", "/internal/forward/d1/"),
+            ("/api/v1/devices/d1/http?x", "/internal/forward/d1/?x"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\n\r\n");
+            let mut out = Vec::new();
+            rewrite(raw.as_bytes(), &rw, &mut out).unwrap().unwrap();
+            let head = String::from_utf8(out).unwrap();
+            assert!(head.starts_with(&format!("GET {sent} HTTP/1.1\r\n")), "{head}");
+        }
+    }
+
+    /// Opens nothing: the exchange must use the kept connection it is given.
+    struct NoDial;
+
+    impl Dial for NoDial {
+        type R = tokio::io::ReadHalf<tokio::io::DuplexStream>;
+        type W = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+
+        async fn dial(&self) -> io::Result<Upstream<Self::R, Self::W>> {
+            Err(io::Error::other("no new connections here"))
+        }
+    }
+
+    /// Replaces answers marked `x-marker: answer`, withdraws those marked
+    /// `withdraw`, and adds a header to those it passes on.
+    struct Marker;
+
+    impl Local for Marker {
+        fn answer(&self, _method: &str, _path: &str) -> Option<Answer> {
+            None
+        }
+        fn failure(&self, _error: &H1Error, _path: &str) -> Answer {
+            Answer::json(502, b"{}".to_vec())
+        }
+        fn instead(&self, _status: u16, headers: &[httparse::Header<'_>]) -> Option<Instead> {
+            match headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-marker"))?.value {
+                b"answer" => Some(Instead::Answer(Answer::json(503, b"{\"own\":1}".to_vec()))),
+                b"withdraw" => Some(Instead::Withdraw),
+                _ => None,
+            }
+        }
+        fn extra_headers(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"x-added: 1\r\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_can_be_replaced_withdrawn_or_added_to() {
+        use tokio::io::AsyncWriteExt as _;
+        for marker in ["", "answer", "withdraw"] {
+            let (near, mut far) = tokio::io::duplex(4096);
+            let (urd, uwr) = tokio::io::split(near);
+            let mut upstream = Some(Upstream::from_halves(urd, uwr, 4096));
+            let marked = if marker.is_empty() { String::new() } else { format!("x-marker: {marker}\r\n") };
+            let answer = format!("HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\n{marked}\r\nbody");
+            let next_hop = tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = far.read(&mut buf).await.unwrap();
+                far.write_all(answer.as_bytes()).await.unwrap();
+                (String::from_utf8_lossy(&buf[..n]).into_owned(), far)
+            });
+            let (caller, mut caller_far) = tokio::io::duplex(4096);
+            let (crd, mut cwr) = tokio::io::split(caller);
+            let mut rd = Reader::new(crd, 1024);
+            let req = RequestInfo {
+                method_head: false,
+                method: "GET".into(),
+                path: "/x".into(),
+                framing: Framing::None,
+                upgrade: false,
+                close: false,
+            };
+            let head = b"GET /x HTTP/1.1\r\n\r\n";
+            let result = exchange(&mut rd, &mut cwr, &mut upstream, &NoDial, &Marker, &req, head).await;
+            let (sent, _far) = next_hop.await.unwrap();
+            assert_eq!(sent.as_bytes(), head);
+            drop((rd, cwr));
+            let mut written = String::new();
+            caller_far.read_to_string(&mut written).await.unwrap();
+            match marker {
+                "" => {
+                    assert_eq!(result.unwrap(), (After::KeepAlive, 404));
+                    assert_eq!(written, "HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\nx-added: 1\r\n\r\nbody");
+                    assert!(upstream.is_some(), "kept for the next request");
+                }
+                "answer" => {
+                    assert_eq!(result.unwrap(), (After::KeepAlive, 503));
+                    assert!(written.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{written}");
+                    assert!(written.ends_with("\r\n\r\n{\"own\":1}") && !written.contains("x-added"), "{written}");
+                    assert!(upstream.is_some(), "the replaced answer's body was read past");
+                }
+                _ => {
+                    assert!(matches!(result, Err(H1Error::Withdrawn)), "{result:?}");
+                    assert_eq!(written, "", "nothing reaches the caller");
+                    assert!(upstream.is_none());
+                }
+            }
         }
     }
 

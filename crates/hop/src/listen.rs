@@ -268,6 +268,34 @@ where
     }
 }
 
+/// Read buffer of a connection a front reads heads from (it starts small
+/// and grows).
+const FRONT_BUF: usize = 32 * 1024;
+
+/// An accepted connection split for a front that reads its request heads
+/// itself: the read half buffered, the write half.
+pub fn front_halves(io: Stream) -> (crate::h1::Reader<tokio::io::ReadHalf<Stream>>, tokio::io::WriteHalf<Stream>) {
+    let (rd, wr) = tokio::io::split(io);
+    (crate::h1::Reader::new(rd, FRONT_BUF), wr)
+}
+
+/// Hands a connection a front has read from (its read half, with what
+/// was read and not consumed, and its write half) to `app`, which reads
+/// those bytes first.
+#[cfg(feature = "axum")]
+pub async fn hand_on(
+    rd: crate::h1::Reader<tokio::io::ReadHalf<Stream>>,
+    wr: tokio::io::WriteHalf<Stream>,
+    peer: SocketAddr,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let (rd, read) = rd.into_parts();
+    let io = TokioIo::new(Prefixed::new(read, rd.unsplit(wr)));
+    connection(io, router_service(app)(peer), header_timeout, shutdown).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,8 +60,17 @@ struct Inner {
     auth: Option<HeaderValue>,
     timeout: Duration,
     tls: tokio_rustls::TlsConnector,
-    /// Idle connections by relay URL.
-    idle: Mutex<HashMap<String, Arc<Idle<RelayStream>>>>,
+    /// Each relay's address and idle connections, by relay URL.
+    relays: Mutex<HashMap<String, Arc<Relay>>>,
+}
+
+/// One relay: where it is and its idle kept connections. It opens new
+/// connections for [`edgelink_hop::h1::exchange`] too (a front forwarding
+/// by heads takes and puts back connections itself).
+pub struct Relay {
+    peer: Peer,
+    idle: Idle<RelayStream>,
+    tls: tokio_rustls::TlsConnector,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -106,38 +115,36 @@ impl Forwarder {
                 auth,
                 timeout,
                 tls: tokio_rustls::TlsConnector::from(tls),
-                idle: Mutex::default(),
+                relays: Mutex::default(),
             }),
         }
     }
 
-    fn idle(&self, relay_url: &str) -> Arc<Idle<RelayStream>> {
-        let mut map = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(idle) = map.get(relay_url) {
-            return idle.clone();
+    /// The relay at `relay_url` (its idle connections are shared by every
+    /// request to it).
+    pub fn relay(&self, relay_url: &str) -> Result<Arc<Relay>, ForwardError> {
+        let mut map = self.inner.relays.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(relay) = map.get(relay_url) {
+            return Ok(relay.clone());
         }
-        let idle = Arc::new(Idle::new(POOL_IDLE, MAX_IDLE));
-        map.insert(relay_url.to_owned(), idle.clone());
-        idle
+        let relay = Arc::new(Relay {
+            peer: peer(relay_url)?,
+            idle: Idle::new(POOL_IDLE, MAX_IDLE),
+            tls: self.inner.tls.clone(),
+        });
+        map.insert(relay_url.to_owned(), relay.clone());
+        Ok(relay)
     }
 
-    async fn connect(&self, peer: &Peer) -> Result<Conn<RelayStream>, ForwardError> {
-        let relay = |e: io::Error| ForwardError::Relay(format!("{}: {e}", peer.authority));
-        let connect = async {
-            let tcp = TcpStream::connect((peer.host.as_str(), peer.port)).await?;
-            let _ = tcp.set_nodelay(true);
-            if !peer.tls {
-                return Ok(RelayStream::Plain(tcp));
-            }
-            let name = rustls::pki_types::ServerName::try_from(peer.host.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            Ok(RelayStream::Tls(Box::new(self.inner.tls.connect(name, tcp).await?)))
-        };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| relay(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
-            .map_err(relay)?;
-        Ok(Conn::new(stream))
+    /// The `Authorization` value relays are sent (`Bearer {secret}`);
+    /// `None` when the secret is not a header value.
+    pub fn authorization(&self) -> Option<&str> {
+        self.inner.auth.as_ref().and_then(|v| v.to_str().ok())
+    }
+
+    /// How long a relay may take to start answering.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// Sends `req` (already prepared for this hop by the caller, as
@@ -153,39 +160,85 @@ impl Forwarder {
         mut req: Request<BoxBody>,
         pending: Pending,
     ) -> Result<Response<AnswerBody>, ForwardError> {
-        let peer = peer(relay_url)?;
+        let relay = self.relay(relay_url)?;
         let path = format!("/internal/forward/{}/{}", crate::encode(id), target.trim_start_matches('/'));
         *req.uri_mut() = path.parse().map_err(|_| ForwardError::Target(path.clone()))?;
         *req.version_mut() = http::Version::HTTP_11;
         let auth = self.inner.auth.clone();
         let auth = auth.ok_or_else(|| ForwardError::Target("internal secret is not a valid header value".into()))?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
-        let mut out = Outgoing::new(req, pending, &peer.authority);
-        let idle = self.idle(relay_url);
-        let back = |idle: &Arc<Idle<RelayStream>>| -> send::Back<RelayStream> {
-            let idle = idle.clone();
-            Box::new(move |conn| idle.put(conn))
+        let mut out = Outgoing::new(req, pending, &relay.peer.authority);
+        let back = |relay: &Arc<Relay>| -> send::Back<RelayStream> {
+            let relay = relay.clone();
+            Box::new(move |conn| relay.put(conn))
         };
         let attempt = async {
-            let kept = idle.take();
+            let kept = relay.take();
             let reused = kept.is_some();
             let conn = match kept {
                 Some(c) => c,
-                None => self.connect(&peer).await?,
+                None => relay.connect().await?,
             };
-            match send::send(conn, &mut out, back(&idle)).await {
+            match send::send(conn, &mut out, back(&relay)).await {
                 Err(e) if e.retry && reused => {
                     // A kept connection the relay closed meanwhile.
-                    let conn = self.connect(&peer).await?;
-                    send::send(conn, &mut out, back(&idle)).await
+                    let conn = relay.connect().await?;
+                    send::send(conn, &mut out, back(&relay)).await
                 }
                 other => other,
             }
-            .map_err(|e| ForwardError::Relay(format!("{}: {e}", peer.authority)))
+            .map_err(|e| ForwardError::Relay(format!("{}: {e}", relay.peer.authority)))
         };
         tokio::time::timeout(self.inner.timeout, attempt)
             .await
             .map_err(|_| ForwardError::Timeout(self.inner.timeout))?
+    }
+}
+
+impl Relay {
+    /// `host:port` of the relay (what `Host` says to it).
+    pub fn authority(&self) -> &str {
+        &self.peer.authority
+    }
+
+    /// A kept connection to this relay, if one is idle and open.
+    pub fn take(&self) -> Option<Conn<RelayStream>> {
+        self.idle.take()
+    }
+
+    /// Keeps `conn` for the next request to this relay.
+    pub fn put(&self, conn: Conn<RelayStream>) {
+        self.idle.put(conn);
+    }
+
+    /// A new connection to this relay.
+    pub async fn connect(&self) -> Result<Conn<RelayStream>, ForwardError> {
+        let peer = &self.peer;
+        let relay = |e: io::Error| ForwardError::Relay(format!("{}: {e}", peer.authority));
+        let connect = async {
+            let tcp = TcpStream::connect((peer.host.as_str(), peer.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            if !peer.tls {
+                return Ok(RelayStream::Plain(tcp));
+            }
+            let name = rustls::pki_types::ServerName::try_from(peer.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Ok(RelayStream::Tls(Box::new(self.tls.connect(name, tcp).await?)))
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| relay(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(relay)?;
+        Ok(Conn::new(stream))
+    }
+}
+
+impl edgelink_hop::h1::Dial for Relay {
+    type R = tokio::io::ReadHalf<RelayStream>;
+    type W = tokio::io::WriteHalf<RelayStream>;
+
+    async fn dial(&self) -> io::Result<Conn<RelayStream>> {
+        self.connect().await.map_err(io::Error::other)
     }
 }
 

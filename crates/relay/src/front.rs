@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use edgelink_hop::h1::{self, After, Answer, Dial, Edit, H1Error, Reader, RequestInfo, Rewrite};
-use edgelink_hop::listen::{self, Prefixed, Stream};
+use edgelink_hop::listen::{self, Stream};
 use edgelink_origins::{AUTH_PATH, Pass};
 use edgelink_protocol::paths;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +29,6 @@ use crate::Relay;
 use crate::error::RelayError;
 use crate::pool::{self, Counted, TunnelConn};
 use crate::registry::LiveSession;
-
-/// Read buffer of a caller's connection (it starts small and grows).
-const CALLER_BUF: usize = 32 * 1024;
 
 /// A request the front forwards now: its head length, what it is, the
 /// session it goes to and the route the router would have matched (the
@@ -104,15 +100,11 @@ async fn serve<D: Door>(
     header_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let (rd, mut wr) = tokio::io::split(io);
-    let mut rd = Reader::new(rd, CALLER_BUF);
+    let (mut rd, mut wr) = listen::front_halves(io);
     let mut head = Vec::with_capacity(1024);
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled(), if rd.buffered().is_empty() => Ok(None),
-            next = h1::next_head(&mut rd, header_timeout, |req, len| Ok(door.see(req, len, &mut head))) => next,
-        };
+        let next =
+            h1::next_head_until(&mut rd, header_timeout, &shutdown, |req, len| Ok(door.see(req, len, &mut head))).await;
         let taken = match next {
             // Closed, idle too long, or a head too slow to arrive.
             Ok(None) | Err(H1Error::TimedOut) => break,
@@ -125,7 +117,7 @@ async fn serve<D: Door>(
         };
         // Not one to forward here, or a head the router must refuse.
         let Some(Taken { len, info, session, route }) = taken else {
-            return hand_on(rd, wr, peer, app, header_timeout, shutdown).await;
+            return listen::hand_on(rd, wr, peer, app, header_timeout, shutdown).await;
         };
         rd.consume(len);
         let started = Instant::now();
@@ -168,28 +160,6 @@ where
     Some(Taken { len, info, session: checked.session, route: checked.route })
 }
 
-/// The connection, with what was read of it, to the router.
-async fn hand_on(
-    rd: Reader<ReadHalf<Stream>>,
-    wr: WriteHalf<Stream>,
-    peer: SocketAddr,
-    app: Router,
-    header_timeout: Duration,
-    shutdown: CancellationToken,
-) {
-    let (rd, read) = rd.into_parts();
-    let io = TokioIo::new(Prefixed::new(read, rd.unsplit(wr)));
-    listen::connection(io, listen::router_service(app)(peer), header_timeout, shutdown).await;
-}
-
-/// True for requests the router keeps to itself whatever the route:
-/// HTTP/1.0 (its answers re-framed), upgrades (spliced there) and
-/// `100-continue` (answered there when the body is wanted).
-fn router_only(req: &httparse::Request<'_, '_>) -> bool {
-    req.version != Some(1)
-        || req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade") || h.name.eq_ignore_ascii_case("expect"))
-}
-
 /// A live session on this relay, by session or device id.
 fn live(relay: &Relay, id: &str) -> Option<Arc<LiveSession>> {
     relay.registry().by_session_or_device(id).filter(|s| !s.handle.is_closed())
@@ -220,7 +190,7 @@ impl Door for Internal {
         let Some(rest) = path.strip_prefix(FORWARD) else { return Seen::Pass };
         let id_len = rest.find(['/', '?']).unwrap_or(rest.len());
         let (id, tail) = rest.split_at(id_len);
-        if id.is_empty() || router_only(req) || !authorized(&self.relay, req.headers) {
+        if id.is_empty() || h1::router_only(req) || !authorized(&self.relay, req.headers) {
             return Seen::Pass;
         }
         let target_path = tail.split('?').next().unwrap_or("");
@@ -295,7 +265,8 @@ impl Door for Devices {
         let Some(o) = self.relay.origins() else { return Seen::Pass };
         let (Some(path), Some(method)) = (req.path, req.method) else { return Seen::Pass };
         let path_only = path.split('?').next().unwrap_or(path);
-        if router_only(req) || path_only == AUTH_PATH || !path.starts_with('/') || paths::is_control_path(path_only) {
+        if h1::router_only(req) || path_only == AUTH_PATH || !path.starts_with('/') || paths::is_control_path(path_only)
+        {
             return Seen::Pass;
         }
         // Only the headers the decision reads.

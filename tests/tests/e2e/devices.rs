@@ -358,7 +358,7 @@ async fn a_device_that_moves_to_another_relay_is_found_again_at_once() {
     moved.stop().await;
     let mut back = stack.spawn_agent(&device);
     back.connected().await;
-    stack.wait_session_row(&device, Some(&moved_to.id)).await;
+    let back_at = stack.wait_session_row(&device, Some(&moved_to.id)).await;
     let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1000])));
     let resp = alice
         .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/count", device.id))
@@ -375,6 +375,100 @@ async fn a_device_that_moves_to_another_relay_is_found_again_at_once() {
         .await
         .unwrap();
     assert_eq!(resp.text().await.unwrap(), "4000");
+
+    // To relay 2 once more: a request without a body (forwarded by heads,
+    // ADR 30) finds the stale route and is sent again at once.
     back.stop().await;
+    let mut cfg = stack.agent_config(&device);
+    cfg.tunnel_url = format!("ws://{}/tunnel", relay2.tunnel_addr);
+    let mut again = stack.spawn_agent_with(cfg, &device);
+    again.connected().await;
+    stack.wait_session_row(&device, Some(&back_at.id)).await;
+    let resp = alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the stale route is noticed and the request sent again");
+    assert_eq!(resp.text().await.unwrap(), edgelink_e2e::origin::HELLO);
+    again.stop().await;
     relay2.stop().await;
+}
+
+/// What two answers must share: status, headers (but those that differ by
+/// time or count), and for an error its code, message and path.
+async fn answer_of(resp: reqwest::Response) -> (u16, Vec<(String, String)>, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let varying = ["date", "content-length", "connection", "transfer-encoding", "x-ratelimit-remaining"];
+    let mut headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter(|(n, _)| !varying.contains(&n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    headers.sort();
+    let bytes = resp.bytes().await.unwrap();
+    let mut body =
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(format!("{} bytes", bytes.len())));
+    if let Some(b) = body.as_object_mut() {
+        b.remove("timestamp");
+    }
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn a_bodiless_request_gets_the_same_answer_by_heads_as_through_the_router() {
+    // api-server forwards a device request without a body by heads (its
+    // front, ADR 30) and one with a body through its router: the two must
+    // not be told apart by what they answer.
+    let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
+    let alice = signed_in(&stack, "alice").await;
+    let bob = signed_in(&stack, "bob").await;
+    let device = pair(&stack, &alice, "twin").await;
+    let mut agent = stack.spawn_agent(&device);
+    agent.connected().await;
+    stack.wait_session(&device.id, None).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookie = |b: &Browser| format!("edgelink_session={}", b.session_cookie().unwrap());
+    let (alice_cookie, bob_cookie) = (cookie(&alice), cookie(&bob));
+    let to_login = format!("/http/redirect?to={}", edgelink_protocol::paths::encode_segment("/login"));
+    let cases: Vec<(&str, Method, String, Option<&str>, u16)> = vec![
+        ("a page", Method::GET, "/http/hello".into(), Some(&alice_cookie), 200),
+        ("hostile headers", Method::GET, "/http/hostile-headers".into(), Some(&alice_cookie), 200),
+        ("a redirect", Method::GET, to_login, Some(&alice_cookie), 302),
+        ("no credentials", Method::GET, "/http/hello".into(), None, 401),
+        ("another user's device", Method::GET, "/http/hello".into(), Some(&bob_cookie), 404),
+        ("a control path", Method::GET, "/http/.edgelink/v1/info".into(), Some(&alice_cookie), 403),
+        ("a cross-site unsafe request", Method::DELETE, "/http/hello".into(), Some(&alice_cookie), 403),
+        ("the device's root", Method::GET, "/http".into(), Some(&alice_cookie), 200),
+    ];
+    for (what, method, rest, cookie, status) in cases {
+        let send = |body: Option<&'static str>| {
+            let mut req = client.request(method.clone(), url(&stack, &device, &rest));
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            if let Some(b) = body {
+                req = req.body(b);
+            }
+            req.send()
+        };
+        let by_heads = answer_of(send(None).await.unwrap()).await;
+        let routed = answer_of(send(Some("x")).await.unwrap()).await;
+        assert_eq!(by_heads.0, status, "{what}: {by_heads:?}");
+        assert_eq!(by_heads, routed, "{what}");
+    }
+
+    // The device gone: the relay's refusal becomes api-server's own error.
+    agent.stop().await;
+    stack.wait_no_session(&device.id, Duration::from_secs(5)).await;
+    // (The first request after it finds the cached route stale.)
+    let resp = client.get(url(&stack, &device, "/http/hello")).header("cookie", &alice_cookie).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let by_heads = answer_of(
+        client.get(url(&stack, &device, "/http/hello")).header("cookie", &alice_cookie).send().await.unwrap(),
+    )
+    .await;
+    let routed = answer_of(
+        client.get(url(&stack, &device, "/http/hello")).header("cookie", &alice_cookie).body("x").send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(by_heads.0, 502, "{by_heads:?}");
+    assert_eq!(by_heads, routed);
 }
