@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use edgelink_auth::cookie::SessionId;
 use edgelink_auth::token::TokenError;
 use edgelink_protocol::error::ErrorCode;
 use edgelink_store::User;
@@ -190,8 +189,7 @@ async fn resolve(
     };
     let session_expired =
         || Refusal::Invalid(ApiError::new(ErrorCode::Unauthenticated, "session expired or signed out; sign in again"));
-    let id: SessionId = state.cookie_keys().verify(policy.session_name(), value).ok_or_else(session_expired)?;
-    match Box::pin(state.sessions().resolve(&id)).await {
+    match Box::pin(state.sessions().resolve_cookie(state.cookie_keys(), policy.session_name(), value)).await {
         Ok(Some(principal)) => Ok(Principal::User(principal)),
         Ok(None) => Err(session_expired()),
         Err(e) => Err(Refusal::Invalid(e.into())),

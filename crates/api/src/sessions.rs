@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use edgelink_auth::cookie::SessionId;
+use edgelink_auth::cookie::{CookieKeys, SessionId};
 use edgelink_auth::secret;
 use edgelink_store::{Store, UserSession, now_ms};
 
@@ -26,6 +26,15 @@ struct Cached {
     expires_at: i64,
 }
 
+/// What verifying a session cookie's signature found.
+#[derive(Debug)]
+struct Verified {
+    /// The cookie's name (part of what its signature covers).
+    name: String,
+    /// Its session id's storage hash.
+    hash: String,
+}
+
 /// Where a new session comes from, as its user will see it in the list.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
@@ -40,6 +49,11 @@ pub struct BrowserSessions {
     store: Store,
     /// Session id hash → the signed-in user (hot path).
     cache: TtlCache<String, Cached>,
+    /// A session cookie whose signature was verified → its session id's
+    /// storage hash, so a busy browser's cookie is not verified and hashed
+    /// again on every request. Only verified cookies are kept; what a
+    /// session's end changes is the other cache.
+    verified: TtlCache<String, std::sync::Arc<Verified>>,
     /// A session unused this long ends.
     idle_timeout: Duration,
     /// A session ends this long after sign-in whatever happens.
@@ -49,20 +63,46 @@ pub struct BrowserSessions {
 impl BrowserSessions {
     /// Sessions in `store`, cached for `cache_ttl`.
     pub fn new(store: Store, cache_ttl: Duration, idle_timeout: Duration, absolute_lifetime: Duration) -> Self {
-        BrowserSessions { store, cache: TtlCache::new(cache_ttl, 100_000), idle_timeout, absolute_lifetime }
+        BrowserSessions {
+            store,
+            cache: TtlCache::new(cache_ttl, 100_000),
+            verified: TtlCache::new(cache_ttl, 100_000),
+            idle_timeout,
+            absolute_lifetime,
+        }
     }
 
-    /// The user a (verified) session id belongs to, or None when the
-    /// session is unknown, ended or expired.
-    pub async fn resolve(&self, id: &SessionId) -> Result<Option<UserPrincipal>, edgelink_store::Error> {
-        let hash = id.storage_hash();
+    /// The user the session cookie `value` (named `name`, signed with one
+    /// of `keys`) belongs to, or None when its signature does not verify or
+    /// the session is unknown, ended or expired.
+    pub async fn resolve_cookie(
+        &self,
+        keys: &CookieKeys,
+        name: &str,
+        value: &str,
+    ) -> Result<Option<UserPrincipal>, edgelink_store::Error> {
+        let verified = match self.verified.get(value) {
+            Some(v) if v.name == name => v,
+            _ => {
+                let Some(id) = keys.verify(name, value) else { return Ok(None) };
+                let v = std::sync::Arc::new(Verified { name: name.to_owned(), hash: id.storage_hash() });
+                self.verified.insert(value.to_owned(), v.clone());
+                v
+            }
+        };
+        self.resolve_hash(&verified.hash).await
+    }
+
+    /// The user of the session whose id has the storage hash `hash`, or
+    /// None when the session is unknown, ended or expired.
+    async fn resolve_hash(&self, hash: &str) -> Result<Option<UserPrincipal>, edgelink_store::Error> {
         let now = now_ms();
-        if let Some(c) = self.cache.get(&hash)
+        if let Some(c) = self.cache.get(hash)
             && c.expires_at > now
         {
             return Ok(Some(c.principal));
         }
-        let Some(session) = self.store.get_user_session(&hash, now).await? else {
+        let Some(session) = self.store.get_user_session(hash, now).await? else {
             return Ok(None);
         };
         let Some(user) = self.store.get_user(&session.user_id).await? else {
@@ -70,13 +110,13 @@ impl BrowserSessions {
         };
         if now - session.last_seen_at >= TOUCH_EVERY_MS {
             let idle = now + self.idle_timeout.as_millis() as i64;
-            if let Err(e) = self.store.touch_user_session(&hash, now, idle).await {
+            if let Err(e) = self.store.touch_user_session(hash, now, idle).await {
                 tracing::warn!(error = %e, "recording session activity failed");
             }
         }
-        let principal = UserPrincipal::session(user, hash.clone(), session.public_id);
+        let principal = UserPrincipal::session(user, hash.to_owned(), session.public_id);
         let expires_at = session.idle_expires_at.min(session.absolute_expires_at);
-        self.cache.insert(hash, Cached { principal: principal.clone(), expires_at });
+        self.cache.insert(hash.to_owned(), Cached { principal: principal.clone(), expires_at });
         Ok(Some(principal))
     }
 
@@ -103,7 +143,7 @@ impl BrowserSessions {
     /// there was one.
     pub async fn end(&self, user_id: &str, hash: &str) -> Result<bool, edgelink_store::Error> {
         let ended = self.store.delete_user_session(user_id, hash).await?;
-        self.cache.remove(&hash.to_owned());
+        self.cache.remove(hash);
         Ok(ended)
     }
 
@@ -125,5 +165,43 @@ impl BrowserSessions {
     /// The live sessions of `user_id`, newest first.
     pub async fn list(&self, user_id: &str) -> Result<Vec<UserSession>, edgelink_store::Error> {
         self.store.list_user_sessions(user_id, now_ms()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_verified_cookie_is_kept_but_its_sessions_end_still_counts() {
+        let store = edgelink_store::testing::sqlite().await;
+        let user = store.upsert_user_by_subject("https://idp", "alice", "a@example.com", "Alice", true).await.unwrap();
+        let sessions = BrowserSessions::new(
+            store,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            Duration::from_secs(86_400),
+        );
+        let keys = CookieKeys::new(vec![vec![7; 32]]).unwrap();
+        let id = sessions.create(&user.id, Origin::default()).await.unwrap();
+        let cookie = keys.sign("s", &id);
+
+        let first = sessions.resolve_cookie(&keys, "s", &cookie).await.unwrap().expect("signed in");
+        assert_eq!(first.user.id, user.id);
+        assert!(sessions.verified.get(cookie.as_str()).is_some(), "kept once verified");
+        // Forged, altered or differently named cookies verify (and are kept) never.
+        let mut altered = cookie.clone();
+        altered.push('A');
+        for (name, value) in [("s", altered.as_str()), ("other", cookie.as_str()), ("s", "x.y")] {
+            assert!(sessions.resolve_cookie(&keys, name, value).await.unwrap().is_none(), "{name}={value}");
+            assert!(sessions.verified.get(value).is_none_or(|v| v.name == "s"), "{value}");
+        }
+        let other_keys = CookieKeys::new(vec![vec![8; 32]]).unwrap();
+        let forged = other_keys.sign("s", &id);
+        assert!(sessions.resolve_cookie(&keys, "s", &forged).await.unwrap().is_none());
+
+        // Signing out ends it at once, kept cookie or not.
+        sessions.end(&user.id, &first.session_hash).await.unwrap();
+        assert!(sessions.resolve_cookie(&keys, "s", &cookie).await.unwrap().is_none());
     }
 }
