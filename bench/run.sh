@@ -10,8 +10,8 @@
 #   origin: the device's own origin, {id}.devices.localhost on remote-proxy's
 #          device listener with its pass cookie → tunnel → agent → origin.
 #          The shared script takes loopback URLs with one header only, so
-#          this one is measured here: wrk c1 and c64 against the relay path
-#          and the origin path alternately, same nginx, same run.
+#          this one is measured here: wrk c1 and c64 on the relay path, the
+#          origin path and the user path alternately, same nginx, same run.
 # Record the tables in docs/benchmarks.md. Knobs: CONTENDERS ("relay user"),
 # PEERS / ROUNDS / DURATION / … as the peers benchmark takes them.
 # CONTENDERS=hold starts the stack and waits (for profiling); API_WRAP,
@@ -130,8 +130,10 @@ wrk_run() {
 
 . "$ROOT/bench/origin.sh"
 
+# The edgelink paths side by side, alternating in one run: the relay path
+# as the anchor, the device origin, and the user path (api-server).
 origin_vs_relay() {
-  echo "## edgelink-origin (device origin vs relay path, same run)"
+  echo "## edgelink-origin (device origin and user path vs relay path, same run, alternating)"
   start_origin "$W/nginx" "$PORT_BASE"
   PIDS+=("$(cat "$W/nginx/nginx.pid")")
   local relay_url="http://127.0.0.1:$INTERNAL_PORT/internal/forward/$DEVICE/small"
@@ -142,8 +144,12 @@ origin_vs_relay() {
   echo "| path | round | c1 p50 ms | c1 req/s | c64 p50 ms | c64 req/s |"
   echo "|---|---:|---:|---:|---:|---:|"
   for round in $(seq "${ROUNDS:-2}"); do
-    for path in relay origin; do
-      if [ $path = relay ]; then set -- "$relay_url" "Authorization: Bearer $SECRET"; else set -- "$origin_url" "Cookie: $PASS"; fi
+    for path in relay origin user; do
+      case $path in
+        relay) set -- "$relay_url" "Authorization: Bearer $SECRET" ;;
+        origin) set -- "$origin_url" "Cookie: $PASS" ;;
+        user) set -- "$API/api/v1/devices/$DEVICE/http/small" "Cookie: edgelink_session=$COOKIE" ;;
+      esac
       read -r c1p c1r <<<"$(wrk_run 1 1 "$@")"
       read -r c64p c64r <<<"$(wrk_run 64 2 "$@")"
       echo "| $path | $round | $c1p | $c1r | $c64p | $c64r |"
