@@ -26,6 +26,7 @@
 
 pub mod handshake;
 pub mod read_ahead;
+mod repoll;
 pub mod session;
 pub mod ws;
 

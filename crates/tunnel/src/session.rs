@@ -188,7 +188,10 @@ where
     let conn = yamux::Connection::new(socket, config.yamux_config(), mode);
     let (tx, rx) = mpsc::channel(64);
     let mut on_inbound = on_inbound;
-    let task = tokio::spawn(drive(conn, rx, info, move |s: yamux::Stream| on_inbound(s.compat())));
+    // yamux wakes its own task to yield; polled again in place, so that
+    // does not cost a trip through the scheduler (and another worker).
+    let driven = drive(conn, rx, info, move |s: yamux::Stream| on_inbound(s.compat()));
+    let task = tokio::spawn(crate::repoll::Repoll::new(driven));
     Session { handle: Handle { tx }, ended: Ended(task) }
 }
 
