@@ -34,6 +34,8 @@ pub(crate) const MAX_HEADERS: usize = 128;
 pub(crate) const MAX_LINE: usize = 4096;
 /// Bytes gathered before a write: a head and a small body leave together.
 pub(crate) const OUT_BATCH: usize = 16 * 1024;
+/// Room first given to an answer's rewritten head.
+const ANSWER_HEAD_ROOM: usize = 1024;
 /// Read buffer of the stream side and of the next hop's side.
 const STREAM_BUF: usize = 32 * 1024;
 const UPSTREAM_BUF: usize = 64 * 1024;
@@ -216,9 +218,45 @@ pub(crate) fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> R
     }
 }
 
+/// The values of every `Connection` header of a head: kept in place for
+/// the usual few, so parsing a head allocates nothing for them.
+pub(crate) enum ConnectionValues<'b> {
+    /// Up to [`INLINE_CONNECTION_VALUES`], the first `.1` of the array.
+    Inline([&'b [u8]; INLINE_CONNECTION_VALUES], usize),
+    /// More than that.
+    Heap(Vec<&'b [u8]>),
+}
+
+/// `Connection` headers kept without an allocation.
+const INLINE_CONNECTION_VALUES: usize = 4;
+
+impl<'b> std::ops::Deref for ConnectionValues<'b> {
+    type Target = [&'b [u8]];
+
+    fn deref(&self) -> &[&'b [u8]] {
+        match self {
+            ConnectionValues::Inline(values, n) => &values[..*n],
+            ConnectionValues::Heap(values) => values,
+        }
+    }
+}
+
 /// The values of every `Connection` header.
-pub(crate) fn connection_values<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
-    headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value).collect()
+pub(crate) fn connection_values<'b>(headers: &[httparse::Header<'b>]) -> ConnectionValues<'b> {
+    let mut values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
+    let mut inline: [&'b [u8]; INLINE_CONNECTION_VALUES] = [&[]; INLINE_CONNECTION_VALUES];
+    let mut n = 0;
+    for v in values.by_ref() {
+        if n == INLINE_CONNECTION_VALUES {
+            let mut all = inline.to_vec();
+            all.push(v);
+            all.extend(values);
+            return ConnectionValues::Heap(all);
+        }
+        inline[n] = v;
+        n += 1;
+    }
+    ConnectionValues::Inline(inline, n)
 }
 
 /// True when the sender ends the connection after this message: it says
@@ -1125,16 +1163,17 @@ where
     L: Local + ?Sized,
 {
     let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
-    let mut out = Out::new();
-    let mut head = Vec::with_capacity(512);
+    // The rewritten head is written straight into the outgoing buffer, so
+    // it and a small body leave in one write with no copy in between.
+    let mut out = Out { buf: Vec::with_capacity(ANSWER_HEAD_ROOM) };
     let resp = within(deadline, async {
         loop {
-            head.clear();
+            out.buf.clear();
             let (len, resp) = loop {
-                if let Some(parsed) = rewrite_response(urd.buffered(), req, local, &mut head)? {
+                if let Some(parsed) = rewrite_response(urd.buffered(), req, local, &mut out.buf)? {
                     break parsed;
                 }
-                head.clear();
+                out.buf.clear();
                 if urd.buffered().len() >= limit {
                     return Err(H1Error::HeadTooLarge);
                 }
@@ -1157,14 +1196,17 @@ where
         // the next request (one delimited by its end cannot).
         let close = resp.close || resp.framing == Framing::UntilClose || discard_body(urd, resp.framing).await.is_err();
         *started = true;
-        let mut bytes = Vec::new();
-        write_answer(&mut bytes, &answer, req.close);
-        out.put(wr, &bytes).await?;
+        out.buf.clear();
+        write_answer(&mut out.buf, &answer, req.close);
         out.flush(wr).await?;
         return Ok(ResponseInfo { status: answer.status, framing: Framing::None, close, instead: None });
     }
     *started = true;
-    out.put(wr, &head).await?;
+    if let Framing::Length(n) = resp.framing {
+        // Room for a small body beside its head: one allocation, not a
+        // second one when the body is added.
+        out.buf.reserve(usize::try_from(n).unwrap_or(OUT_BATCH).min(OUT_BATCH));
+    }
     copy_body(urd, wr, &mut out, resp.framing).await?;
     out.flush(wr).await?;
     Ok(resp)
@@ -1356,6 +1398,22 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
             assert!(head.contains("Host: relay\r\n") && head.contains("Cookie: c=1\r\n"), "{head}");
             assert!(!head.contains("Authorization") && !head.contains("x-forwarded-host"), "{head}");
             assert!(head.ends_with("x-forwarded-proto: https\r\n\r\n"), "{head}");
+        }
+    }
+
+    #[test]
+    fn every_connection_header_counts_however_many_there_are() {
+        for n in [1, 4, 5, 9] {
+            let mut raw = String::from("GET / HTTP/1.1\r\n");
+            for i in 0..n {
+                raw.push_str(&format!("Connection: x-private-{i}\r\nX-Private-{i}: secret\r\n"));
+            }
+            raw.push_str("Connection: close\r\nX-App: kept\r\n\r\n");
+            let mut out = Vec::new();
+            let (_, info) = rewrite(raw.as_bytes(), &Rewrite::default(), &mut out).unwrap().unwrap();
+            let head = String::from_utf8(out).unwrap();
+            assert!(!head.contains("secret") && !head.to_ascii_lowercase().contains("connection"), "{n}: {head}");
+            assert!(head.contains("X-App: kept") && info.close, "{n}: {head}");
         }
     }
 
