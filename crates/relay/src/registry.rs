@@ -60,7 +60,8 @@ impl LiveSession {
 #[derive(Default)]
 struct Maps {
     by_id: HashMap<String, Arc<LiveSession>>,
-    by_device: HashMap<String, String>,
+    /// Each device's live session (always one of `by_id`'s).
+    by_device: HashMap<String, Arc<LiveSession>>,
 }
 
 /// Live sessions by id and by device.
@@ -75,7 +76,7 @@ impl Registry {
     pub fn insert(&self, session: Arc<LiveSession>) -> Option<Arc<LiveSession>> {
         let mut m = self.lock();
         let previous =
-            m.by_device.insert(session.device_id.clone(), session.id.clone()).and_then(|old| m.by_id.remove(&old));
+            m.by_device.insert(session.device_id.clone(), session.clone()).and_then(|old| m.by_id.remove(&old.id));
         m.by_id.insert(session.id.clone(), session);
         previous
     }
@@ -85,7 +86,7 @@ impl Registry {
     pub fn remove(&self, id: &str) -> Option<Arc<LiveSession>> {
         let mut m = self.lock();
         let s = m.by_id.remove(id)?;
-        if m.by_device.get(&s.device_id).is_some_and(|cur| cur == id) {
+        if m.by_device.get(&s.device_id).is_some_and(|cur| cur.id == id) {
             m.by_device.remove(&s.device_id);
         }
         Some(s)
@@ -100,13 +101,13 @@ impl Registry {
     /// device with this id (one lock for both lookups).
     pub fn by_session_or_device(&self, id: &str) -> Option<Arc<LiveSession>> {
         let m = self.lock();
-        m.by_id.get(id).or_else(|| m.by_device.get(id).and_then(|sid| m.by_id.get(sid))).cloned()
+        m.by_id.get(id).or_else(|| m.by_device.get(id)).cloned()
     }
 
     /// The live session of a device.
     pub fn by_device(&self, device_id: &str) -> Option<Arc<LiveSession>> {
         let m = self.lock();
-        m.by_device.get(device_id).and_then(|id| m.by_id.get(id)).cloned()
+        m.by_device.get(device_id).cloned()
     }
 
     /// Every live session, oldest first.
