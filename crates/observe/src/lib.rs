@@ -178,13 +178,19 @@ fn record(service: &'static str, route: &str, method: &'static str, status: u16,
         return;
     }
     SERIES.with_borrow_mut(|series| {
-        if series.len() >= MAX_KEPT_ROUTES {
-            series.clear();
-        }
-        if !series.contains_key(route) {
-            series.insert(route.to_owned(), Vec::new());
-        }
-        let Some(kept) = series.get_mut(route) else { return };
+        // A short list searched in place: route patterns are few, and
+        // comparing a handful of lengths costs less than hashing the route.
+        let at = match series.iter().position(|(r, _)| r == route) {
+            Some(at) => at,
+            None => {
+                if series.len() >= MAX_KEPT_ROUTES {
+                    series.clear();
+                }
+                series.push((route.to_owned(), Vec::new()));
+                series.len() - 1
+            }
+        };
+        let kept = &mut series[at].1;
         let handles = match kept.iter().find(|k| k.service == service && k.method == method && k.status == status) {
             Some(k) => &k.handles,
             None => {
@@ -215,7 +221,7 @@ fn register(
 
 /// Routes whose handles a thread keeps at most (route patterns are few;
 /// this only bounds a router with unusually many).
-const MAX_KEPT_ROUTES: usize = 1024;
+const MAX_KEPT_ROUTES: usize = 256;
 
 /// One kept pair of handles.
 struct Kept {
@@ -227,8 +233,7 @@ struct Kept {
 
 thread_local! {
     /// This thread's handles, by route pattern.
-    static SERIES: std::cell::RefCell<std::collections::HashMap<String, Vec<Kept>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static SERIES: std::cell::RefCell<Vec<(String, Vec<Kept>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Counts a refused request: `edgelink_auth_failures_total{service,
