@@ -123,10 +123,7 @@ fn see(req: &httparse::Request<'_, '_>, len: usize) -> Option<Seen> {
         return None;
     }
     let method = Method::from_bytes(method.as_bytes()).ok()?;
-    let close = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("connection")
-            && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    });
+    let close = h1::request_closes(req);
     let mut headers = HeaderMap::new();
     for h in req.headers.iter() {
         let gate_reads = principal::GATE_HEADERS.iter().find(|n| h.name.eq_ignore_ascii_case(n.as_str())).cloned();
@@ -156,7 +153,10 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let (mut rd, mut wr) = listen::front_halves(io);
+    // The rewritten head, and the head as received (sent again, rewritten
+    // for another relay, if the device moved): both reused per request.
     let mut head = Vec::with_capacity(1024);
+    let mut orig = Vec::with_capacity(1024);
     loop {
         let next = h1::next_head_until(&mut rd, header_timeout, &shutdown, |req, len| Ok(see(req, len))).await;
         let seen = match next {
@@ -183,10 +183,18 @@ async fn serve(
             Err(Refused::Error(e, decision)) => {
                 let mut answer = e.at(&seen.path).into_answer();
                 if let Some(d) = decision {
-                    answer.headers.extend(rate_headers(&d));
+                    answer.headers.extend(principal::rate_limit_headers(&d));
                 }
                 rd.consume(seen.len);
-                if answer_with(&mut wr, &answer, seen.close, &seen, started).await.is_err() || seen.close {
+                let written = write_own(&mut wr, &answer, seen.close).await;
+                edgelink_observe::record_request(
+                    "api-server",
+                    seen.route,
+                    seen.method.as_str(),
+                    answer.status,
+                    started,
+                );
+                if written.is_err() || seen.close {
                     break;
                 }
                 continue;
@@ -196,7 +204,7 @@ async fn serve(
             // The device route admits users only: anything else is the router's.
             return listen::hand_on(rd, wr, peer, app, header_timeout, shutdown).await;
         };
-        let mut orig = Vec::with_capacity(seen.len);
+        orig.clear();
         orig.extend_from_slice(&rd.buffered()[..seen.len]);
         rd.consume(seen.len);
         let close = match forward(&front, &seen, user, &admitted, &orig, &mut rd, &mut wr, &mut head).await {
@@ -216,29 +224,12 @@ async fn serve(
     let _ = wr.shutdown().await;
 }
 
-/// Writes one of this hop's own answers to an admitted or refused request.
-async fn answer_with<W: tokio::io::AsyncWrite + Unpin>(
-    wr: &mut W,
-    answer: &Answer,
-    close: bool,
-    seen: &Seen,
-    started: Instant,
-) -> std::io::Result<()> {
+/// Writes one of this hop's own answers.
+async fn write_own<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, answer: &Answer, close: bool) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(256 + answer.body.len());
     h1::write_answer(&mut out, answer, close);
     wr.write_all(&out).await?;
-    wr.flush().await?;
-    edgelink_observe::record_request("api-server", seen.route, seen.method.as_str(), answer.status, started);
-    Ok(())
-}
-
-/// `X-RateLimit-*` of a rate-limit decision.
-fn rate_headers(d: &edgelink_ratelimit::Decision) -> [(&'static str, String); 3] {
-    [
-        ("x-ratelimit-limit", d.limit.to_string()),
-        ("x-ratelimit-remaining", d.remaining.to_string()),
-        ("x-ratelimit-reset", d.reset_at.to_string()),
-    ]
+    wr.flush().await
 }
 
 /// An admitted request forwarded to the relay holding the device: what
@@ -261,34 +252,35 @@ where
 {
     let state = &front.state;
     let prefix = format!("/api/v1/devices/{}/http", seen.id);
-    let mut local = DeviceAnswers {
+    let base = DeviceAnswers {
         front,
         owner: &user.user.id,
         id: &seen.id,
-        relay_url: String::new(),
+        relay_url: "",
         path: &seen.path,
         prefix: &prefix,
         decision: admitted.decision,
     };
     let own = |local: &DeviceAnswers<'_>, e: ApiError| (local.own(e), seen.close);
+    let local = &base;
     let (answer, close) = 'answered: {
         if seen.id.len() > 64 {
-            break 'answered own(&local, crate::devices::not_found());
+            break 'answered own(local, crate::devices::not_found());
         }
         if let Err(e) = device_proxy::device_path(&seen.path, &seen.id) {
-            break 'answered own(&local, e);
+            break 'answered own(local, e);
         }
         let proxy = state.device_proxy();
         let forwarder = match proxy.forwarder() {
             Ok(f) => f,
-            Err(e) => break 'answered own(&local, e),
+            Err(e) => break 'answered own(local, e),
         };
         let Some(authorization) = forwarder.authorization() else {
-            break 'answered own(&local, ApiError::internal("the internal secret is not a valid header value"));
+            break 'answered own(local, ApiError::internal("the internal secret is not a valid header value"));
         };
         let mut route: Route = match Box::pin(proxy.route(state, user, &seen.id, false)).await {
             Ok(r) => r,
-            Err(e) => break 'answered own(&local, e),
+            Err(e) => break 'answered own(local, e),
         };
         let client_ip = admitted.client_ip.map(|ip| ip.to_string());
         let origin = state.public_origin();
@@ -296,7 +288,7 @@ where
         loop {
             let relay: Arc<Relay> = match forwarder.relay(&route.relay_url) {
                 Ok(r) => r,
-                Err(e) => break 'answered own(&local, ApiError::internal(e)),
+                Err(e) => break 'answered own(local, ApiError::internal(e)),
             };
             let to = format!("/internal/forward/{}", paths::encode_segment(&route.device_id));
             let mut add = vec![
@@ -315,9 +307,9 @@ where
                 h1::rewrite_request(req, &rw, head)
             }) {
                 Ok(Some(info)) => info,
-                _ => break 'answered own(&local, ApiError::bad_request("the request head could not be forwarded")),
+                _ => break 'answered own(local, ApiError::bad_request("the request head could not be forwarded")),
             };
-            local.relay_url.clone_from(&route.relay_url);
+            let local = DeviceAnswers { relay_url: &route.relay_url, ..base };
             let mut upstream = relay.take();
             let exchanged = h1::exchange(rd, wr, &mut upstream, &*relay, &local, &info, head).await;
             if let Some(conn) = upstream {
@@ -343,21 +335,20 @@ where
             }
         }
     };
-    let mut out = Vec::with_capacity(256 + answer.body.len());
-    h1::write_answer(&mut out, &answer, close);
-    wr.write_all(&out).await?;
-    wr.flush().await?;
+    write_own(wr, &answer, close).await?;
     Ok((answer.status, close))
 }
 
 /// This hop's rules for a device's answers to one request: what
 /// [`crate::device_proxy`] and the gate do to them on the router's path.
+#[derive(Clone, Copy)]
 struct DeviceAnswers<'a> {
     front: &'a Front,
     owner: &'a str,
     /// The device id as the path names it (the route cache's key).
     id: &'a str,
-    relay_url: String,
+    /// The relay the request goes to (empty before one is chosen).
+    relay_url: &'a str,
     /// The request path (no query).
     path: &'a str,
     /// `/api/v1/devices/{id}/http`.
@@ -370,7 +361,7 @@ impl DeviceAnswers<'_> {
     fn own(&self, e: ApiError) -> Answer {
         let mut answer = e.at(self.path).into_answer();
         if let Some(d) = &self.decision {
-            answer.headers.extend(rate_headers(d));
+            answer.headers.extend(principal::rate_limit_headers(d));
         }
         answer.headers.push(("cache-control", "private, no-store".to_owned()));
         answer
@@ -387,7 +378,7 @@ impl h1::Local for DeviceAnswers<'_> {
             H1Error::TimedOut => device_proxy::timed_out(),
             other => {
                 self.front.state.device_proxy().forget_route(self.owner, self.id);
-                device_proxy::relay_unreachable(&self.relay_url, other)
+                device_proxy::relay_unreachable(self.relay_url, other)
             }
         };
         self.own(e)
@@ -420,7 +411,7 @@ impl h1::Local for DeviceAnswers<'_> {
         let marker = headers.iter().find(|h| h.name.eq_ignore_ascii_case(paths::RELAY_ERROR_HEADER))?;
         let value = HeaderValue::from_bytes(marker.value).ok()?;
         let code = value.to_str().ok()?;
-        Some(match device_proxy::relay_refusal(code, &self.relay_url) {
+        Some(match device_proxy::relay_refusal(code, self.relay_url) {
             Some(e) => Instead::Answer(self.own(e)),
             None => Instead::Withdraw,
         })
@@ -429,16 +420,12 @@ impl h1::Local for DeviceAnswers<'_> {
     fn extra_headers(&self, out: &mut Vec<u8>) {
         // Nothing is cached outside this user's browser session, and the
         // device's pages run in an opaque origin (ADR 12).
-        out.extend_from_slice(b"cache-control: private, no-store\r\n");
-        out.extend_from_slice(b"content-security-policy: ");
-        out.extend_from_slice(DEVICE_CSP.as_bytes());
-        out.extend_from_slice(b"\r\nx-content-type-options: nosniff\r\n");
+        h1::put_header(out, b"cache-control", b"private, no-store");
+        h1::put_header(out, b"content-security-policy", DEVICE_CSP.as_bytes());
+        h1::put_header(out, b"x-content-type-options", b"nosniff");
         if let Some(d) = &self.decision {
-            for (name, value) in rate_headers(d) {
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
+            for (name, value) in principal::rate_limit_headers(d) {
+                h1::put_header(out, name.as_bytes(), value.as_bytes());
             }
         }
     }

@@ -285,9 +285,21 @@ const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds).
 fn rate_headers(headers: &mut HeaderMap, d: edgelink_ratelimit::Decision) {
-    headers.insert("x-ratelimit-limit", axum::http::HeaderValue::from(d.limit));
-    headers.insert("x-ratelimit-remaining", axum::http::HeaderValue::from(d.remaining));
-    headers.insert("x-ratelimit-reset", axum::http::HeaderValue::from(d.reset_at));
+    for (name, value) in rate_limit_headers(&d) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The `X-RateLimit-*` headers of a decision, as names and values (for a
+/// front that writes heads itself too).
+pub(crate) fn rate_limit_headers(d: &edgelink_ratelimit::Decision) -> [(&'static str, String); 3] {
+    [
+        ("x-ratelimit-limit", d.limit.to_string()),
+        ("x-ratelimit-remaining", d.remaining.to_string()),
+        ("x-ratelimit-reset", d.reset_at.to_string()),
+    ]
 }
 
 /// A `429` with `Retry-After`, and the decision for the rate-limit headers.

@@ -374,6 +374,11 @@ fn header_slots<'b>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADE
     [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
+/// True when the caller ends the connection after this request.
+pub fn request_closes(req: &httparse::Request<'_, '_>) -> bool {
+    wants_close(&connection_values(req.headers), req.version.unwrap_or(1))
+}
+
 /// True for requests a front forwarding by heads leaves to a full HTTP
 /// server whatever the route: HTTP/1.0 (its answers re-framed), upgrades
 /// (spliced there) and `100-continue` (answered there when the body is
@@ -452,7 +457,8 @@ pub fn rewrite_request(
     })
 }
 
-pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one `name: value` header line to `out`.
+pub fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
