@@ -12,13 +12,7 @@ fuzz_target!(|data: &[u8]| {
     edgelink_fuzz::runtime().block_on(async {
         let (mut device, relay) = tokio::io::duplex(256 * 1024);
         let config = edgelink_tunnel::TunnelConfig::default();
-        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            relay,
-            tokio_tungstenite::tungstenite::protocol::Role::Server,
-            Some(config.websocket_config()),
-        )
-        .await;
-        let session = edgelink_tunnel::session::spawn(ws, edgelink_tunnel::Role::Relay, &config, drop);
+        let session = edgelink_tunnel::session::spawn(relay, &[], edgelink_tunnel::Role::Relay, &config, drop);
         let _ = device.write_all(data).await;
         let _ = device.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_millis(200), session.ended).await;

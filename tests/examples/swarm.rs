@@ -24,7 +24,6 @@ use edgelink_auth::token::TokenIssuer;
 use edgelink_store::{NewDevice, Store};
 use edgelink_tunnel::{Role, TunnelConfig};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -84,24 +83,17 @@ async fn main() -> anyhow::Result<()> {
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
                 let permit = gate.acquire().await;
-                let mut req = match url.as_str().into_client_request() {
-                    Ok(r) => r,
-                    Err(_) => return,
-                };
-                if let Ok(v) = format!("Bearer {token}").parse() {
-                    req.headers_mut().insert("authorization", v);
-                }
-                let dialed = dial(target, source, req, &cfg).await;
+                let dialed = dial(target, source, &url, &token).await;
                 drop(permit);
-                let ws = match dialed {
-                    Ok(ws) => ws,
+                let (tcp, early) = match dialed {
+                    Ok(opened) => opened,
                     Err(_) => {
                         tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                 };
                 backoff.reset();
-                let session = edgelink_tunnel::session::spawn(ws, Role::Device, &cfg, |_| {});
+                let session = edgelink_tunnel::session::spawn(tcp, &early, Role::Device, &cfg, |_| {});
                 up.fetch_add(1, Ordering::SeqCst);
                 let _ = session.ended.await;
                 up.fetch_sub(1, Ordering::SeqCst);
@@ -141,15 +133,14 @@ async fn main() -> anyhow::Result<()> {
 async fn dial(
     target: std::net::SocketAddr,
     source: Option<std::net::Ipv4Addr>,
-    req: tokio_tungstenite::tungstenite::handshake::client::Request,
-    cfg: &TunnelConfig,
-) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(tokio::net::TcpStream, Vec<u8>)> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     if let Some(ip) = source {
         socket.bind(std::net::SocketAddr::from((ip, 0)))?;
     }
     let tcp = socket.connect(target).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg.websocket_config())).await?;
-    Ok(ws)
+    Ok(edgelink_tunnel::handshake::upgrade_client(tcp, url, token).await?)
 }

@@ -185,8 +185,6 @@ impl AgentConfig {
         edgelink_tunnel::TunnelConfig {
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
-            // A device holds one tunnel: memory is no concern, bulk speed is.
-            read_buffer_size: edgelink_tunnel::READ_AHEAD,
             ..edgelink_tunnel::TunnelConfig::default()
         }
     }

@@ -83,8 +83,11 @@ pub struct RelayConfig {
     /// How long shutdown waits for tunnels to close.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Bytes of WebSocket read buffer per tunnel (idle memory vs bulk speed).
-    pub ws_read_buffer: usize,
+    /// No longer used: the tunnel's WebSocket framing holds no read buffer
+    /// while a tunnel is idle and reads 64 KiB at a time while it is busy.
+    /// Still accepted so that existing files load; setting it logs a
+    /// warning.
+    pub ws_read_buffer: Option<usize>,
     /// Device origins (each device's web service on its own origin);
     /// absent = off.
     pub devices: Option<DeviceOriginSettings>,
@@ -193,7 +196,7 @@ impl Default for RelayConfig {
             heartbeat_interval: Duration::from_secs(30),
             telemetry_flush_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: None,
             devices: None,
         }
     }
@@ -233,9 +236,6 @@ impl RelayConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
-        }
-        if !(1024..=1024 * 1024).contains(&self.ws_read_buffer) {
-            return Err("ws_read_buffer must be between 1024 and 1048576".into());
         }
         use edgelink_protocol::origin::check_service_url;
         check_service_url("jwks_url", &self.jwks_url, &["http", "https"], self.allow_insecure_jwks_url)?;
@@ -277,7 +277,6 @@ impl RelayConfig {
         edgelink_tunnel::TunnelConfig {
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
-            read_buffer_size: self.ws_read_buffer,
             ..edgelink_tunnel::TunnelConfig::default()
         }
     }

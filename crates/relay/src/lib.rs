@@ -232,6 +232,11 @@ pub async fn run_with_devices(
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
     config.validate().map_err(RelayError::Internal)?;
+    if config.ws_read_buffer.is_some() {
+        tracing::warn!(
+            "ws_read_buffer no longer has an effect (tunnel buffers exist only while data flows); remove it"
+        );
+    }
     let origins = match &config.devices {
         None => None,
         Some(d) => {

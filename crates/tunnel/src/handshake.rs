@@ -14,18 +14,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use edgelink_protocol::error::ErrorBody;
+use edgelink_protocol::limits::MAX_HEADER_BYTES;
 use edgelink_protocol::paths;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::read_ahead::ReadAhead;
+use crate::TunnelConfig;
 use crate::session::{Role, Session, TunnelStream, spawn};
-use crate::{READ_AHEAD, TunnelConfig};
+
+/// Largest refusal body a dial reads (the relay's JSON error bodies are
+/// far smaller).
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
 /// Why a request cannot be accepted as a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,14 +81,20 @@ impl Upgrade {
         F: FnMut(TunnelStream) + Send + 'static,
     {
         let upgraded = self.on_upgrade.await?;
-        // Socket reads go through a read-ahead buffer that exists only while
-        // data flows: tungstenite's own buffer can then be small (idle
-        // memory) without making bulk transfers read the socket in small
-        // pieces.
-        let io = ReadAhead::new(TokioIo::new(upgraded), READ_AHEAD);
-        let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(config.websocket_config())).await;
-        Ok(spawn(ws, Role::Relay, config, on_inbound))
+        // hyper hands back what it read past the request head inside
+        // `upgraded`, so there are no early bytes to pass on.
+        Ok(spawn(TokioIo::new(upgraded), &[], Role::Relay, config, on_inbound))
     }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+fn derive_accept_key(key: &[u8]) -> String {
+    use sha1::Digest as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -149,30 +157,166 @@ pub async fn dial<F>(
 where
     F: FnMut(TunnelStream) + Send + 'static,
 {
-    let mut req = url.into_client_request().map_err(|e| DialError::BadUrl(e.to_string()))?;
-    let value =
-        HeaderValue::from_str(&format!("Bearer {bearer}")).map_err(|_| DialError::Unauthorized(refusal(401, None)))?;
-    req.headers_mut().insert(header::AUTHORIZATION, value);
-    req.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(paths::SUBPROTOCOL));
-    let connector = tokio_tungstenite::Connector::Rustls(tls);
-    let fut =
-        tokio_tungstenite::connect_async_tls_with_config(req, Some(config.websocket_config()), true, Some(connector));
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match tokio::time::timeout(timeout, fut).await {
+    let target = Target::parse(url)?;
+    let opened = async {
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| DialError::Transient(format!("connect {}:{}: {e}", target.host, target.port)))?;
+        // Small frames (a request head) must not wait for more.
+        let _ = tcp.set_nodelay(true);
+        if target.tls {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| DialError::BadUrl(format!("{}: {e}", target.host)))?;
+            let tls = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| DialError::Transient(format!("TLS: {e}")))?;
+            let (tls, early) = upgrade_client(tls, url, bearer).await?;
+            Ok(spawn(tls, &early, Role::Device, config, on_inbound))
+        } else {
+            let (tcp, early) = upgrade_client(tcp, url, bearer).await?;
+            Ok(spawn(tcp, &early, Role::Device, config, on_inbound))
+        }
+    };
+    match tokio::time::timeout(timeout, opened).await {
         Err(_) => Err(DialError::Transient(format!("no answer within {timeout:?}"))),
-        Ok(Ok((ws, _resp))) => Ok(spawn(ws, Role::Device, config, on_inbound)),
-        Ok(Err(WsError::Http(resp))) => {
-            let status = resp.status().as_u16();
-            let r = refusal(status, resp.body().as_deref());
-            Err(match status {
+        Ok(result) => result,
+    }
+}
+
+/// Where a tunnel URL points.
+struct Target {
+    tls: bool,
+    /// Host name or IP address, without IPv6 brackets.
+    host: String,
+    port: u16,
+    /// `host[:port]` as the `Host` header carries it.
+    authority: String,
+    path_and_query: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, DialError> {
+        let bad = |why: &str| DialError::BadUrl(format!("{url}: {why}"));
+        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(bad("the scheme must be ws or wss")),
+        };
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        Ok(Target { tls, host, port, authority: authority.as_str().to_owned(), path_and_query })
+    }
+}
+
+/// Runs the client side of the WebSocket handshake (RFC 6455 §4.1) for
+/// `url` on `io`, a connection already open to its host, with `bearer` as
+/// the device access token. Returns the connection and any bytes the
+/// server sent after its `101` answer, ready for [`crate::session::spawn`];
+/// a refusal comes back as a [`DialError`] with the server's JSON error.
+pub async fn upgrade_client<S>(mut io: S, url: &str, bearer: &str) -> Result<(S, Vec<u8>), DialError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let target = Target::parse(url)?;
+    if HeaderValue::from_str(bearer).is_err() {
+        return Err(DialError::Unauthorized(refusal(401, None)));
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {}\r\n\
+         Authorization: Bearer {bearer}\r\n\r\n",
+        target.path_and_query,
+        target.authority,
+        paths::SUBPROTOCOL,
+    );
+    let lost = |e: std::io::Error| DialError::Transient(format!("handshake: {e}"));
+    io.write_all(head.as_bytes()).await.map_err(lost)?;
+    io.flush().await.map_err(lost)?;
+
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if buf.len() >= MAX_HEADER_BYTES {
+            return Err(DialError::Transient("handshake answer head too large".into()));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await.map_err(lost)?;
+        if n == 0 {
+            return Err(DialError::Transient("connection closed during the handshake".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut answer = httparse::Response::new(&mut headers);
+        let head_len = match answer.parse(&buf) {
+            Ok(httparse::Status::Partial) => continue,
+            Ok(httparse::Status::Complete(n)) => n,
+            Err(e) => return Err(DialError::Transient(format!("bad handshake answer: {e}"))),
+        };
+        let status = answer.code.unwrap_or(0);
+        let get = |name: &'static str| values(answer.headers, name);
+        let has_token = |name: &'static str, token: &str| {
+            get(name)
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim().eq_ignore_ascii_case(token))
+        };
+        if status != 101 {
+            let length = get("content-length")
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .find_map(|v| v.trim().parse::<usize>().ok());
+            let chunked = has_token("transfer-encoding", "chunked");
+            let body = refusal_body(&mut io, buf.split_off(head_len), length, chunked).await;
+            let r = refusal(status, body.as_deref());
+            return Err(match status {
                 401 => DialError::Unauthorized(r),
                 403 => DialError::Forbidden(r),
                 _ => DialError::Transient(r.to_string()),
-            })
+            });
         }
-        Ok(Err(WsError::Url(e))) => Err(DialError::BadUrl(e.to_string())),
-        Ok(Err(e)) => Err(DialError::Transient(e.to_string())),
+        let accepted = get("sec-websocket-accept").any(|v| v == derive_accept_key(key.as_bytes()).as_bytes());
+        let protocol_ok = get("sec-websocket-protocol").all(|v| v == paths::SUBPROTOCOL.as_bytes());
+        if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") || !accepted || !protocol_ok {
+            return Err(DialError::Transient("the server's 101 answer is not a WebSocket handshake".into()));
+        }
+        let early = buf.split_off(head_len);
+        return Ok((io, early));
     }
+}
+
+/// The values of the headers called `name`.
+fn values<'h>(headers: &'h [httparse::Header<'h>], name: &'static str) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// Reads a refusal's body: `length` bytes, or until the server closes
+/// (at most [`MAX_REFUSAL_BODY`]); a chunked body is not read.
+async fn refusal_body<S>(io: &mut S, mut body: Vec<u8>, length: Option<usize>, chunked: bool) -> Option<Vec<u8>>
+where
+    S: AsyncRead + Unpin,
+{
+    if chunked {
+        return None;
+    }
+    let want = length.unwrap_or(MAX_REFUSAL_BODY).min(MAX_REFUSAL_BODY);
+    let mut chunk = [0u8; 4096];
+    while body.len() < want {
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(want);
+    Some(body)
 }
 
 fn refusal(status: u16, body: Option<&[u8]>) -> Refusal {

@@ -11,12 +11,12 @@
 //! # Layout
 //! * [`handshake`]: [`accept`] (relay) and [`dial`] (device), with typed
 //!   refusals.
-//! * [`ws`]: [`ws::WsByteStream`], WebSocket messages as a byte stream, with
-//!   keepalive pings and an idle bound.
+//! * [`ws`]: [`ws::WsByteStream`], RFC 6455 framing of our own as a byte
+//!   stream, with keepalive pings and an idle bound.
 //! * [`session`]: the task that owns a yamux connection, and how a session
 //!   ended ([`SessionEnd::close_reason`] maps it to docs/protocol.md §6).
-//! * [`read_ahead`]: [`read_ahead::ReadAhead`], big socket reads while busy,
-//!   no buffer while idle (idle tunnels cost little memory).
+//! * [`buffers`]: socket buffers held only while a tunnel is busy (idle
+//!   tunnels cost little memory), reused per thread.
 //! * [`TunnelConfig`]: timing and buffer settings shared by both ends.
 //!
 //! # Invariants
@@ -24,8 +24,8 @@
 //!   it through [`session::Handle`].
 //! * A silent peer is declared dead within `idle_timeout + ping_interval`.
 
+pub mod buffers;
 pub mod handshake;
-pub mod read_ahead;
 mod repoll;
 pub mod session;
 pub mod ws;
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 pub use handshake::{AcceptError, DialError, Refusal, Upgrade, accept, dial};
 pub use session::{Ended, Handle, Role, Session, SessionEnd, TunnelStream, Violation};
-pub use ws::{CloseInfo, WsByteStream};
+pub use ws::{CloseInfo, Side, WsByteStream};
 
 /// Settings both ends of a tunnel use.
 #[derive(Debug, Clone)]
@@ -44,10 +44,6 @@ pub struct TunnelConfig {
     /// The peer is declared dead when nothing (data, ping or pong) arrived
     /// for this long. Checked at each ping tick.
     pub idle_timeout: Duration,
-    /// Bytes tungstenite allocates per connection for reading. It dominates
-    /// the memory of an idle tunnel; put a [`read_ahead::ReadAhead`] under
-    /// the WebSocket so bulk transfers still read the socket in big chunks.
-    pub read_buffer_size: usize,
     /// Streams one session may hold at once.
     pub max_streams: usize,
     /// Bytes beyond each stream's 256 KiB that the receive windows of busy
@@ -61,7 +57,7 @@ pub struct TunnelConfig {
 /// yamux's stream limit over `TunnelConfig::max_streams`.
 pub const YAMUX_HEADROOM: usize = 4;
 
-/// Socket read size of [`read_ahead::ReadAhead`] while a tunnel is busy.
+/// Socket read size of a busy tunnel ([`buffers`]).
 pub const READ_AHEAD: usize = 64 * 1024;
 
 impl Default for TunnelConfig {
@@ -69,7 +65,6 @@ impl Default for TunnelConfig {
         TunnelConfig {
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
-            read_buffer_size: 4 * 1024,
             max_streams: edgelink_protocol::limits::MAX_STREAMS_PER_SESSION,
             window_growth: 64 * 1024 * 1024,
         }
@@ -77,17 +72,6 @@ impl Default for TunnelConfig {
 }
 
 impl TunnelConfig {
-    /// The tungstenite settings both ends use.
-    pub fn websocket_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-        use edgelink_protocol::limits::{MAX_WRITE_CHUNK, MAX_WS_MESSAGE};
-        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_size)
-            .write_buffer_size(MAX_WRITE_CHUNK)
-            .max_write_buffer_size(MAX_WS_MESSAGE * 2)
-            .max_message_size(Some(MAX_WS_MESSAGE))
-            .max_frame_size(Some(MAX_WS_MESSAGE))
-    }
-
     /// The yamux settings both ends use. yamux counts a stream until both
     /// ends have closed it, and ends the whole connection when an open
     /// goes beyond its limit; the relay keeps its own opens within

@@ -12,11 +12,10 @@ use std::task::Poll;
 
 use edgelink_protocol::close::CloseReason;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 use crate::TunnelConfig;
-use crate::ws::{CloseInfo, WsByteStream};
+use crate::ws::{CloseInfo, Side, WsByteStream};
 
 /// Longest a close may take before the session is dropped regardless.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -164,22 +163,30 @@ impl Handle {
     }
 }
 
-/// Starts the task that drives a yamux session over `ws`. The relay and
-/// the agent get here through [`crate::accept`] and [`crate::dial`].
+/// Starts the task that drives a yamux session over `io`, a connection
+/// that has just switched to WebSocket (the relay is the WebSocket server,
+/// the device its client); `early` holds bytes the peer sent right after
+/// the handshake answer, read together with it. The relay and the agent
+/// get here through [`crate::accept`] and [`crate::dial`].
 ///
 /// `on_inbound` is called on the session task for every stream the peer
 /// opens; it must not block (spawn the handling).
-pub fn spawn<S, F>(ws: WebSocketStream<S>, role: Role, config: &TunnelConfig, on_inbound: F) -> Session
+pub fn spawn<S, F>(io: S, early: &[u8], role: Role, config: &TunnelConfig, on_inbound: F) -> Session
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: FnMut(TunnelStream) + Send + 'static,
 {
-    let bytes = WsByteStream::new(ws, Some((config.ping_interval, config.idle_timeout))).defer_flush_to_reads();
+    let side = match role {
+        Role::Relay => Side::Server,
+        Role::Device => Side::Client,
+    };
+    let keepalive = Some((config.ping_interval, config.idle_timeout));
+    let bytes = WsByteStream::new(io, side, early, keepalive).defer_flush_to_reads();
     let info = bytes.close_info();
     // yamux writes a frame's header and body separately and flushes after
-    // each frame; the adapter coalesces until the flush, so one frame
-    // becomes one WebSocket message, and it writes to the socket once the
-    // session has nothing more to read, so a burst of frames is one write.
+    // each frame; the adapter frames what came until the flush as one
+    // WebSocket frame, and writes to the socket once the session has
+    // nothing more to read, so a burst of frames is one write.
     let socket = bytes;
     let mode = match role {
         Role::Relay => yamux::Mode::Client,
@@ -344,16 +351,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 
     async fn connected(config: &TunnelConfig) -> (Handle, Ended, Handle, Ended) {
         let (a, b) = tokio::io::duplex(1024 * 1024);
-        let relay_ws = WebSocketStream::from_raw_socket(a, WsRole::Client, Some(config.websocket_config())).await;
-        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, Some(config.websocket_config())).await;
-        let relay = spawn(relay_ws, Role::Relay, config, |s| {
+        let relay = spawn(a, &[], Role::Relay, config, |s| {
             tokio::spawn(echo(s));
         });
-        let device = spawn(device_ws, Role::Device, config, |s| {
+        let device = spawn(b, &[], Role::Device, config, |s| {
             tokio::spawn(echo(s));
         });
         (relay.handle, relay.ended, device.handle, device.ended)
@@ -408,9 +414,9 @@ mod tests {
     async fn garbage_bytes_end_the_session_without_panicking() {
         let config = TunnelConfig::default();
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Client, None).await;
-        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
-        let session = spawn(device_ws, Role::Device, &config, |_| {});
+        // The relay's side, as tungstenite: the device is the WebSocket client.
+        let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+        let session = spawn(b, &[], Role::Device, &config, |_| {});
         use futures::SinkExt;
         raw.send(tokio_tungstenite::tungstenite::Message::Binary(bytes::Bytes::from_static(
             b"\xff\xff\xff\xff not a yamux header at all",
@@ -426,9 +432,9 @@ mod tests {
     async fn a_text_message_ends_the_session_as_a_violation() {
         let config = TunnelConfig::default();
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Client, None).await;
-        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
-        let session = spawn(device_ws, Role::Device, &config, |_| {});
+        // The relay's side, as tungstenite: the device is the WebSocket client.
+        let mut raw = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+        let session = spawn(b, &[], Role::Device, &config, |_| {});
         use futures::SinkExt;
         raw.send(tokio_tungstenite::tungstenite::Message::text("hello")).await.unwrap();
         let end = tokio::time::timeout(Duration::from_secs(5), session.ended).await.unwrap();
@@ -439,8 +445,7 @@ mod tests {
     async fn a_vanished_peer_is_lost_and_close_reasons_map_in_one_place() {
         let config = TunnelConfig::default();
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let device_ws = WebSocketStream::from_raw_socket(b, WsRole::Server, None).await;
-        let session = spawn(device_ws, Role::Device, &config, |_| {});
+        let session = spawn(b, &[], Role::Device, &config, |_| {});
         drop(a);
         let end = tokio::time::timeout(Duration::from_secs(5), session.ended).await.unwrap();
         assert_eq!(end, SessionEnd::Lost);

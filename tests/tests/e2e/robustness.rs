@@ -105,11 +105,13 @@ async fn a_device_stream_that_never_sends_a_request_is_closed() {
     let stack = Stack::start().await;
     let (agent, good) = healthy(&stack).await;
     let dev = stack.add_device("slowloris@example.com").await;
-    let mut req = stack.tunnel_url().into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {}", token(&stack, &dev).await).parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let url = stack.tunnel_url();
+    let tcp =
+        tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches("/tunnel")).await.unwrap();
+    let (tcp, early) = edgelink_tunnel::handshake::upgrade_client(tcp, &url, &token(&stack, &dev).await).await.unwrap();
     let session = edgelink_tunnel::session::spawn(
-        ws,
+        tcp,
+        &early,
         edgelink_tunnel::Role::Device,
         &edgelink_tunnel::TunnelConfig::default(),
         |_| {},
