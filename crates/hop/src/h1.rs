@@ -26,8 +26,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::headers::HOP_BY_HOP;
-
 /// Headers parsed per message at most.
 pub(crate) const MAX_HEADERS: usize = 128;
 /// Longest chunk-size or trailer line.
@@ -270,7 +268,23 @@ pub(crate) fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool
     if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
         return false;
     }
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || connection.iter().any(|v| connection_has(v, name))
+    listed_hop_by_hop(name) || connection.iter().any(|v| connection_has(v, name))
+}
+
+/// Whether `name` is one of [`crate::headers::HOP_BY_HOP`]: picked by length first, since
+/// this runs for every header of every forwarded message.
+fn listed_hop_by_hop(name: &str) -> bool {
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        17 => &["transfer-encoding"],
+        18 => &["proxy-authenticate"],
+        19 => &["proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Framing from `Transfer-Encoding` and `Content-Length` headers (RFC 9112
@@ -1284,6 +1298,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_by_hop_list_is_recognised_by_length_and_name() {
+        for h in crate::headers::HOP_BY_HOP {
+            assert!(listed_hop_by_hop(h), "{h}");
+            assert!(listed_hop_by_hop(&h.to_ascii_uppercase()), "{h}");
+        }
+        for other in ["content-length", "host", "tf", "trailers", "x-upgrade", "connectionx", ""] {
+            assert!(!listed_hop_by_hop(other), "{other}");
+        }
+    }
     use bytes::Bytes;
     use http::{Request, Response};
     use http_body_util::{BodyExt, Full};

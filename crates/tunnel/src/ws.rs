@@ -59,6 +59,11 @@ const OUT_FRAME_MAX: usize = u16::MAX as usize;
 /// Largest payload of a control frame (RFC 6455 §5.5).
 const CONTROL_MAX: usize = 125;
 
+/// Queued bytes from which a deferred flush writes at once (a busy read
+/// side must not hold back window updates, and the buffer stays within
+/// its pooled size).
+const FLUSH_AT: usize = 48 * 1024;
+
 /// Written bytes waiting for the socket beyond which writers wait for it.
 const WRITE_BACKLOG: usize = 2 * MAX_WS_MESSAGE;
 
@@ -834,7 +839,7 @@ where
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.seal();
-        if this.defer_flush && this.unsent() < WRITE_BACKLOG {
+        if this.defer_flush && this.unsent() < FLUSH_AT {
             // The read side writes when it runs dry.
             return Poll::Ready(Ok(()));
         }
