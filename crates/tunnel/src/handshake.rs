@@ -223,6 +223,7 @@ impl Target {
 /// the device access token. Returns the connection and any bytes the
 /// server sent after its `101` answer, ready for [`crate::session::spawn`];
 /// a refusal comes back as a [`DialError`] with the server's JSON error.
+/// It has no deadline of its own: callers bound it (as [`dial`] does).
 pub async fn upgrade_client<S>(mut io: S, url: &str, bearer: &str) -> Result<(S, Vec<u8>), DialError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -443,6 +444,65 @@ mod tests {
         // Nothing listens there.
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         assert!(matches!(dial_to(&format!("ws://{closed}/tunnel")).await, Err(DialError::Transient(_))));
+    }
+
+    /// A one-shot server answering the upgrade with `answer(key)`.
+    async fn answering_server(answer: fn(&str) -> Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let key =
+                head.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap_or_default().trim().to_owned();
+            assert!(head.starts_with("GET /tunnel HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("\r\nAuthorization: Bearer token\r\n"), "{head}");
+            let _ = tcp.write_all(&answer(&key)).await;
+            let _ = tcp.read(&mut buf).await;
+        });
+        format!("ws://{addr}/tunnel")
+    }
+
+    #[tokio::test]
+    async fn the_client_handshake_checks_the_accept_key_and_keeps_early_bytes() {
+        let url = answering_server(|key| {
+            let mut a = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            )
+            .into_bytes();
+            a.extend_from_slice(&[0x82, 0x01, b'x']);
+            a
+        })
+        .await;
+        let tcp =
+            tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches("/tunnel")).await.unwrap();
+        let (_tcp, early) = upgrade_client(tcp, &url, "token").await.unwrap();
+        assert_eq!(early, [0x82, 0x01, b'x']);
+
+        for answer in [
+            (|_: &str| {
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".to_vec()
+            }) as fn(&str) -> Vec<u8>,
+            |key: &str| {
+                format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n", derive_accept_key(key.as_bytes())).into_bytes()
+            },
+            |key: &str| {
+                format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: other\r\n\r\n", derive_accept_key(key.as_bytes())).into_bytes()
+            },
+        ] {
+            let url = answering_server(answer).await;
+            let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches("/tunnel"))
+                .await
+                .unwrap();
+            assert!(matches!(upgrade_client(tcp, &url, "token").await, Err(DialError::Transient(_))));
+        }
+        // A token that would break the head is refused before anything is sent.
+        let (io, _peer) = tokio::io::duplex(64);
+        assert!(matches!(upgrade_client(io, "ws://x/tunnel", "bad\r\ntoken").await, Err(DialError::Unauthorized(_))));
     }
 
     #[tokio::test]
