@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 COUNT=${COUNT:-10000}
-WS_READ_BUFFER=${WS_READ_BUFFER:-}
 cargo build --release -p api-server -p remote-proxy -p edgelink-e2e --example swarm >&2
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 W=$(mktemp -d "${TMPDIR:-/tmp}/edgelink-swarm.XXXXXX")
@@ -25,7 +24,6 @@ export EDGELINK_API__LISTEN=127.0.0.1:$API_PORT EDGELINK_API__DATABASE_URL=sqlit
 export EDGELINK_RELAY__TUNNEL_LISTEN=127.0.0.1:$TUNNEL_PORT EDGELINK_RELAY__INTERNAL_LISTEN=127.0.0.1:$INTERNAL_PORT
 export EDGELINK_RELAY__DATABASE_URL=sqlite://$W/e.db EDGELINK_RELAY__JWKS_URL=http://127.0.0.1:$API_PORT/.well-known/jwks.json
 export EDGELINK_RELAY__INTERNAL_SECRET=swarm-bench-secret-0123456789 EDGELINK_RELAY__INSTANCE_ID=swarm-relay
-[ -n "$WS_READ_BUFFER" ] && export EDGELINK_RELAY__WS_READ_BUFFER=$WS_READ_BUFFER
 export SWARM_DATABASE_URL=sqlite://$W/e.db SWARM_SIGNING_KEY=$W/signing.pem SWARM_TUNNEL_URL=ws://127.0.0.1:$TUNNEL_PORT/tunnel
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }

@@ -22,6 +22,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -75,15 +76,16 @@ const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 #[derive(Debug, Default)]
 pub struct CloseInfo {
     inner: Mutex<CloseState>,
+    /// A close was requested: the read side sends the Close frame and then
+    /// reports end of stream, which ends the yamux session above. Read on
+    /// every poll of the read side, so kept out of the lock.
+    requested: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct CloseState {
     /// What we send in our Close frame, if set before closing.
     local: Option<(u16, String)>,
-    /// A close was requested: the read side sends the Close frame and then
-    /// reports end of stream, which ends the yamux session above.
-    requested: bool,
     /// What the peer sent in its Close frame.
     remote: Option<(u16, String)>,
     /// The read side failed because the peer was silent too long.
@@ -105,13 +107,11 @@ impl CloseInfo {
     /// the Close frame first, before any yamux GoAway, lets the peer read
     /// the reason before its session ends.
     pub fn request_close(&self) {
-        if let Ok(mut s) = self.inner.lock() {
-            s.requested = true;
-        }
+        self.requested.store(true, Ordering::Release);
     }
 
     fn close_requested(&self) -> bool {
-        self.inner.lock().map(|s| s.requested).unwrap_or(false)
+        self.requested.load(Ordering::Acquire)
     }
 
     /// The code and reason the peer closed with, if it sent a Close frame.
