@@ -46,11 +46,17 @@ impl Default for StreamBudget {
 /// allows another; otherwise the stream is closed at once. A stream's
 /// request head, and its body, must each arrive within the relay's
 /// `header_timeout`, and an idle stream is closed after as long.
+///
+/// `registered` turns true once the session is in the registry: a device
+/// may open a stream (a first heartbeat) as soon as its tunnel is up,
+/// before the relay has recorded the session, and such a stream waits for
+/// it (within `header_timeout`) rather than being told the session is gone.
 pub fn spawn_device_stream(
     relay: Relay,
     session_id: String,
     device_id: Arc<str>,
     budget: &StreamBudget,
+    registered: tokio::sync::watch::Receiver<bool>,
     stream: TunnelStream,
 ) {
     let Ok(permit) = budget.0.clone().try_acquire_owned() else {
@@ -63,6 +69,10 @@ pub fn spawn_device_stream(
     tokio::spawn(
         async move {
             let _permit = permit;
+            let mut registered = registered;
+            // Registered, or the session ended before it was (the sender is
+            // gone): either way the handler finds out from the registry.
+            let _ = tokio::time::timeout(header_timeout, registered.wait_for(|r| *r)).await;
             let open = metrics::gauge!("edgelink_tunnel_streams_open", "opened_by" => "device");
             open.increment(1.0);
             let _open = scopeguard(move || open.decrement(1.0));

@@ -78,6 +78,7 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
             let id_in = id2.clone();
             let device_in: Arc<str> = Arc::from(claims.sub.as_str());
             let budget = crate::control::StreamBudget::new();
+            let (registered_tx, registered) = tokio::sync::watch::channel(false);
             // Every future this task awaits only once (the upgrade, the
             // store writes) is boxed: the task's own state then stays small
             // for as long as the tunnel is up (it was 8 KiB per idle tunnel
@@ -88,12 +89,13 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
                     id_in.clone(),
                     device_in.clone(),
                     &budget,
+                    registered.clone(),
                     stream,
                 );
             }))
             .await;
             match started {
-                Ok(session) => run_session(relay2, session, id2, claims.sub, claims.owner, addr).await,
+                Ok(session) => run_session(relay2, session, id2, claims.sub, claims.owner, addr, registered_tx).await,
                 Err(e) => tracing::info!(error = %e, "tunnel upgrade failed"),
             }
         }
@@ -114,6 +116,7 @@ async fn run_session(
     device_id: String,
     owner_id: String,
     addr: SocketAddr,
+    registered: tokio::sync::watch::Sender<bool>,
 ) {
     let edgelink_tunnel::Session { handle, ended } = session;
     let now = now_ms();
@@ -155,6 +158,7 @@ async fn run_session(
             tracing::info!(replaced = %old.id, "new connection replaces the device's previous session");
             old.close(CloseReason::Replaced);
         }
+        registered.send_replace(true);
         // A message (or command) queued while the tunnel came up found no
         // session to notify; the agent's first fetch may have run before
         // it was stored. Tell the device now if anything waits.

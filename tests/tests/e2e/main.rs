@@ -8,6 +8,7 @@ mod dev_idp;
 mod device_origins;
 mod devices;
 mod forward;
+mod go_device;
 mod intermediaries;
 mod lifecycle;
 mod messages;
