@@ -40,11 +40,10 @@ pub fn idle() -> Idle {
 
 /// Streams the relay has open to one device at once, at most: the
 /// protocol's per-session limit less the device's own control streams. A
-/// request beyond waits (within its forward timeout) for one to end. yamux
-/// allows more (`TunnelConfig::yamux_config`), so streams the relay has
-/// let go of but yamux still counts (the device has not closed its side
-/// yet) never push an open beyond yamux's limit, which ends the whole
-/// tunnel.
+/// request beyond waits (within its forward timeout) for one to end. The
+/// tunnel allows more (`TunnelConfig::mux_config`), so streams the relay
+/// has let go of but the tunnel still counts (the device has not closed
+/// its side yet) never push an open beyond the tunnel's limit.
 pub const RELAY_STREAMS: usize =
     edgelink_protocol::limits::MAX_STREAMS_PER_SESSION - edgelink_protocol::limits::MAX_DEVICE_STREAMS;
 
@@ -143,14 +142,10 @@ impl tokio::io::AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        // The tunnel stream is a futures-io reader, which takes an
-        // initialized slice: the readers here (`hop`'s buffers, the splice's)
-        // hand over initialized memory, so this costs no zeroing.
         let me = self.get_mut();
-        let slice = buf.initialize_unfilled();
-        let n = std::task::ready!(futures::io::AsyncRead::poll_read(Pin::new(me.inner.get_mut()), cx, slice))?;
-        buf.advance(n);
-        me.from_device.increment(n as u64);
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut me.inner).poll_read(cx, buf))?;
+        me.from_device.increment((buf.filled().len() - before) as u64);
         Poll::Ready(Ok(()))
     }
 }

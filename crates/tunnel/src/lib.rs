@@ -13,6 +13,8 @@
 //!   refusals.
 //! * [`ws`]: [`ws::WsByteStream`], RFC 6455 framing of our own as a byte
 //!   stream, with keepalive pings and an idle bound.
+//! * [`mux`]: yamux of our own (hashicorp's wire format), streams sharing
+//!   state with the connection instead of messaging it.
 //! * [`session`]: the task that owns a yamux connection, and how a session
 //!   ended ([`SessionEnd::close_reason`] maps it to docs/protocol.md §6).
 //! * [`buffers`]: socket buffers held only while a tunnel is busy (idle
@@ -26,6 +28,7 @@
 
 pub mod buffers;
 pub mod handshake;
+pub mod mux;
 mod repoll;
 pub mod session;
 pub mod ws;
@@ -47,10 +50,9 @@ pub struct TunnelConfig {
     /// Streams one session may hold at once.
     pub max_streams: usize,
     /// Bytes beyond each stream's 256 KiB that the receive windows of busy
-    /// streams may grow into, together: yamux doubles a stream's window
-    /// while its sender runs out of credit within two round trips (bulk
-    /// transfers), and only within this room. The connection's receive
-    /// window is `max_streams × headroom × 256 KiB` plus this.
+    /// streams may grow into, together: a stream's window doubles (up to
+    /// [`mux::MAX_WINDOW`]) while its reader takes half of it within 2 ms
+    /// of the last grant (bulk transfers), and only within this room.
     pub window_growth: usize,
 }
 
@@ -72,23 +74,16 @@ impl Default for TunnelConfig {
 }
 
 impl TunnelConfig {
-    /// The yamux settings both ends use. yamux counts a stream until both
-    /// ends have closed it, and ends the whole connection when an open
-    /// goes beyond its limit; the relay keeps its own opens within
-    /// `max_streams` and yamux gets [`YAMUX_HEADROOM`] times that, for
+    /// The yamux limits both ends use. A stream counts until both ends
+    /// have closed it; the relay keeps its own opens within `max_streams`
+    /// and the connection allows [`YAMUX_HEADROOM`] times that, for
     /// streams one end has let go of and the other not yet.
-    pub fn yamux_config(&self) -> yamux::Config {
-        let mut cfg = yamux::Config::default();
-        let streams = self.max_streams * YAMUX_HEADROOM;
-        // The window must be set before the stream count can be lowered or
-        // raised: each setter asserts window >= streams * 256 KiB. Every
-        // stream's 256 KiB, plus room for grown windows: without the
-        // room (as when the limit was exactly streams × 256 KiB) no window
-        // can grow and a bulk stream is held to 256 KiB per round trip.
-        let window = streams * 256 * 1024 + self.window_growth;
-        cfg.set_max_connection_receive_window(Some(window));
-        cfg.set_max_num_streams(streams);
-        cfg.set_split_send_size(edgelink_protocol::limits::SPLIT_SEND_SIZE);
-        cfg
+    pub fn mux_config(&self, role: session::Role) -> mux::MuxConfig {
+        mux::MuxConfig {
+            max_streams: self.max_streams * YAMUX_HEADROOM,
+            window_growth: self.window_growth,
+            split_send: edgelink_protocol::limits::SPLIT_SEND_SIZE,
+            ack_at_once: role == session::Role::Relay,
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! A future polled again at once when it wakes itself while being polled.
 //!
-//! yamux keeps each stream's command channel in a `futures` `SelectAll`,
-//! whose `FuturesUnordered` wakes its task and returns `Pending` once it
-//! has polled every member: a "yield" meant for fairness. Under tokio's
-//! multi-threaded scheduler a task woken during its own poll is put at the
+//! The session task is woken while it runs: a stream on another worker
+//! queues a frame during the session's poll (and, with the `yamux` crate
+//! before ADR 33, its `SelectAll` woke it as a fairness yield). Under
+//! tokio's multi-threaded scheduler a task woken during its own poll is put at the
 //! back of the run queue and another worker is woken to take it: a futex
 //! call and a thread switch for every frame exchange on a quiet tunnel
 //! (about 1.5 per forwarded request on the relay at one request in

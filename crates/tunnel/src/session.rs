@@ -5,23 +5,21 @@
 //! that yields the [`SessionEnd`]. Streams the peer opens are passed to the
 //! `on_inbound` callback, which is expected to spawn their handling.
 
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::task::Poll;
 
 use edgelink_protocol::close::CloseReason;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 use crate::TunnelConfig;
+use crate::mux::{Connection, Control, Mode, MuxError};
 use crate::ws::{CloseInfo, Side, WsByteStream};
 
 /// Longest a close may take before the session is dropped regardless.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A yamux stream with tokio's IO traits.
-pub type TunnelStream = Compat<yamux::Stream>;
+pub type TunnelStream = crate::mux::Stream;
 
 /// Which end of the tunnel this is. The relay opens odd-numbered streams
 /// (yamux client); the device answers them (yamux server).
@@ -39,9 +37,9 @@ pub enum Error {
     /// The session is closed or closing; no stream can be opened.
     #[error("tunnel session is closed")]
     Closed,
-    /// yamux refused to open a stream.
-    #[error("yamux: {0}")]
-    Yamux(#[from] yamux::ConnectionError),
+    /// The session holds as many streams as it may.
+    #[error("too many streams on the tunnel")]
+    TooManyStreams,
 }
 
 /// How a session ended.
@@ -129,37 +127,63 @@ impl Future for Ended {
     }
 }
 
-enum Command {
-    Open(oneshot::Sender<Result<yamux::Stream, Error>>),
-    Close(Option<(u16, String)>),
-}
-
-/// Opens streams on, and closes, one tunnel session.
+/// Opens streams on, and closes, one tunnel session. The session closes
+/// (as [`SessionEnd::Local`] without a reason) once every handle is gone.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    tx: mpsc::Sender<Command>,
+    control: Control,
+    info: Arc<CloseInfo>,
+    _guard: Arc<LastHandle>,
+}
+
+/// Closes the session when the last [`Handle`] goes.
+#[derive(Debug)]
+struct LastHandle {
+    control: Control,
+    info: Arc<CloseInfo>,
+}
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        if self.control.close(None) {
+            self.info.request_close();
+            self.control.wake();
+        }
+    }
 }
 
 impl Handle {
-    /// Opens a new stream to the peer. Waits while yamux has too many
-    /// unacknowledged streams.
+    /// Opens a new stream to the peer. Nothing is sent until the stream is
+    /// written to; its first frame opens it.
     pub async fn open_stream(&self) -> Result<TunnelStream, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Open(tx)).await.map_err(|_| Error::Closed)?;
-        let stream = rx.await.map_err(|_| Error::Closed)??;
-        Ok(stream.compat())
+        self.control.open().map_err(|e| match e {
+            MuxError::TooManyStreams => Error::TooManyStreams,
+            _ => Error::Closed,
+        })
     }
 
     /// Asks the session to close, sending `code` and `reason` in the
     /// WebSocket Close frame. Returns at once; the join handle tells when it
     /// is done.
     pub fn close(&self, code: u16, reason: &str) {
-        let _ = self.tx.try_send(Command::Close(Some((code, reason.to_owned()))));
+        if self.control.close(Some((code, reason.to_owned()))) {
+            self.info.set_local(code, reason);
+            // The adapter sends the Close frame from its read side and
+            // then reports end of stream, which ends the connection.
+            self.info.request_close();
+            self.control.wake();
+        }
     }
 
     /// True once the session task has ended.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.control.is_closed()
+    }
+
+    /// Streams the session holds now (both directions, until both ends
+    /// have closed them).
+    pub fn streams(&self) -> usize {
+        self.control.streams()
     }
 }
 
@@ -181,142 +205,65 @@ where
         Role::Device => Side::Client,
     };
     let keepalive = Some((config.ping_interval, config.idle_timeout));
+    // The connection writes frames as they come and flushes; the adapter
+    // frames what came until the flush as one WebSocket frame, and writes
+    // to the socket once the session has nothing more to read, so a burst
+    // of frames is one write.
     let bytes = WsByteStream::new(io, side, early, keepalive).defer_flush_to_reads();
     let info = bytes.close_info();
-    // yamux writes a frame's header and body separately and flushes after
-    // each frame; the adapter frames what came until the flush as one
-    // WebSocket frame, and writes to the socket once the session has
-    // nothing more to read, so a burst of frames is one write.
-    let socket = bytes;
     let mode = match role {
-        Role::Relay => yamux::Mode::Client,
-        Role::Device => yamux::Mode::Server,
+        Role::Relay => Mode::Client,
+        Role::Device => Mode::Server,
     };
-    let conn = yamux::Connection::new(socket, config.yamux_config(), mode);
-    let (tx, rx) = mpsc::channel(64);
-    let mut on_inbound = on_inbound;
-    // yamux wakes its own task to yield; polled again in place, so that
-    // does not cost a trip through the scheduler (and another worker).
-    let driven = drive(conn, rx, info, move |s: yamux::Stream| on_inbound(s.compat()));
-    let task = tokio::spawn(crate::repoll::Repoll::new(driven));
-    Session { handle: Handle { tx }, ended: Ended(task) }
+    let (conn, control) = Connection::new(bytes, mode, config.mux_config(role));
+    let handle = Handle {
+        control: control.clone(),
+        info: info.clone(),
+        _guard: Arc::new(LastHandle { control: control.clone(), info: info.clone() }),
+    };
+    // A stream's wake of the connection while it is being polled is
+    // polled again in place, not sent through the scheduler.
+    let task = tokio::spawn(crate::repoll::Repoll::new(drive(conn, control, info, on_inbound)));
+    Session { handle, ended: Ended(task) }
 }
 
-async fn drive<T, F>(
-    mut conn: yamux::Connection<T>,
-    mut rx: mpsc::Receiver<Command>,
-    info: Arc<CloseInfo>,
-    mut on_inbound: F,
-) -> SessionEnd
+async fn drive<T, F>(mut conn: Connection<T>, control: Control, info: Arc<CloseInfo>, mut on_inbound: F) -> SessionEnd
 where
     T: futures::AsyncRead + futures::AsyncWrite + Unpin,
-    F: FnMut(yamux::Stream),
+    F: FnMut(TunnelStream),
 {
-    let mut waiting: VecDeque<oneshot::Sender<Result<yamux::Stream, Error>>> = VecDeque::new();
-    let mut closing: Option<Option<(u16, String)>> = None;
     // Bounds how long a close may take when the peer does not read.
     let mut close_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let end = poll_fn(|cx| {
+    poll_fn(|cx| {
         loop {
+            if close_deadline.is_none() && control.closing().is_some() {
+                close_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
+            }
             if let Some(deadline) = close_deadline.as_mut()
                 && deadline.as_mut().poll(cx).is_ready()
             {
-                return Poll::Ready(SessionEnd::Local(closing.clone().flatten()));
+                return Poll::Ready(SessionEnd::Local(control.closing().flatten()));
             }
-            if closing.is_none() {
-                let request = match rx.poll_recv(cx) {
-                    Poll::Ready(Some(Command::Open(w))) => {
-                        waiting.push_back(w);
-                        continue;
-                    }
-                    Poll::Ready(Some(Command::Close(reason))) => reason,
-                    // Every handle is gone: nobody can use this session.
-                    Poll::Ready(None) => None,
-                    Poll::Pending => {
-                        if !waiting.is_empty() {
-                            // Drive the connection first: yamux forgets
-                            // dropped streams only while it is polled, and
-                            // an open beyond its stream limit ends the
-                            // whole connection.
-                            if let Poll::Ready(end) = poll_inbound(&mut conn, cx, &info, &closing, &mut on_inbound) {
-                                return Poll::Ready(end);
-                            }
-                        }
-                        while !waiting.is_empty() {
-                            match conn.poll_new_outbound(cx) {
-                                Poll::Ready(res) => {
-                                    if let Some(w) = waiting.pop_front() {
-                                        // The requester may have given up; the
-                                        // stream is then dropped, which resets it.
-                                        let _ = w.send(res.map_err(Error::from));
-                                    }
-                                }
-                                Poll::Pending => break,
-                            }
-                        }
-                        return poll_inbound(&mut conn, cx, &info, &closing, &mut on_inbound);
-                    }
-                };
-                if let Some((code, text)) = &request {
-                    info.set_local(*code, text);
+            match conn.poll(cx, &mut on_inbound) {
+                Poll::Ready(result) => {
+                    return Poll::Ready(match control.closing() {
+                        Some(reason) => SessionEnd::Local(reason),
+                        None => ended(&info, result.err()),
+                    });
                 }
-                // The adapter sends the Close frame from its read side and
-                // then reports end of stream, which ends the connection.
-                info.request_close();
-                closing = Some(request);
-                close_deadline = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
-                continue;
+                // A close asked for while the connection was polled starts
+                // its deadline now.
+                Poll::Pending if close_deadline.is_none() && control.closing().is_some() => {}
+                Poll::Pending => return Poll::Pending,
             }
-            return poll_inbound(&mut conn, cx, &info, &closing, &mut on_inbound);
         }
     })
-    .await;
-    for w in waiting {
-        let _ = w.send(Err(Error::Closed));
-    }
-    end
+    .await
 }
 
-/// Drives the connection by polling for inbound streams, until it is
-/// pending or ended.
-fn poll_inbound<T, F>(
-    conn: &mut yamux::Connection<T>,
-    cx: &mut std::task::Context<'_>,
-    info: &CloseInfo,
-    closing: &Option<Option<(u16, String)>>,
-    on_inbound: &mut F,
-) -> Poll<SessionEnd>
-where
-    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
-    F: FnMut(yamux::Stream),
-{
-    loop {
-        match conn.poll_next_inbound(cx) {
-            Poll::Ready(Some(Ok(stream))) => {
-                // While closing, new streams are refused by dropping them.
-                if closing.is_none() {
-                    on_inbound(stream);
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(match closing {
-                    Some(reason) => SessionEnd::Local(reason.clone()),
-                    None => ended(info, Some(e)),
-                });
-            }
-            Poll::Ready(None) => {
-                return Poll::Ready(match closing {
-                    Some(reason) => SessionEnd::Local(reason.clone()),
-                    None => ended(info, None),
-                });
-            }
-            Poll::Pending => return Poll::Pending,
-        }
-    }
-}
-
-/// Why the connection ended, from what the adapter saw and yamux's error.
-fn ended(info: &CloseInfo, error: Option<yamux::ConnectionError>) -> SessionEnd {
+/// Why the connection ended, from what the adapter saw and the
+/// connection's error.
+fn ended(info: &CloseInfo, error: Option<MuxError>) -> SessionEnd {
     if info.timed_out() {
         return SessionEnd::TimedOut;
     }
@@ -327,17 +274,10 @@ fn ended(info: &CloseInfo, error: Option<yamux::ConnectionError>) -> SessionEnd 
         return SessionEnd::Remote(code, reason);
     }
     match error {
-        // yamux reports the transport's read errors as decode errors too;
-        // those are the connection going away, not bad frames.
-        Some(yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(e))) => {
-            tracing::debug!(error = %e, "tunnel connection lost");
-            SessionEnd::Lost
+        Some(MuxError::Protocol(what)) => {
+            tracing::debug!(what, "tunnel peer broke the yamux rules");
+            SessionEnd::Violation(Violation::Yamux)
         }
-        Some(
-            yamux::ConnectionError::Decode(_)
-            | yamux::ConnectionError::TooManyStreams
-            | yamux::ConnectionError::InvalidWindowUpdate,
-        ) => SessionEnd::Violation(Violation::Yamux),
         Some(e) => {
             tracing::debug!(error = %e, "tunnel connection lost");
             SessionEnd::Lost
