@@ -659,7 +659,15 @@ impl<T: FutRead + FutWrite + Unpin> Connection<T> {
             if wrote.is_pending() {
                 return Poll::Pending;
             }
-            let more = !lock(&self.shared.state).out.is_empty();
+            let more = {
+                let mut conn = lock(&self.shared.state);
+                if conn.out.is_empty() && conn.out.capacity() > 0 {
+                    // Swapped in from `wq` after the last write: idle, so back
+                    // to the pool.
+                    buffers::give_write(std::mem::take(&mut conn.out));
+                }
+                !conn.out.is_empty()
+            };
             if !more {
                 self.release_idle();
                 return Poll::Pending;
@@ -1034,6 +1042,22 @@ mod tests {
         // Both ends forget streams both sides closed and dropped.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!((client.streams(), server.streams()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffers_after_traffic() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (client, _ci, _ct) = run(a, Mode::Client, config());
+        let (_server, mut server_in, _st) = run(b, Mode::Server, config());
+        let mut s = client.open().unwrap();
+        s.write_all(&[1u8; 100_000]).await.unwrap();
+        let mut peer = server_in.recv().await.unwrap();
+        let mut got = vec![0u8; 100_000];
+        peer.read_exact(&mut got).await.unwrap();
+        drop((s, peer));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let conn = lock(&client.conn.state);
+        assert_eq!((conn.out.capacity(), conn.streams.len()), (0, 0));
     }
 
     #[tokio::test]
