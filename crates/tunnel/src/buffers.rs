@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::sync::Mutex;
+use std::thread::LocalKey;
 
 /// Bytes of one read buffer: the largest socket read a busy tunnel makes.
 pub const READ_BUFFER: usize = crate::READ_AHEAD;
@@ -40,20 +41,14 @@ fn shared<T>(pool: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
     pool.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A zeroed (or reused) read buffer of [`READ_BUFFER`] bytes.
-pub fn take_read() -> Box<[u8]> {
-    READS
-        .with(|p| p.borrow_mut().pop())
-        .or_else(|| shared(&SHARED_READS).pop())
-        .unwrap_or_else(|| vec![0; READ_BUFFER].into_boxed_slice())
+/// A kept buffer: this thread's first, then any thread's.
+fn take<T: 'static>(local: &'static LocalKey<RefCell<Vec<T>>>, all: &Mutex<Vec<T>>) -> Option<T> {
+    local.with(|p| p.borrow_mut().pop()).or_else(|| shared(all).pop())
 }
 
-/// Keeps `buf` for the next [`take_read`], on this thread or any, or frees it.
-pub fn give_read(buf: Box<[u8]>) {
-    if buf.len() != READ_BUFFER {
-        return;
-    }
-    let overflow = READS.with(|p| {
+/// Keeps `buf` in this thread's pool, or the shared one, or frees it.
+fn keep<T: 'static>(local: &'static LocalKey<RefCell<Vec<T>>>, all: &Mutex<Vec<T>>, buf: T) {
+    let overflow = local.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < KEEP {
             p.push(buf);
@@ -63,42 +58,36 @@ pub fn give_read(buf: Box<[u8]>) {
         }
     });
     if let Some(buf) = overflow {
-        let mut pool = shared(&SHARED_READS);
+        let mut pool = shared(all);
         if pool.len() < KEEP_SHARED {
             pool.push(buf);
         }
+    }
+}
+
+/// A zeroed (or reused) read buffer of [`READ_BUFFER`] bytes.
+pub fn take_read() -> Box<[u8]> {
+    take(&READS, &SHARED_READS).unwrap_or_else(|| vec![0; READ_BUFFER].into_boxed_slice())
+}
+
+/// Keeps `buf` for the next [`take_read`], on this thread or any, or frees it.
+pub fn give_read(buf: Box<[u8]>) {
+    if buf.len() == READ_BUFFER {
+        keep(&READS, &SHARED_READS, buf);
     }
 }
 
 /// An empty write buffer with room for [`WRITE_BUFFER`] bytes.
 pub fn take_write() -> Vec<u8> {
-    WRITES
-        .with(|p| p.borrow_mut().pop())
-        .or_else(|| shared(&SHARED_WRITES).pop())
-        .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
+    take(&WRITES, &SHARED_WRITES).unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
 }
 
 /// Keeps `buf` (emptied) for the next [`take_write`], on this thread or
 /// any, or frees it when it grew beyond the usual size.
 pub fn give_write(mut buf: Vec<u8>) {
-    if buf.capacity() < WRITE_BUFFER || buf.capacity() > 2 * WRITE_BUFFER {
-        return;
-    }
-    buf.clear();
-    let overflow = WRITES.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < KEEP {
-            p.push(buf);
-            None
-        } else {
-            Some(buf)
-        }
-    });
-    if let Some(buf) = overflow {
-        let mut pool = shared(&SHARED_WRITES);
-        if pool.len() < KEEP_SHARED {
-            pool.push(buf);
-        }
+    if buf.capacity() >= WRITE_BUFFER && buf.capacity() <= 2 * WRITE_BUFFER {
+        buf.clear();
+        keep(&WRITES, &SHARED_WRITES, buf);
     }
 }
 
@@ -131,22 +120,22 @@ mod tests {
 
     #[test]
     fn buffers_given_back_on_another_thread_are_taken_again() {
-        // This thread's own pool full, the next one goes to the shared
-        // pool; another thread (with an empty pool of its own) takes it.
-        let mine: Vec<_> = (0..KEEP).map(|_| take_read()).collect();
-        for b in mine {
-            give_read(b);
+        // Pools of the test's own, so that other tests' buffers do not
+        // come and go in them.
+        thread_local! {
+            static LOCAL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
         }
-        let extra = vec![0u8; READ_BUFFER].into_boxed_slice();
+        static ALL: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+        // This thread's pool full, the next one goes to the shared pool;
+        // another thread, whose own pool is empty, takes it.
+        for _ in 0..KEEP {
+            keep(&LOCAL, &ALL, vec![0u8; 8].into_boxed_slice());
+        }
+        let extra = vec![1u8; 8].into_boxed_slice();
         let at = extra.as_ptr() as usize;
-        give_read(extra);
-        let taken: Vec<usize> = std::thread::spawn(|| {
-            // Held until all are taken (one given back would come again).
-            let held: Vec<Box<[u8]>> = (0..KEEP_SHARED).map(|_| take_read()).collect();
-            held.iter().map(|b| b.as_ptr() as usize).collect()
-        })
-        .join()
-        .unwrap();
-        assert!(taken.contains(&at), "the other thread allocated instead of reusing");
+        keep(&LOCAL, &ALL, extra);
+        let taken = std::thread::spawn(|| take(&LOCAL, &ALL).map(|b| b.as_ptr() as usize)).join().unwrap();
+        assert_eq!(taken, Some(at), "the other thread did not get the given-back buffer");
+        assert_eq!(take(&LOCAL, &ALL).map(|b| b[0]), Some(0), "this thread's own come first");
     }
 }
