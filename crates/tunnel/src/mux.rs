@@ -945,9 +945,10 @@ impl<T> Drop for Connection<T> {
         };
         for s in streams.into_values() {
             let mut st = lock(&s.state);
-            if !st.remote_fin {
-                st.reset = true;
-            }
+            // Reads still get what arrived, and EOF after a FIN (a read
+            // looks at the peer's FIN before a reset); writes fail, also
+            // those waiting for credit that will never come.
+            st.reset = true;
             st.wake_all();
         }
         if !self.rbuf.is_empty() {
@@ -983,6 +984,18 @@ mod tests {
             poll_fn(|cx| conn.poll(cx, &mut on_inbound)).await
         });
         (control, rx, task)
+    }
+
+    /// Waits (at most 5 s) until `check` holds: the connection tasks act
+    /// on a drop when they next run.
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within 5 s: {what}");
     }
 
     fn frame(kind: u8, flags: u16, id: u32, len: u32) -> Vec<u8> {
@@ -1040,8 +1053,7 @@ mod tests {
         assert!(writer.await.unwrap() == payload, "answer differs");
         drop(peer);
         // Both ends forget streams both sides closed and dropped.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!((client.streams(), server.streams()), (0, 0));
+        eventually("both ends forget the stream", || client.streams() == 0 && server.streams() == 0).await;
     }
 
     #[tokio::test]
@@ -1055,9 +1067,11 @@ mod tests {
         let mut got = vec![0u8; 100_000];
         peer.read_exact(&mut got).await.unwrap();
         drop((s, peer));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let conn = lock(&client.conn.state);
-        assert_eq!((conn.out.capacity(), conn.streams.len()), (0, 0));
+        eventually("no buffer and no stream held", || {
+            let conn = lock(&client.conn.state);
+            (conn.out.capacity(), conn.streams.len()) == (0, 0)
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -1107,8 +1121,7 @@ mod tests {
         assert!(lock(&server.conn.state).grown > 0);
         drop(writer.await.unwrap());
         drop(peer);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(lock(&server.conn.state).grown, 0, "growth given back with the stream");
+        eventually("growth given back with the stream", || lock(&server.conn.state).grown == 0).await;
     }
 
     #[tokio::test]
@@ -1209,6 +1222,30 @@ mod tests {
             let end = tokio::time::timeout(Duration::from_secs(5), ended).await.unwrap().unwrap();
             assert!(matches!(end, Err(MuxError::Protocol(_))), "{what}: {end:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_credit_fails_when_the_connection_ends() {
+        let (mut raw, b) = tokio::io::duplex(1024 * 1024);
+        let (_server, mut server_in, ended) = run(b, Mode::Server, config());
+        // The peer opens a stream, sends "hi" and its FIN, and never
+        // grants credit.
+        let mut bytes = frame(TYPE_DATA, SYN | FIN, 1, 2);
+        bytes.extend_from_slice(b"hi");
+        raw.write_all(&bytes).await.unwrap();
+        let mut s = server_in.recv().await.unwrap();
+        let writer = tokio::spawn(async move {
+            let r = s.write_all(&vec![0u8; INITIAL_WINDOW as usize + 1]).await;
+            let mut got = Vec::new();
+            let read = s.read_to_end(&mut got).await;
+            (r, read.map(|_| got))
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(raw);
+        let _ = tokio::time::timeout(Duration::from_secs(5), ended).await.unwrap();
+        let (write, read) = tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
+        assert_eq!(write.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(read.unwrap(), b"hi", "what arrived before the FIN is still read, then EOF");
     }
 
     #[tokio::test]
