@@ -882,7 +882,7 @@ impl<T: FutRead + FutWrite + Unpin> Connection<T> {
                 Some(Inbound { stream: keep.then_some(stream), id: h.id, remaining: data_len, flags: h.flags });
             return Ok(());
         }
-        self.apply_end_flags(h.id, h.flags, &stream, &mut st);
+        self.apply_end_flags(h.id, h.flags, &mut st);
         Ok(())
     }
 
@@ -890,17 +890,17 @@ impl<T: FutRead + FutWrite + Unpin> Connection<T> {
     fn finish_data(&mut self, inbound: Inbound) {
         if let Some(stream) = inbound.stream {
             let mut st = lock(&stream.state);
-            self.apply_end_flags(inbound.id, inbound.flags, &stream, &mut st);
+            self.apply_end_flags(inbound.id, inbound.flags, &mut st);
         } else if inbound.flags & (FIN | RST) != 0 {
             let found = lock(&self.shared.state).streams.get(&inbound.id).cloned();
             if let Some(stream) = found {
                 let mut st = lock(&stream.state);
-                self.apply_end_flags(inbound.id, inbound.flags, &stream, &mut st);
+                self.apply_end_flags(inbound.id, inbound.flags, &mut st);
             }
         }
     }
 
-    fn apply_end_flags(&self, id: u32, flags: u16, _stream: &Arc<StreamShared>, st: &mut StreamState) {
+    fn apply_end_flags(&self, id: u32, flags: u16, st: &mut StreamState) {
         if flags & (FIN | RST) == 0 {
             return;
         }
@@ -1240,7 +1240,17 @@ mod tests {
             let read = s.read_to_end(&mut got).await;
             (r, read.map(|_| got))
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The writer has used all its credit once the window's bytes are here.
+        let mut sent = 0u32;
+        while sent < INITIAL_WINDOW {
+            let h = read_header(&mut raw).await;
+            if h.kind == TYPE_DATA {
+                let mut body = vec![0u8; h.len as usize];
+                raw.read_exact(&mut body).await.unwrap();
+                sent += h.len;
+            }
+        }
+        assert_eq!(sent, INITIAL_WINDOW);
         drop(raw);
         let _ = tokio::time::timeout(Duration::from_secs(5), ended).await.unwrap();
         let (write, read) = tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
