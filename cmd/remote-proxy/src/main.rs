@@ -79,12 +79,15 @@ enum SessionsCommand {
 fn main() {
     let cli = Cli::parse();
     startup::init_tracing();
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
     let code = match cli.command {
         Some(Command::Sessions { internal_url, json, command }) => {
             let Some(secret) = cli.internal_secret else {
                 startup::config_error("the internal secret is required (EDGELINK_RELAY__INTERNAL_SECRET)");
             };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
             match rt.block_on(sessions(&internal_url, SecretString::from(secret), json, command)) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -116,6 +119,11 @@ fn main() {
             if let Err(e) = config.validate() {
                 startup::config_error(e);
             }
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = config.worker_threads {
+                rt.worker_threads(n);
+            }
+            let rt = rt.enable_all().build().unwrap_or_else(|e| startup::config_error(format!("runtime: {e}")));
             match rt.block_on(serve(config)) {
                 Ok(()) => 0,
                 Err(e) => {

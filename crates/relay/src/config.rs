@@ -88,6 +88,10 @@ pub struct RelayConfig {
     /// Still accepted so that existing files load; setting it logs a
     /// warning.
     pub ws_read_buffer: Option<usize>,
+    /// Threads of the async runtime; unset = one per CPU. A relay that
+    /// shares a small machine with other busy processes may do more on
+    /// fewer threads (fewer wake-ups between them): see docs/benchmarks.md.
+    pub worker_threads: Option<usize>,
     /// Device origins (each device's web service on its own origin);
     /// absent = off.
     pub devices: Option<DeviceOriginSettings>,
@@ -197,6 +201,7 @@ impl Default for RelayConfig {
             telemetry_flush_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             ws_read_buffer: None,
+            worker_threads: None,
             devices: None,
         }
     }
@@ -204,6 +209,8 @@ impl Default for RelayConfig {
 
 /// Shortest internal secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
+/// The most runtime threads `worker_threads` may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 impl RelayConfig {
     /// Checks the values; the message names the wrong one.
@@ -222,6 +229,9 @@ impl RelayConfig {
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
             return Err("idle_timeout must be longer than ping_interval (and ping_interval > 0)".into());
+        }
+        if self.worker_threads.is_some_and(|n| n == 0 || n > MAX_WORKER_THREADS) {
+            return Err(format!("worker_threads must be between 1 and {MAX_WORKER_THREADS}"));
         }
         if self.forward_timeout.is_zero() || self.header_timeout.is_zero() {
             return Err("forward_timeout and header_timeout must be > 0".into());
@@ -319,5 +329,18 @@ mod tests {
         assert!(!shown.contains("a-long-enough-secret"));
         assert!(format!("{c:?}").contains("internal_secret"));
         assert!(!format!("{c:?}").contains("a-long-enough-secret"));
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let mut c = RelayConfig { internal_secret: Some("0123456789abcdef".into()), ..RelayConfig::default() };
+        for ok in [None, Some(1), Some(MAX_WORKER_THREADS)] {
+            c.worker_threads = ok;
+            c.validate().unwrap();
+        }
+        for bad in [0, MAX_WORKER_THREADS + 1] {
+            c.worker_threads = Some(bad);
+            assert!(c.validate().unwrap_err().contains("worker_threads"), "{bad}");
+        }
     }
 }
