@@ -157,8 +157,10 @@ async fn serve(
     // for another relay, if the device moved): both reused per request.
     let mut head = Vec::with_capacity(1024);
     let mut orig = Vec::with_capacity(1024);
+    let mut deadlines = h1::Deadlines::new();
     loop {
-        let next = h1::next_head_until(&mut rd, header_timeout, &shutdown, |req, len| Ok(see(req, len))).await;
+        let next =
+            h1::next_head_until(&mut rd, &mut deadlines, header_timeout, &shutdown, |req, len| Ok(see(req, len))).await;
         let seen = match next {
             // Closed, idle too long, or a head too slow to arrive.
             Ok(None) | Err(H1Error::TimedOut) => break,
@@ -207,16 +209,17 @@ async fn serve(
         orig.clear();
         orig.extend_from_slice(&rd.buffered()[..seen.len]);
         rd.consume(seen.len);
-        let close = match forward(&front, &seen, user, &admitted, &orig, &mut rd, &mut wr, &mut head).await {
-            Ok((status, close)) => {
-                edgelink_observe::record_request("api-server", seen.route, seen.method.as_str(), status, started);
-                close
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, device_id = %seen.id, "forward ended with an error");
-                true
-            }
-        };
+        let close =
+            match forward(&front, &seen, user, &admitted, &orig, &mut rd, &mut wr, &mut head, &mut deadlines).await {
+                Ok((status, close)) => {
+                    edgelink_observe::record_request("api-server", seen.route, seen.method.as_str(), status, started);
+                    close
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, device_id = %seen.id, "forward ended with an error");
+                    true
+                }
+            };
         if close {
             break;
         }
@@ -245,6 +248,7 @@ async fn forward<R, W>(
     rd: &mut Reader<R>,
     wr: &mut W,
     head: &mut Vec<u8>,
+    deadlines: &mut h1::Deadlines,
 ) -> Result<(u16, bool), H1Error>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -311,7 +315,7 @@ where
             };
             let local = DeviceAnswers { relay_url: &route.relay_url, ..base };
             let mut upstream = relay.take();
-            let exchanged = h1::exchange(rd, wr, &mut upstream, &*relay, &local, &info, head).await;
+            let exchanged = h1::exchange(rd, wr, &mut upstream, &*relay, &local, deadlines, &info, head).await;
             if let Some(conn) = upstream {
                 relay.put(conn);
             }

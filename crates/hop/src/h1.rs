@@ -38,6 +38,55 @@ const ANSWER_HEAD_ROOM: usize = 1024;
 const STREAM_BUF: usize = 32 * 1024;
 const UPSTREAM_BUF: usize = 64 * 1024;
 
+/// The two deadlines of one connection (its next request head's and the
+/// answer's), kept for the connection's life. tokio moves a registered
+/// timer to a later deadline with one atomic store, where a timeout per
+/// request registered a timer in the runtime's wheel and cancelled it
+/// again, under the wheel's lock, once for the head and once for the
+/// answer of every request.
+pub struct Deadlines {
+    head: std::pin::Pin<Box<tokio::time::Sleep>>,
+    answer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl std::fmt::Debug for Deadlines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deadlines").finish_non_exhaustive()
+    }
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deadlines {
+    /// Unset deadlines (must be made on a tokio runtime with time).
+    pub fn new() -> Self {
+        // Set for real before each use; the first use registers them.
+        let later = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        Deadlines { head: Box::pin(tokio::time::sleep_until(later)), answer: Box::pin(tokio::time::sleep_until(later)) }
+    }
+}
+
+/// `fut`, failing with `TimedOut` once `timer` (set to the deadline by
+/// the caller) has elapsed; without a timer, unlimited.
+async fn within<T>(
+    timer: Option<std::pin::Pin<&mut tokio::time::Sleep>>,
+    fut: impl std::future::Future<Output = Result<T, H1Error>>,
+) -> Result<T, H1Error> {
+    let Some(mut timer) = timer else { return fut.await };
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        timer.as_mut().poll(cx).map(|()| Err(H1Error::TimedOut))
+    })
+    .await
+}
+
 /// Why a message could not be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
@@ -202,7 +251,10 @@ struct ResponseInfo {
 }
 
 pub(crate) fn connection_has(value: &[u8], token: &str) -> bool {
-    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    // Asked for every header of every message: most names are longer than
+    // the whole of the usual `keep-alive`.
+    value.len() >= token.len()
+        && value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// What httparse said of a head: its length, `None` while incomplete, or
@@ -893,6 +945,7 @@ where
 /// connection ended, or stayed idle for `timeout`, between requests.
 pub async fn next_head<R, T>(
     rd: &mut Reader<R>,
+    deadlines: &mut Deadlines,
     timeout: Duration,
     mut f: impl FnMut(&httparse::Request<'_, '_>, usize) -> Result<T, H1Error>,
 ) -> Result<Option<T>, H1Error>
@@ -900,7 +953,8 @@ where
     R: AsyncRead + Unpin,
 {
     let limit = edgelink_protocol::limits::MAX_HEADER_BYTES;
-    let read = tokio::time::timeout(timeout, async {
+    deadlines.head.as_mut().reset(tokio::time::Instant::now() + timeout);
+    let read = within(Some(deadlines.head.as_mut()), async {
         loop {
             if let Some(parsed) = request_head(rd.buffered(), &mut f)? {
                 return Ok(Some(parsed));
@@ -915,9 +969,8 @@ where
     })
     .await;
     match read {
-        Ok(r) => r,
-        Err(_) if rd.buffered().is_empty() => Ok(None),
-        Err(_) => Err(H1Error::TimedOut),
+        Err(H1Error::TimedOut) if rd.buffered().is_empty() => Ok(None),
+        other => other,
     }
 }
 
@@ -925,6 +978,7 @@ where
 /// as `shutdown` is cancelled while no request is under way on it.
 pub async fn next_head_until<R, T>(
     rd: &mut Reader<R>,
+    deadlines: &mut Deadlines,
     timeout: Duration,
     shutdown: &tokio_util::sync::CancellationToken,
     f: impl FnMut(&httparse::Request<'_, '_>, usize) -> Result<T, H1Error>,
@@ -936,7 +990,7 @@ where
     tokio::select! {
         biased;
         _ = shutdown.cancelled(), if idle => Ok(None),
-        next = next_head(rd, timeout, f) => next,
+        next = next_head(rd, deadlines, timeout, f) => next,
     }
 }
 
@@ -953,10 +1007,11 @@ where
     L: Local + ?Sized,
 {
     let mut head = Vec::with_capacity(1024);
+    let mut deadlines = Deadlines::new();
     let rw = Rewrite { host: Some(&target.authority), prefix: &target.path_prefix, ..Rewrite::default() };
     loop {
         head.clear();
-        let next = next_head(rd, target.header_timeout, |req, len| {
+        let next = next_head(rd, &mut deadlines, target.header_timeout, |req, len| {
             head.clear();
             Ok((len, rewrite_request(req, &rw, &mut head)?))
         })
@@ -991,7 +1046,7 @@ where
             continue;
         }
 
-        match exchange(rd, wr, upstream, target, local, &req, &head).await? {
+        match exchange(rd, wr, upstream, target, local, &mut deadlines, &req, &head).await? {
             (After::KeepAlive, _) if !req.close => {}
             _ => return Ok(()),
         }
@@ -1012,13 +1067,16 @@ pub enum After {
 /// to `wr`; returns what the caller's connection does next and the status
 /// written. `upstream` is left holding the connection when it can carry
 /// another request. Failures before an answer started are `local`'s
-/// failure answers; an answer `101` to an upgrade splices the two.
+/// failure answers; an answer `101` to an upgrade splices the two. The
+/// answer's deadline ([`Local::answer_timeout`]) is one of `deadlines`.
+#[allow(clippy::too_many_arguments)]
 pub async fn exchange<R, W, D, L>(
     rd: &mut Reader<R>,
     wr: &mut W,
     upstream: &mut Option<Upstream<D::R, D::W>>,
     dial: &D,
     local: &L,
+    deadlines: &mut Deadlines,
     req: &RequestInfo,
     head: &[u8],
 ) -> Result<(After, u16), H1Error>
@@ -1028,7 +1086,14 @@ where
     D: Dial,
     L: Local + ?Sized,
 {
-    let deadline = local.answer_timeout().map(|t| tokio::time::Instant::now() + t);
+    let timed = match local.answer_timeout() {
+        Some(t) => {
+            deadlines.answer.as_mut().reset(tokio::time::Instant::now() + t);
+            true
+        }
+        None => false,
+    };
+    let timer = &mut deadlines.answer;
     // At most twice: a kept connection found dead under the request is
     // replaced once by a new one (which is not retried).
     loop {
@@ -1039,7 +1104,8 @@ where
         let reused = upstream.is_some();
         let up = match upstream {
             Some(u) => u,
-            None => match within(deadline, async { dial.dial().await.map_err(H1Error::Io) }).await {
+            None => match within(timed.then(|| timer.as_mut()), async { dial.dial().await.map_err(H1Error::Io) }).await
+            {
                 Ok(u) => upstream.insert(u),
                 Err(e) => return fail(rd, wr, req, local, &e).await,
             },
@@ -1074,7 +1140,7 @@ where
                 hung_up(rd).await;
                 H1Error::CallerGone
             };
-            let answer = relay_answer(urd, wr, req, local, deadline, &mut answer_started);
+            let answer = relay_answer(urd, wr, req, local, timed.then(|| timer.as_mut()), &mut answer_started);
             let (mut send_body, mut answer) = (std::pin::pin!(send_body), std::pin::pin!(answer));
             let (mut send_error, mut answered) = (None, None);
             std::future::poll_fn(|cx| {
@@ -1156,17 +1222,6 @@ async fn hung_up<R: AsyncRead + Unpin>(rd: &mut Reader<R>) {
     std::future::pending::<()>().await
 }
 
-/// `fut`, failing with `TimedOut` past `deadline` (if any).
-async fn within<T>(
-    deadline: Option<tokio::time::Instant>,
-    fut: impl std::future::Future<Output = Result<T, H1Error>>,
-) -> Result<T, H1Error> {
-    match deadline {
-        None => fut.await,
-        Some(d) => tokio::time::timeout_at(d, fut).await.map_err(|_| H1Error::TimedOut)?,
-    }
-}
-
 /// Reads the next hop's answer (skipping interim `1xx` ones but a `101`)
 /// and writes it, rewritten, to `wr`; its head must arrive by `deadline`.
 async fn relay_answer<R, W, L>(
@@ -1174,7 +1229,7 @@ async fn relay_answer<R, W, L>(
     wr: &mut W,
     req: &RequestInfo,
     local: &L,
-    deadline: Option<tokio::time::Instant>,
+    deadline: Option<std::pin::Pin<&mut tokio::time::Sleep>>,
     started: &mut bool,
 ) -> Result<ResponseInfo, H1Error>
 where
@@ -1320,6 +1375,41 @@ mod tests {
 
     fn headers<'a>(list: &'a [(&'a str, &'a [u8])]) -> Vec<httparse::Header<'a>> {
         list.iter().map(|(n, v)| httparse::Header { name: n, value: v }).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connections_deadlines_hold_however_often_they_move() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut rd = Reader::new(server, 1024);
+        let mut deadlines = Deadlines::new();
+        let head = |_: &httparse::Request<'_, '_>, len: usize| Ok(len);
+        // Heads in time, each moving the deadline later.
+        for wait in [100, 900, 300] {
+            let send = async {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            };
+            let (got, ()) = tokio::join!(next_head(&mut rd, &mut deadlines, Duration::from_secs(1), head), send);
+            let len = got.unwrap().expect("a head");
+            rd.consume(len);
+        }
+        // A longer wait, then a shorter one than what is left of it: the
+        // shorter deadline is the one kept.
+        let send = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        };
+        let (got, ()) = tokio::join!(next_head(&mut rd, &mut deadlines, Duration::from_secs(5), head), send);
+        rd.consume(got.unwrap().expect("a head"));
+        let started = tokio::time::Instant::now();
+        let idle = next_head(&mut rd, &mut deadlines, Duration::from_secs(1), head).await;
+        assert!(matches!(idle, Ok(None)), "idle connection ends quietly: {idle:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // Half a head when the deadline passes is an error.
+        client.write_all(b"GET / HT").await.unwrap();
+        let cut = next_head(&mut rd, &mut deadlines, Duration::from_secs(2), head).await;
+        assert!(matches!(cut, Err(H1Error::TimedOut)), "{cut:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
     #[test]
@@ -1526,7 +1616,8 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
                 close: false,
             };
             let head = b"GET /x HTTP/1.1\r\n\r\n";
-            let result = exchange(&mut rd, &mut cwr, &mut upstream, &NoDial, &Marker, &req, head).await;
+            let result =
+                exchange(&mut rd, &mut cwr, &mut upstream, &NoDial, &Marker, &mut Deadlines::new(), &req, head).await;
             let (sent, _far) = next_hop.await.unwrap();
             assert_eq!(sent.as_bytes(), head);
             drop((rd, cwr));

@@ -102,9 +102,12 @@ async fn serve<D: Door>(
 ) {
     let (mut rd, mut wr) = listen::front_halves(io);
     let mut head = Vec::with_capacity(1024);
+    let mut deadlines = h1::Deadlines::new();
     loop {
-        let next =
-            h1::next_head_until(&mut rd, header_timeout, &shutdown, |req, len| Ok(door.see(req, len, &mut head))).await;
+        let next = h1::next_head_until(&mut rd, &mut deadlines, header_timeout, &shutdown, |req, len| {
+            Ok(door.see(req, len, &mut head))
+        })
+        .await;
         let taken = match next {
             // Closed, idle too long, or a head too slow to arrive.
             Ok(None) | Err(H1Error::TimedOut) => break,
@@ -122,8 +125,17 @@ async fn serve<D: Door>(
         rd.consume(len);
         let started = Instant::now();
         let mut upstream = session.streams.take();
-        let exchanged =
-            h1::exchange(&mut rd, &mut wr, &mut upstream, &Open(&session), door.answers(), &info, &head).await;
+        let exchanged = h1::exchange(
+            &mut rd,
+            &mut wr,
+            &mut upstream,
+            &Open(&session),
+            door.answers(),
+            &mut deadlines,
+            &info,
+            &head,
+        )
+        .await;
         if let Some(conn) = upstream
             && !session.handle.is_closed()
         {
