@@ -250,13 +250,6 @@ struct ResponseInfo {
     instead: Option<Instead>,
 }
 
-pub(crate) fn connection_has(value: &[u8], token: &str) -> bool {
-    // Asked for every header of every message: most names are longer than
-    // the whole of the usual `keep-alive`.
-    value.len() >= token.len()
-        && value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// What httparse said of a head: its length, `None` while incomplete, or
 /// why it is refused.
 pub(crate) fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> Result<Option<usize>, H1Error> {
@@ -268,59 +261,70 @@ pub(crate) fn head_len(parsed: httparse::Result<usize>, what: &'static str) -> R
     }
 }
 
-/// The values of every `Connection` header of a head: kept in place for
-/// the usual few, so parsing a head allocates nothing for them.
-pub(crate) enum ConnectionValues<'b> {
-    /// Up to [`INLINE_CONNECTION_VALUES`], the first `.1` of the array.
-    Inline([&'b [u8]; INLINE_CONNECTION_VALUES], usize),
+/// The tokens of every `Connection` header of a head, split and trimmed
+/// once (each header of the message is looked up in them): kept in place
+/// for the usual few, so parsing a head allocates nothing for them.
+pub(crate) enum ConnectionTokens<'b> {
+    /// Up to [`INLINE_CONNECTION_TOKENS`], the first `.1` of the array.
+    Inline([&'b [u8]; INLINE_CONNECTION_TOKENS], usize),
     /// More than that.
     Heap(Vec<&'b [u8]>),
 }
 
-/// `Connection` headers kept without an allocation.
-const INLINE_CONNECTION_VALUES: usize = 4;
+/// `Connection` tokens kept without an allocation.
+const INLINE_CONNECTION_TOKENS: usize = 6;
 
-impl<'b> std::ops::Deref for ConnectionValues<'b> {
+impl<'b> std::ops::Deref for ConnectionTokens<'b> {
     type Target = [&'b [u8]];
 
     fn deref(&self) -> &[&'b [u8]] {
         match self {
-            ConnectionValues::Inline(values, n) => &values[..*n],
-            ConnectionValues::Heap(values) => values,
+            ConnectionTokens::Inline(tokens, n) => &tokens[..*n],
+            ConnectionTokens::Heap(tokens) => tokens,
         }
     }
 }
 
-/// The values of every `Connection` header.
-pub(crate) fn connection_values<'b>(headers: &[httparse::Header<'b>]) -> ConnectionValues<'b> {
-    let mut values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
-    let mut inline: [&'b [u8]; INLINE_CONNECTION_VALUES] = [&[]; INLINE_CONNECTION_VALUES];
+impl ConnectionTokens<'_> {
+    /// Whether `token` is among them (ASCII case-insensitive).
+    pub(crate) fn has(&self, token: &str) -> bool {
+        self.iter().any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    }
+}
+
+/// The non-empty tokens of every `Connection` header.
+pub(crate) fn connection_tokens<'b>(headers: &[httparse::Header<'b>]) -> ConnectionTokens<'b> {
+    let mut tokens = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii))
+        .filter(|t| !t.is_empty());
+    let mut inline: [&'b [u8]; INLINE_CONNECTION_TOKENS] = [&[]; INLINE_CONNECTION_TOKENS];
     let mut n = 0;
-    for v in values.by_ref() {
-        if n == INLINE_CONNECTION_VALUES {
+    for t in tokens.by_ref() {
+        if n == INLINE_CONNECTION_TOKENS {
             let mut all = inline.to_vec();
-            all.push(v);
-            all.extend(values);
-            return ConnectionValues::Heap(all);
+            all.push(t);
+            all.extend(tokens);
+            return ConnectionTokens::Heap(all);
         }
-        inline[n] = v;
+        inline[n] = t;
         n += 1;
     }
-    ConnectionValues::Inline(inline, n)
+    ConnectionTokens::Inline(inline, n)
 }
 
 /// True when the sender ends the connection after this message: it says
 /// `close`, or speaks HTTP/1.0 without asking for keep-alive.
-pub(crate) fn wants_close(connection: &[&[u8]], version: u8) -> bool {
-    connection.iter().any(|v| connection_has(v, "close"))
-        || (version == 0 && !connection.iter().any(|v| connection_has(v, "keep-alive")))
+pub(crate) fn wants_close(connection: &ConnectionTokens<'_>, version: u8) -> bool {
+    connection.has("close") || (version == 0 && !connection.has("keep-alive"))
 }
 
-pub(crate) fn is_hop_by_hop(name: &str, connection: &[&[u8]], keep_upgrade: bool) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str, connection: &ConnectionTokens<'_>, keep_upgrade: bool) -> bool {
     if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
         return false;
     }
-    listed_hop_by_hop(name) || connection.iter().any(|v| connection_has(v, name))
+    listed_hop_by_hop(name) || connection.has(name)
 }
 
 /// Whether `name` is one of [`crate::headers::HOP_BY_HOP`]: picked by length first, since
@@ -442,7 +446,7 @@ fn header_slots<'b>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADE
 
 /// True when the caller ends the connection after this request.
 pub fn request_closes(req: &httparse::Request<'_, '_>) -> bool {
-    wants_close(&connection_values(req.headers), req.version.unwrap_or(1))
+    wants_close(&connection_tokens(req.headers), req.version.unwrap_or(1))
 }
 
 /// True for requests a front forwarding by heads leaves to a full HTTP
@@ -469,9 +473,8 @@ pub fn rewrite_request(
     if method.eq_ignore_ascii_case("CONNECT") {
         return Err(H1Error::Malformed("CONNECT is not forwarded"));
     }
-    let connection = connection_values(req.headers);
-    let upgrade = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"))
-        && connection.iter().any(|v| connection_has(v, "upgrade"));
+    let connection = connection_tokens(req.headers);
+    let upgrade = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade")) && connection.has("upgrade");
     let close = wants_close(&connection, version);
     let framing = body_framing(req.headers, true)?;
 
@@ -554,7 +557,7 @@ fn rewrite_answer<L: Local + ?Sized>(
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(H1Error::Malformed("status line"));
     };
-    let connection = connection_values(resp.headers);
+    let connection = connection_tokens(resp.headers);
     let switched = status == 101 && request.upgrade;
     let mut framing = if request.method_head || (100..200).contains(&status) || status == 204 || status == 304 {
         Framing::None

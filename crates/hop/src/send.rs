@@ -336,7 +336,7 @@ fn answer_parts(
     raw: &[httparse::Header<'_>],
     head_method: bool,
 ) -> Result<(StatusCode, HeaderMap, Framing, bool), H1Error> {
-    let connection = h1::connection_values(raw);
+    let connection = h1::connection_tokens(raw);
     let switched = status == StatusCode::SWITCHING_PROTOCOLS;
     let code = status.as_u16();
     let framing = if switched || head_method || status.is_informational() || code == 204 || code == 304 {
