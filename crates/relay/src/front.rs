@@ -236,9 +236,11 @@ impl Door for Internal {
 fn authorized(relay: &Relay, headers: &[httparse::Header<'_>]) -> bool {
     let mut found = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("authorization"));
     let (Some(h), None) = (found.next(), found.next()) else { return false };
-    let Ok(value) = std::str::from_utf8(h.value) else { return false };
-    match value.trim().split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => relay.secret_matches(token.trim()),
+    // Bytes, not text: the secret is compared as it came.
+    match h.value.trim_ascii().split_at_checked(6) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer") && token.first() == Some(&b' ') => {
+            relay.secret_matches(token.trim_ascii())
+        }
         _ => false,
     }
 }

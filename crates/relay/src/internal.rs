@@ -40,7 +40,7 @@ async fn require_secret(State(relay): State<Relay>, req: Request, next: Next) ->
     let span = tracing::info_span!("internal", method = %req.method(), path = %path, target_id = %target);
     match edgelink_protocol::bearer::token(req.headers()) {
         None => RelayError::client(ErrorCode::TokenMissing, "internal secret required").into_response_at(&path),
-        Some(given) if !relay.secret_matches(given) => {
+        Some(given) if !relay.secret_matches(given.as_bytes()) => {
             RelayError::client(ErrorCode::TokenInvalid, "internal secret does not match").into_response_at(&path)
         }
         Some(_) => next.run(req).instrument(span).await,

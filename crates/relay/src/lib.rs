@@ -173,9 +173,9 @@ impl Relay {
         self.inner.config.header_timeout
     }
 
-    fn secret_matches(&self, given: &str) -> bool {
+    fn secret_matches(&self, given: &[u8]) -> bool {
         match &self.inner.config.internal_secret {
-            Some(s) => edgelink_auth::secret::ct_eq(given.as_bytes(), s.expose_secret().as_bytes()),
+            Some(s) => edgelink_auth::secret::ct_eq(given, s.expose_secret().as_bytes()),
             None => false,
         }
     }

@@ -294,7 +294,8 @@ struct ConnState {
     out: Vec<u8>,
     /// Writers waiting for `out` to drain.
     out_waiters: Vec<Waker>,
-    streams: HashMap<u32, Arc<StreamShared>>,
+    /// Seeded per process: the peer picks the ids.
+    streams: HashMap<u32, Arc<StreamShared>, foldhash::fast::RandomState>,
     next_id: u32,
     /// The connection has ended: nothing more goes out or comes in.
     closed: bool,
@@ -612,7 +613,7 @@ impl<T: FutRead + FutWrite + Unpin> Connection<T> {
             state: Mutex::new(ConnState {
                 out: Vec::new(),
                 out_waiters: Vec::new(),
-                streams: HashMap::new(),
+                streams: HashMap::default(),
                 next_id: match mode {
                     Mode::Client => 1,
                     Mode::Server => 2,
