@@ -6,6 +6,10 @@
 # time from /proc around the run. On a shared VM these figures move far
 # less than requests per second do: to compare two commits, run this in a
 # checkout of each (separate CARGO_TARGET_DIRs), alternating, ROUNDS ≥ 2.
+# Each process's time is split into user space and kernel (utime / stime).
+# With rathole installed, its TCP tunnel (server + client, the shared
+# benchmark's configs) to the same origin is measured the same way, as
+# the anchor for the relay path.
 #
 #   bench/cpu.sh                 # one round, 8 s per cell
 #   ROUNDS=3 DURATION=6 bench/cpu.sh
@@ -40,27 +44,55 @@ USER_URL=$(field 'user path: ' 2); USER_H=$(field 'user path: ' 1)
 ORIGIN_URL=$(field 'origin path:' 2); ORIGIN_H=$(field 'origin path:' 1)
 pid() { sed -n "s/^pids: .*$1 \\([0-9]*\\).*/\\1/p" "$W/hold.log"; }
 API_PID=$(pid api-server); RELAY_PID=$(pid remote-proxy); AGENT_PID=$(pid edge-agent)
-TICK=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-per_req() { echo "($2 - $1) * 1000000 / $TICK / $3" | bc -l | xargs printf '%.1f'; }
+# rathole's TCP tunnel to the same origin, if it is installed.
+RH_SERVER=""; RH_CLIENT=""; RH_URL=""
+if command -v rathole >/dev/null; then
+  PEERS_DIR=${PEERS_DIR:-../shared/bench/peers}
+  rh_ctrl=$((PORT_BASE + 40)); rh_pub=$((PORT_BASE + 41))
+  for side in server client; do
+    sed -e "s/__CTRL__/$rh_ctrl/; s/__PUB__/$rh_pub/; s/__ORIGIN__/$PORT_BASE/; s/__TOKEN__/cpu-bench-token/; s/__TRANSPORT__/tcp/" \
+      "$PEERS_DIR/rathole-$side.toml.in" >"$W/rathole-$side.toml"
+  done
+  RUST_LOG=warn setsid rathole --server "$W/rathole-server.toml" >"$W/rathole-server.log" 2>&1 & RH_SERVER=$!
+  RUST_LOG=warn setsid rathole --client "$W/rathole-client.toml" >"$W/rathole-client.log" 2>&1 & RH_CLIENT=$!
+  RH_URL="http://127.0.0.1:$rh_pub/"
+  for _ in $(seq 100); do curl -fs -o /dev/null "${RH_URL}small" && break; sleep 0.1; done
+fi
+stop_rathole() { [ -n "$RH_SERVER" ] && kill "$RH_SERVER" "$RH_CLIENT" 2>/dev/null || true; }
+trap 'stop_rathole; cleanup' EXIT
 
-# One cell: name, url, header, connections.
+TICK=$(getconf CLK_TCK)
+# user and kernel ticks of a process ("0 0" for none)
+ticks() { if [ -n "$1" ]; then awk '{print $14, $15}' "/proc/$1/stat"; else echo "0 0"; fi; }
+per_req() { echo "($2 - $1) * 1000000 / $TICK / $3" | bc -l | xargs printf '%.1f'; }
+# "user + kernel" µs per request from two `ticks` readings
+split() { # before after n
+  local u0 s0 u1 s1
+  read -r u0 s0 <<<"$1"; read -r u1 s1 <<<"$2"
+  echo "$(per_req "$u0" "$u1" "$3") + $(per_req "$s0" "$s1" "$3")"
+}
+
+# One cell: name, url, header, connections, and the pids of its two tunnel
+# ends and of api-server (may be empty).
 cell() {
-  local r0 a0 s0 r1 a1 s1 out n rps p50
-  r0=$(ticks "$RELAY_PID"); a0=$(ticks "$AGENT_PID"); s0=$(ticks "$API_PID")
+  local p1=$5 p2=$6 p3=$7 b1 b2 b3 out n rps p50
+  b1=$(ticks "$p1"); b2=$(ticks "$p2"); b3=$(ticks "$p3")
   out=$(wrk -t"$([ "$4" = 1 ] && echo 1 || echo 2)" -c"$4" -d"${DURATION:-8}s" --latency -H "$3" "$2")
-  r1=$(ticks "$RELAY_PID"); a1=$(ticks "$AGENT_PID"); s1=$(ticks "$API_PID")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  echo "| $1 | c$4 | $rps | $p50 | $(per_req "$r0" "$r1" "$n") | $(per_req "$a0" "$a1" "$n") | $(per_req "$s0" "$s1" "$n") |"
+  echo "| $1 | c$4 | $rps | $p50 | $(split "$b1" "$(ticks "$p1")" "$n") | $(split "$b2" "$(ticks "$p2")" "$n") | $(split "$b3" "$(ticks "$p3")" "$n") |"
 }
 
-echo "| path | conns | req/s | p50 | remote-proxy µs/req | edge-agent µs/req | api-server µs/req |"
+echo "CPU µs per request, user space + kernel:"
+echo
+echo "| path | conns | req/s | p50 | relay end (remote-proxy / rathole server) | device end (edge-agent / rathole client) | api-server |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 for _ in $(seq "${ROUNDS:-1}"); do
-  cell relay "${RELAY_URL}small" "$RELAY_H" 64
-  cell relay "${RELAY_URL}small" "$RELAY_H" 1
-  cell origin "${ORIGIN_URL}small" "$ORIGIN_H" 64
-  cell user "${USER_URL}small" "$USER_H" 64
+  cell relay "${RELAY_URL}small" "$RELAY_H" 64 "$RELAY_PID" "$AGENT_PID" "$API_PID"
+  [ -n "$RH_URL" ] && cell rathole "${RH_URL}small" "X-Bench: 1" 64 "$RH_SERVER" "$RH_CLIENT" ""
+  cell relay "${RELAY_URL}small" "$RELAY_H" 1 "$RELAY_PID" "$AGENT_PID" "$API_PID"
+  [ -n "$RH_URL" ] && cell rathole "${RH_URL}small" "X-Bench: 1" 1 "$RH_SERVER" "$RH_CLIENT" ""
+  cell origin "${ORIGIN_URL}small" "$ORIGIN_H" 64 "$RELAY_PID" "$AGENT_PID" "$API_PID"
+  cell user "${USER_URL}small" "$USER_H" 64 "$RELAY_PID" "$AGENT_PID" "$API_PID"
 done
