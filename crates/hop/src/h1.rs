@@ -1107,11 +1107,12 @@ where
         let reused = upstream.is_some();
         let up = match upstream {
             Some(u) => u,
-            None => match within(timed.then(|| timer.as_mut()), async { dial.dial().await.map_err(H1Error::Io) }).await
-            {
-                Ok(u) => upstream.insert(u),
-                Err(e) => return fail(rd, wr, req, local, &e).await,
-            },
+            None => {
+                match within(timed.then_some(timer.as_mut()), async { dial.dial().await.map_err(H1Error::Io) }).await {
+                    Ok(u) => upstream.insert(u),
+                    Err(e) => return fail(rd, wr, req, local, &e).await,
+                }
+            }
         };
         if let Err(e) = up.wr.write_all(head).await {
             *upstream = None;
@@ -1143,7 +1144,7 @@ where
                 hung_up(rd).await;
                 H1Error::CallerGone
             };
-            let answer = relay_answer(urd, wr, req, local, timed.then(|| timer.as_mut()), &mut answer_started);
+            let answer = relay_answer(urd, wr, req, local, timed.then_some(timer.as_mut()), &mut answer_started);
             let (mut send_body, mut answer) = (std::pin::pin!(send_body), std::pin::pin!(answer));
             let (mut send_error, mut answered) = (None, None);
             std::future::poll_fn(|cx| {
