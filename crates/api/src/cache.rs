@@ -14,16 +14,20 @@ use std::time::{Duration, Instant};
 pub struct TtlCache<K, V> {
     ttl: Duration,
     max: usize,
-    map: Mutex<HashMap<K, (V, Instant)>>,
+    map: Mutex<Map<K, V>>,
 }
+
+/// Looked up on every forwarded request: a seeded foldhash, cheaper than
+/// SipHash on the session ids and device ids these are keyed by.
+type Map<K, V> = HashMap<K, (V, Instant), foldhash::fast::RandomState>;
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Entries live `ttl`; at most `max` are kept.
     pub fn new(ttl: Duration, max: usize) -> Self {
-        TtlCache { ttl, max, map: Mutex::new(HashMap::new()) }
+        TtlCache { ttl, max, map: Mutex::new(HashMap::default()) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map<K, V>> {
         match self.map.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),

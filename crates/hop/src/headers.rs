@@ -60,7 +60,7 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Report-To, Clear-Site-Data, HSTS, Alt-Svc, Accept-CH, caching policy,
 /// authentication challenges, links) would act on that origin's browser
 /// state or on other users, and is dropped.
-const DEVICE_RESPONSE_ALLOWED: &[&str] = &[
+pub const DEVICE_RESPONSE_ALLOWED: &[&str] = &[
     "content-type",
     "content-length",
     "content-encoding",
@@ -83,10 +83,29 @@ const DEVICE_RESPONSE_ALLOWED: &[&str] = &[
     "sec-websocket-extensions",
 ];
 
-/// True when a device's answer may carry this header (lower case) to a
-/// browser (see `DEVICE_RESPONSE_ALLOWED`).
+/// True when a device's answer may carry this header (any case) to a
+/// browser (see `DEVICE_RESPONSE_ALLOWED`). Asked for every header of
+/// every answer on the device paths: the names are picked by length first
+/// (a test checks this against the list).
 pub fn device_response_allowed(name: &str) -> bool {
-    DEVICE_RESPONSE_ALLOWED.iter().any(|a| a.eq_ignore_ascii_case(name))
+    let candidates: &[&str] = match name.len() {
+        4 => &["etag", "vary", "date"],
+        7 => &["upgrade"],
+        8 => &["location"],
+        10 => &["connection"],
+        11 => &["retry-after"],
+        12 => &["content-type"],
+        13 => &["content-range", "accept-ranges", "last-modified"],
+        14 => &["content-length"],
+        15 => &["x-frame-options"],
+        16 => &["content-encoding", "content-language"],
+        19 => &["content-disposition"],
+        20 => &["sec-websocket-accept"],
+        22 => &["sec-websocket-protocol"],
+        24 => &["sec-websocket-extensions"],
+        _ => return false,
+    };
+    candidates.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 /// Keeps only the device response headers on the allowlist (see
@@ -103,6 +122,25 @@ pub fn allow_device_response(headers: &mut HeaderMap) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allowlist_by_length_is_the_list() {
+        for name in DEVICE_RESPONSE_ALLOWED {
+            assert!(device_response_allowed(name), "{name}");
+            assert!(device_response_allowed(&name.to_ascii_uppercase()), "{name}");
+        }
+        let others = ["set-cookie", "etag2", "dat", "content-typo", "access-control-allow-origin", "", "link"];
+        for name in
+            others.iter().chain(crate::headers::HOP_BY_HOP.iter().filter(|h| **h != "connection" && **h != "upgrade"))
+        {
+            assert_eq!(
+                device_response_allowed(name),
+                DEVICE_RESPONSE_ALLOWED.iter().any(|a| a.eq_ignore_ascii_case(name)),
+                "{name}"
+            );
+            assert!(!device_response_allowed(name), "{name}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_go_but_upgrade_can_stay() {
