@@ -214,10 +214,8 @@ async fn intermediaries_connect_per_the_document_run_commands_and_fail_over() {
         let _ = e.read_to_string(&mut agent_log).await;
     }
     let server_log = captured.text();
-    // (Not "command submitted": run beside the module's other tests, which
-    // hit that callsite on their threads first, this thread's capture
-    // misses it though it sees the hub's other events.)
     assert!(server_log.contains("intermediary registered"), "the capture saw api-server's log");
+    assert!(server_log.contains("command submitted"), "the capture saw events other tests' threads reach first");
     assert!(agent_log.contains("executing"), "the capture saw edge-agent's log");
     for (what, secret) in [
         ("password", OpenSsh::PASSWORD),
