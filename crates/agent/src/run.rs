@@ -40,6 +40,9 @@ pub async fn run(
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let auth = AuthClient::new(http, &config.api_url, &device_id);
     let prefix = crate::config::local_base_path(&config.local_service);
+    // Announced when dialing: a relay that takes it writes requests for the
+    // local service, and streams are then spliced to it (protocol §5).
+    let offer = format!("{authority}{prefix}");
     let ctx = Arc::new(StreamContext::new(&device_id, authority, prefix, config.request_timeout));
     let handler = config.message_handler();
     if handler.is_none() {
@@ -66,13 +69,19 @@ pub async fn run(
                 }
             };
             let ctx_in = ctx.clone();
-            let dialled = edgelink_tunnel::dial(
+            let dialled = edgelink_tunnel::dial_with(
                 &config.tunnel_url,
                 t.access.expose_secret(),
+                Some(&offer),
                 tls.clone(),
                 config.request_timeout,
                 &tunnel_cfg,
-                move |s| spawn_stream(ctx_in.clone(), s),
+                move |splice| {
+                    if splice {
+                        tracing::debug!("the relay writes requests for the local service: streams are spliced");
+                    }
+                    move |s| spawn_stream(ctx_in.clone(), s, splice)
+                },
             )
             .await;
             match dialled {

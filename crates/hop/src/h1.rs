@@ -136,6 +136,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         Reader { inner, buf: vec![0; INITIAL_BUF.min(max)], pos: 0, end: 0, max }
     }
 
+    /// Puts `bytes` before what is buffered, as if read first.
+    pub(crate) fn put_back(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut buf = Vec::with_capacity((bytes.len() + self.end - self.pos).max(self.buf.len()));
+        buf.extend_from_slice(bytes);
+        buf.extend_from_slice(&self.buf[self.pos..self.end]);
+        let end = buf.len();
+        buf.resize(buf.capacity(), 0);
+        (self.buf, self.pos, self.end) = (buf, 0, end);
+    }
+
     /// Bytes read and not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..self.end]
@@ -492,7 +505,13 @@ pub fn rewrite_request(
     if let Some(host) = rw.host {
         put_header(out, b"host", host.as_bytes());
     }
-    let forwarded_host = req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-forwarded-host"));
+    // The original `Host` is kept as `X-Forwarded-Host` unless one goes on
+    // anyway (the caller's, not dropped, or one this hop adds).
+    let is_forwarded_host = |name: &str| name.eq_ignore_ascii_case("x-forwarded-host");
+    let forwarded_host = rw.host.is_some()
+        && (rw.add.iter().any(|(n, _)| is_forwarded_host(n))
+            || (!rw.drop.iter().any(|n| is_forwarded_host(n))
+                && req.headers.iter().any(|h| is_forwarded_host(h.name))));
     for h in req.headers.iter() {
         if rw.host.is_some() && h.name.eq_ignore_ascii_case("host") {
             if !forwarded_host {
@@ -934,8 +953,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     L: Local + ?Sized,
 {
+    serve_stream_after(stream, &[], target, local).await;
+}
+
+/// [`serve_stream`] on a stream whose first bytes, `read`, were already
+/// taken from it.
+pub async fn serve_stream_after<S, L>(stream: S, read: &[u8], target: &Target, local: &L)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    L: Local + ?Sized,
+{
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = Reader::new(rd, STREAM_BUF);
+    rd.put_back(read);
     let mut upstream = None;
     if let Err(e) = serve_loop(&mut rd, &mut wr, &mut upstream, target, local).await {
         tracing::debug!(error = %e, "stream ended with an error");

@@ -16,6 +16,7 @@
 //! * [`challenge`]: the text a device signs to prove its key.
 //! * [`time`]: the one wire format of instants.
 //! * [`origin`]: web origins compared as browsers compare them.
+//! * [`local_origin`]: the device's local service, as it announces it when it dials.
 //! * [`net`]: address blocks (allowlists, trusted proxies).
 //! * [`ssh`]: SSH host-key fingerprints as requests and configuration name them.
 //! * [`error`]: the JSON error body every edgelink HTTP endpoint returns.
@@ -27,6 +28,7 @@ pub mod close;
 pub mod error;
 pub mod heartbeat;
 pub mod limits;
+pub mod local_origin;
 pub mod net;
 pub mod origin;
 pub mod paths;

@@ -163,13 +163,23 @@ where
     R: tokio::io::AsyncRead + Unpin,
 {
     let add: Vec<(&str, &str)> = checked.add.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let rw = Rewrite { drop: checked.drop, add: &add, ..Rewrite::default() };
+    let rw = Rewrite { drop: checked.drop, add: &add, ..for_device(&checked.session) };
     let parsed = h1::request_head(rd.buffered(), |req, len| {
         head.clear();
         Ok((len, h1::rewrite_request(req, &rw, head)?))
     });
     let (len, info) = parsed.ok()??;
     Some(Taken { len, info, session: checked.session, route: checked.route })
+}
+
+/// The rewrite every request to `session`'s device gets: none, or, when the
+/// device announced its local service, that service's `Host` and base path
+/// (the device then splices the stream to it as it is).
+fn for_device(session: &LiveSession) -> Rewrite<'_> {
+    match session.local_origin.as_deref() {
+        Some(o) => Rewrite { host: Some(&o.authority), prefix: &o.prefix, ..Rewrite::default() },
+        None => Rewrite::default(),
+    }
 }
 
 /// A live session on this relay, by session or device id.
@@ -215,7 +225,7 @@ impl Door for Internal {
             "/" => "/internal/forward/{id}/",
             _ => "/internal/forward/{id}/{*path}",
         };
-        let rw = Rewrite { strip: &path[..FORWARD.len() + id.len()], drop: &["authorization"], ..Rewrite::default() };
+        let rw = Rewrite { strip: &path[..FORWARD.len() + id.len()], drop: &["authorization"], ..for_device(&session) };
         head.clear();
         match h1::rewrite_request(req, &rw, head) {
             Ok(info) => Seen::Forward(Taken { len, info, session, route }),

@@ -14,9 +14,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response, header};
 use edgelink_hop::Pending;
 use edgelink_hop::send::{self, Conn, Outgoing};
+use edgelink_protocol::error::ErrorCode;
+use edgelink_protocol::local_origin::LocalOrigin;
 
 use crate::error::RelayError;
 use crate::registry::LiveSession;
@@ -66,25 +68,35 @@ pub(crate) async fn open(session: &LiveSession) -> Result<TunnelConn, RelayError
 /// `session`, or a new one, and returns the answer with its body still
 /// streaming. The answer head must arrive within `timeout`; a kept stream
 /// found dead is replaced once.
+///
+/// A request for the agent's control API goes on a stream of its own,
+/// never kept: a device that splices its streams to its local service
+/// (docs/protocol.md §5) tells the two apart by a stream's first request.
+/// Any other request to such a device is written for its local service.
 pub async fn exchange(
     session: &Arc<LiveSession>,
-    req: Request<Body>,
+    mut req: Request<Body>,
     pending: Pending,
     timeout: Duration,
 ) -> Result<Response<Body>, RelayError> {
+    let control = edgelink_protocol::paths::is_control_path(req.uri().path());
+    if !control && let Some(o) = session.local_origin.as_deref() {
+        for_local_service(&mut req, o)?;
+    }
     let mut out = Outgoing::new(req, pending, &session.id);
     let attempt = async {
-        let kept = session.streams.take();
+        let kept = if control { None } else { session.streams.take() };
         let reused = kept.is_some();
         let conn = match kept {
             Some(c) => c,
             None => open(session).await?,
         };
-        match send::send(conn, &mut out, back_to(session)).await {
+        let back = || -> send::Back<Counted> { if control { Box::new(drop::<TunnelConn>) } else { back_to(session) } };
+        match send::send(conn, &mut out, back()).await {
             Err(e) if e.retry && reused => {
                 tracing::debug!(error = %e, "kept stream died; retrying on a new one");
                 let conn = open(session).await?;
-                send::send(conn, &mut out, back_to(session)).await
+                send::send(conn, &mut out, back()).await
             }
             other => other,
         }
@@ -93,6 +105,28 @@ pub async fn exchange(
     let resp = tokio::time::timeout(timeout, attempt).await.map_err(|_| RelayError::DeviceTimeout)??;
     Ok(resp.map(Body::new))
 }
+
+/// `req` as the device's local service `o` takes it: its `Host` (the
+/// original kept as `X-Forwarded-Host` unless the request has one) and its
+/// base path before the target.
+fn for_local_service<B>(req: &mut Request<B>, o: &LocalOrigin) -> Result<(), RelayError> {
+    let bad = |_| RelayError::client(ErrorCode::BadRequest, "bad target path");
+    if !o.prefix.is_empty() {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = format!("{}{target}", o.prefix).parse().map_err(bad)?;
+    }
+    let host = HeaderValue::from_str(&o.authority).map_err(|_| RelayError::Device("bad local origin".into()))?;
+    let headers = req.headers_mut();
+    match headers.insert(header::HOST, host) {
+        Some(original) if !headers.contains_key(X_FORWARDED_HOST) => {
+            headers.insert(X_FORWARDED_HOST, original);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn back_to(session: &Arc<LiveSession>) -> send::Back<Counted> {
     let session = session.clone();

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use edgelink_internal_api::SessionSummary;
 use edgelink_protocol::close::CloseReason;
+use edgelink_protocol::local_origin::LocalOrigin;
 use edgelink_tunnel::Handle;
 
 use crate::error::rfc3339_ms;
@@ -35,6 +36,10 @@ pub struct LiveSession {
     pub streams: crate::pool::Idle,
     /// Streams the relay may still open to the device ([`crate::pool::budget`]).
     pub budget: Arc<tokio::sync::Semaphore>,
+    /// The device's local service, when it announced one the relay
+    /// accepted: requests are then written for it (`Host`, base path) and
+    /// the device may splice streams to it (docs/protocol.md §5).
+    pub local_origin: Option<Box<LocalOrigin>>,
 }
 
 impl LiveSession {

@@ -11,6 +11,7 @@ use axum::response::Response;
 use edgelink_auth::token::TokenError;
 use edgelink_protocol::close::CloseReason;
 use edgelink_protocol::error::ErrorCode;
+use edgelink_protocol::local_origin::{self, LocalOrigin};
 use edgelink_protocol::{bearer, paths};
 use edgelink_store::{TunnelSession, now_ms};
 use tracing::Instrument;
@@ -67,6 +68,21 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
 
     let (upgrade_answer, upgrade) =
         edgelink_tunnel::accept(&mut req).map_err(|e| RelayError::client(ErrorCode::BadRequest, e.to_string()))?;
+    // One announced local service, well formed, or none: a device whose
+    // announcement is not taken keeps streams parsed by heads.
+    let (local_origin, echo) = {
+        let mut offered = req.headers().get_all(local_origin::HEADER).iter();
+        match (offered.next(), offered.next()) {
+            (Some(v), None) => match LocalOrigin::parse(v.as_bytes()) {
+                Some(o) => (Some(Box::new(o)), Some(v.clone())),
+                None => {
+                    tracing::info!(device_id = %claims.sub, "ignoring a malformed local origin announcement");
+                    (None, None)
+                }
+            },
+            _ => (None, None),
+        }
+    };
 
     let session_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("tunnel", session_id = %session_id, device_id = %claims.sub);
@@ -95,7 +111,10 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
             }))
             .await;
             match started {
-                Ok(session) => run_session(relay2, session, id2, claims.sub, claims.owner, addr, registered_tx).await,
+                Ok(session) => {
+                    let device = Device { id: claims.sub, owner: claims.owner, addr, local_origin };
+                    run_session(relay2, session, id2, device, registered_tx).await
+                }
                 Err(e) => tracing::info!(error = %e, "tunnel upgrade failed"),
             }
         }
@@ -106,19 +125,29 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
     if let Ok(v) = HeaderValue::from_str(&session_id) {
         resp.headers_mut().insert(paths::SESSION_HEADER, v);
     }
+    if let Some(v) = echo {
+        resp.headers_mut().insert(local_origin::HEADER, v);
+    }
     Ok(resp)
+}
+
+/// The device at the other end of a session.
+struct Device {
+    id: String,
+    owner: String,
+    addr: SocketAddr,
+    local_origin: Option<Box<LocalOrigin>>,
 }
 
 async fn run_session(
     relay: Relay,
     session: edgelink_tunnel::Session,
     id: String,
-    device_id: String,
-    owner_id: String,
-    addr: SocketAddr,
+    device: Device,
     registered: tokio::sync::watch::Sender<bool>,
 ) {
     let edgelink_tunnel::Session { handle, ended } = session;
+    let Device { id: device_id, owner: owner_id, addr, local_origin } = device;
     let now = now_ms();
     let live = Arc::new(LiveSession {
         id: id.clone(),
@@ -131,6 +160,7 @@ async fn run_session(
         handle,
         streams: crate::pool::idle(),
         budget: crate::pool::budget(),
+        local_origin,
     });
     // The store learns of the session before it becomes visible in
     // memory: a session the internal API shows is always in the store.

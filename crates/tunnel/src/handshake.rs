@@ -157,6 +157,26 @@ pub async fn dial<F>(
 where
     F: FnMut(TunnelStream) + Send + 'static,
 {
+    dial_with(url, bearer, None, tls, timeout, config, |_| on_inbound).await
+}
+
+/// [`dial`] announcing the device's local service (`offer`, the value of
+/// `x-edgelink-local-origin`); `make_inbound` is told whether the relay
+/// accepted it (it then writes requests for that service) before the
+/// first stream arrives, and gives the stream handler.
+pub async fn dial_with<F, M>(
+    url: &str,
+    bearer: &str,
+    offer: Option<&str>,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    config: &TunnelConfig,
+    make_inbound: M,
+) -> Result<Session, DialError>
+where
+    F: FnMut(TunnelStream) + Send + 'static,
+    M: FnOnce(bool) -> F,
+{
     let target = Target::parse(url)?;
     let opened = async {
         let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
@@ -171,11 +191,11 @@ where
                 .connect(name, tcp)
                 .await
                 .map_err(|e| DialError::Transient(format!("TLS: {e}")))?;
-            let (tls, early) = upgrade_client(tls, url, bearer).await?;
-            Ok(spawn(tls, &early, Role::Device, config, on_inbound))
+            let up = upgrade_client_with(tls, url, bearer, offer).await?;
+            Ok(spawn(up.io, &up.early, Role::Device, config, make_inbound(up.accepted)))
         } else {
-            let (tcp, early) = upgrade_client(tcp, url, bearer).await?;
-            Ok(spawn(tcp, &early, Role::Device, config, on_inbound))
+            let up = upgrade_client_with(tcp, url, bearer, offer).await?;
+            Ok(spawn(up.io, &up.early, Role::Device, config, make_inbound(up.accepted)))
         }
     };
     match tokio::time::timeout(timeout, opened).await {
@@ -224,7 +244,33 @@ impl Target {
 /// server sent after its `101` answer, ready for [`crate::session::spawn`];
 /// a refusal comes back as a [`DialError`] with the server's JSON error.
 /// It has no deadline of its own: callers bound it (as [`dial`] does).
-pub async fn upgrade_client<S>(mut io: S, url: &str, bearer: &str) -> Result<(S, Vec<u8>), DialError>
+pub async fn upgrade_client<S>(io: S, url: &str, bearer: &str) -> Result<(S, Vec<u8>), DialError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let up = upgrade_client_with(io, url, bearer, None).await?;
+    Ok((up.io, up.early))
+}
+
+/// A connection the server upgraded.
+pub struct Upgraded<S> {
+    /// The connection.
+    pub io: S,
+    /// Bytes the server sent after its `101`.
+    pub early: Vec<u8>,
+    /// The server echoed the offered local origin.
+    pub accepted: bool,
+}
+
+/// [`upgrade_client`] offering the device's local origin (`offer`, see
+/// `edgelink_protocol::local_origin`); `accepted` says whether the relay
+/// echoed it.
+pub async fn upgrade_client_with<S>(
+    mut io: S,
+    url: &str,
+    bearer: &str,
+    offer: Option<&str>,
+) -> Result<Upgraded<S>, DialError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -232,15 +278,24 @@ where
     if HeaderValue::from_str(bearer).is_err() {
         return Err(DialError::Unauthorized(refusal(401, None)));
     }
+    // Whatever the relay makes of it, it cannot end the header line.
+    let offer = offer.filter(|o| o.bytes().all(|b| (0x20..0x7f).contains(&b)));
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
-    let head = format!(
+    let mut head = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {}\r\n\
-         Authorization: Bearer {bearer}\r\n\r\n",
+         Authorization: Bearer {bearer}\r\n",
         target.path_and_query,
         target.authority,
         paths::SUBPROTOCOL,
     );
+    if let Some(o) = offer {
+        head.push_str(edgelink_protocol::local_origin::HEADER);
+        head.push_str(": ");
+        head.push_str(o);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     let lost = |e: std::io::Error| DialError::Transient(format!("handshake: {e}"));
     io.write_all(head.as_bytes()).await.map_err(lost)?;
     io.flush().await.map_err(lost)?;
@@ -289,8 +344,12 @@ where
         if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") || !accepted || !protocol_ok {
             return Err(DialError::Transient("the server's 101 answer is not a WebSocket handshake".into()));
         }
+        let accepted = offer.is_some_and(|o| {
+            let mut echoed = get(edgelink_protocol::local_origin::HEADER);
+            matches!((echoed.next(), echoed.next()), (Some(v), None) if v == o.as_bytes())
+        });
         let early = buf.split_off(head_len);
-        return Ok((io, early));
+        return Ok(Upgraded { io, early, accepted });
     }
 }
 

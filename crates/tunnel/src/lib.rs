@@ -35,7 +35,7 @@ pub mod ws;
 
 use std::time::Duration;
 
-pub use handshake::{AcceptError, DialError, Refusal, Upgrade, accept, dial};
+pub use handshake::{AcceptError, DialError, Refusal, Upgrade, accept, dial, dial_with};
 pub use session::{Ended, Handle, Role, Session, SessionEnd, TunnelStream, Violation};
 pub use ws::{CloseInfo, Side, WsByteStream};
 

@@ -185,3 +185,150 @@ async fn control_paths_unknown_sessions_and_slow_devices_get_error_bodies() {
     assert_eq!(body["error"], "device_timeout");
     agent.stop().await;
 }
+
+/// Reads one request head from a stream a bare device was given.
+async fn head_on(stream: &mut edgelink_tunnel::TunnelStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("a request head within 5 s")
+            .expect("read");
+        assert!(n > 0, "the stream ended before a head: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(head).expect("a text head")
+}
+
+/// A device that announces its local service when it dials gets every
+/// request written for that service (its `Host`, its base path, the
+/// original host kept), on the fast path and the router's, and control
+/// requests on streams of their own: what lets it splice streams as they
+/// are (docs/protocol.md §5). A malformed announcement is not taken.
+#[tokio::test]
+async fn a_device_that_announces_its_local_service_gets_requests_written_for_it() {
+    use edgelink_agent::credentials::AuthClient;
+    use secrecy::ExposeSecret;
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start().await;
+    let device = stack.add_device("alice@example.com").await;
+    let tokens = AuthClient::new(http(), &stack.api_url, &device.id).authenticate(&device.key()).await.unwrap();
+    let tls = edgelink_agent::tls::client_config(None).unwrap();
+    let config = edgelink_tunnel::TunnelConfig::default();
+    let dial = |offer: &'static str| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tls, config, url, token) =
+            (tls.clone(), config.clone(), stack.tunnel_url(), tokens.access.expose_secret().to_owned());
+        async move {
+            let mut accepted = None;
+            let session = edgelink_tunnel::dial_with(
+                &url,
+                &token,
+                Some(offer),
+                tls,
+                std::time::Duration::from_secs(5),
+                &config,
+                |yes| {
+                    accepted = Some(yes);
+                    move |s| {
+                        let _ = tx.send(s);
+                    }
+                },
+            )
+            .await
+            .unwrap();
+            (session, accepted.expect("told before any stream"), rx)
+        }
+    };
+
+    let (_session, accepted, mut inbound) = dial("127.0.0.1:9/base/").await;
+    assert!(accepted, "the relay takes a well-formed local origin");
+    let session = stack.wait_session(&device.id, None).await;
+    let internal_host = stack.internal_url().trim_start_matches("http://").to_owned();
+
+    // The fast path: written for the local service.
+    let client = http();
+    let url = stack.forward_url(&session.token, "/a%20b/c?x=1");
+    let sent = tokio::spawn(client.get(url).bearer_auth(SECRET).header("x-custom", "kept").send());
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), inbound.recv()).await.unwrap().unwrap();
+    let head = head_on(&mut stream).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("GET /base/a%20b/c?x=1 HTTP/1.1\r\n"), "{head}");
+    assert!(lower.contains("\r\nhost: 127.0.0.1:9\r\n"), "{head}");
+    assert!(lower.contains(&format!("\r\nx-forwarded-host: {internal_host}\r\n")), "{head}");
+    assert_eq!(lower.matches("\r\nhost:").count(), 1, "{head}");
+    assert!(lower.contains("\r\nx-custom: kept\r\n") && !lower.contains("authorization"), "{head}");
+    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+    let resp = sent.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ok");
+
+    // A notice goes on a new stream, as the relay wrote it, though a kept
+    // stream (the first one) is idle in the pool.
+    let notified = tokio::spawn({
+        let internal = stack.internal();
+        let token = session.token.clone();
+        async move { internal.notify(&token, "messages").await }
+    });
+    let mut control = tokio::time::timeout(std::time::Duration::from_secs(5), inbound.recv())
+        .await
+        .expect("the notice on a new stream")
+        .unwrap();
+    let head = head_on(&mut control).await;
+    assert!(head.starts_with(&format!("POST {} HTTP/1.1\r\n", edgelink_protocol::paths::NOTIFY)), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("127.0.0.1:9"), "control requests are the agent's: {head}");
+    control.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
+    notified.await.unwrap().unwrap();
+    // ... and that stream is not kept for user requests.
+    let url = stack.forward_url(&session.token, "/next");
+    let sent = tokio::spawn(client.get(url).bearer_auth(SECRET).send());
+    let head = head_on(&mut stream).await;
+    assert!(head.starts_with("GET /base/next HTTP/1.1\r\n"), "the kept user stream carries it: {head}");
+    stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+    assert_eq!(sent.await.unwrap().unwrap().status(), 204);
+
+    // The router's path (an upgrade), with the caller's own forwarded host:
+    // on the kept stream or a new one.
+    let url = stack.forward_url(&session.token, "/ws");
+    let sent = tokio::spawn(
+        client
+            .get(url)
+            .bearer_auth(SECRET)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("x-forwarded-host", "caller.example")
+            .send(),
+    );
+    let (head, mut new) = tokio::select! {
+        head = head_on(&mut stream) => (head, None),
+        s = inbound.recv() => {
+            let mut s = s.expect("stream");
+            (head_on(&mut s).await, Some(s))
+        }
+    };
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("GET /base/ws HTTP/1.1\r\n"), "{head}");
+    assert!(lower.contains("\r\nhost: 127.0.0.1:9\r\n"), "{head}");
+    assert!(lower.contains("\r\nx-forwarded-host: caller.example\r\n"), "{head}");
+    assert_eq!(lower.matches("x-forwarded-host").count(), 1, "{head}");
+    new.as_mut()
+        .unwrap_or(&mut stream)
+        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(sent.await.unwrap().unwrap().status(), 404);
+
+    // A malformed announcement: the tunnel comes up, requests go as sent.
+    let (_second, accepted, mut inbound) = dial("127.0.0.1:9/a b").await;
+    assert!(!accepted, "a malformed local origin is not echoed");
+    let session = stack.wait_session(&device.id, Some(&session.token)).await;
+    let sent = tokio::spawn(client.get(stack.forward_url(&session.token, "/plain")).bearer_auth(SECRET).send());
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), inbound.recv()).await.unwrap().unwrap();
+    let head = head_on(&mut stream).await;
+    assert!(head.starts_with("GET /plain HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("\r\nhost: {internal_host}\r\n")), "{head}");
+    stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+    assert_eq!(sent.await.unwrap().unwrap().status(), 204);
+}
