@@ -93,6 +93,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Idle<S> {
         }
     }
 
+    /// Drops the connections kept longer than the pool keeps them.
+    pub fn expire(&self) {
+        let expired: Vec<_> = {
+            let mut conns = self.lock();
+            let keep = conns.iter().position(|(_, since)| since.elapsed() < self.max_idle).unwrap_or(conns.len());
+            conns.drain(..keep).collect()
+        };
+        drop(expired);
+    }
+
     /// Drops every idle connection.
     pub fn clear(&self) {
         let conns = std::mem::take(&mut *self.lock());
@@ -653,6 +663,24 @@ mod tests {
     fn pair() -> (Conn<DuplexStream>, DuplexStream) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         (Conn::new(a), b)
+    }
+
+    #[tokio::test]
+    async fn expiring_lets_go_of_connections_kept_too_long_only() {
+        let long = Idle::new(std::time::Duration::from_secs(3600), 4);
+        let (conn, _peer) = pair();
+        long.put(conn);
+        long.expire();
+        assert!(long.take().is_some(), "a young connection stays");
+        // Kept for no time at all: every one is too old at once.
+        let none = Idle::new(std::time::Duration::ZERO, 4);
+        let (conn, mut peer2) = pair();
+        none.put(conn);
+        none.expire();
+        assert!(none.take().is_none());
+        // Its peer sees it go.
+        let mut buf = [0u8; 1];
+        assert_eq!(peer2.read(&mut buf).await.unwrap(), 0);
     }
 
     fn keeper() -> (Kept, Back<DuplexStream>) {

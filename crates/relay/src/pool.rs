@@ -25,7 +25,7 @@ use crate::registry::LiveSession;
 
 /// How long an idle pooled stream is kept. Shorter than the agent's
 /// 30 s header timeout, which closes idle streams from its side.
-const POOL_IDLE: Duration = Duration::from_secs(20);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(20);
 /// Idle streams kept per session at most.
 const MAX_IDLE: usize = 64;
 

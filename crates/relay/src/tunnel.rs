@@ -205,7 +205,19 @@ async fn run_session(
     let open = metrics::gauge!("edgelink_tunnels_open");
     open.increment(1.0);
 
-    let end = ended.await;
+    // Kept streams idle too long are let go even when no request comes to
+    // take or return one: a device splicing them holds a connection to its
+    // service for each.
+    let mut ended = ended;
+    let mut sweep =
+        tokio::time::interval_at(tokio::time::Instant::now() + crate::pool::POOL_IDLE, crate::pool::POOL_IDLE);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            end = &mut ended => break end,
+            _ = sweep.tick() => live.streams.expire(),
+        }
+    };
     open.decrement(1.0);
     live.streams.clear();
     relay.registry().remove(&id);
