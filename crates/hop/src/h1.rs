@@ -1557,6 +1557,39 @@ Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nContent
     }
 
     #[test]
+    fn the_original_host_is_forwarded_once_whoever_sets_it() {
+        let host = |head: &str, name: &str| {
+            head.lines().filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:"))).count()
+        };
+        let raw = b"GET /x HTTP/1.1\r\nHost: dev.example\r\nX-Forwarded-Host: forged\r\n\r\n";
+        // The caller's header passes when nothing drops it; none is added.
+        let mut out = Vec::new();
+        rewrite(raw, &to("h:1"), &mut out).unwrap().unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.contains("X-Forwarded-Host: forged\r\n") && host(&head, "x-forwarded-host") == 1, "{head}");
+        // Dropped and set by this hop (a device origin): only this hop's.
+        let rw = Rewrite {
+            host: Some("h:1"),
+            prefix: "/base",
+            drop: &["x-forwarded-host"],
+            add: &[("x-forwarded-host", "dev.example")],
+            ..Rewrite::default()
+        };
+        let mut out = Vec::new();
+        rewrite(raw, &rw, &mut out).unwrap().unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.starts_with("GET /base/x HTTP/1.1\r\nhost: h:1\r\n"), "{head}");
+        assert!(!head.contains("forged") && host(&head, "x-forwarded-host") == 1, "{head}");
+        assert_eq!(host(&head, "host"), 1, "{head}");
+        // Dropped and not set: the original host goes on.
+        let rw = Rewrite { host: Some("h:1"), drop: &["x-forwarded-host"], ..Rewrite::default() };
+        let mut out = Vec::new();
+        rewrite(raw, &rw, &mut out).unwrap().unwrap();
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.contains("x-forwarded-host: dev.example\r\n") && host(&head, "x-forwarded-host") == 1, "{head}");
+    }
+
+    #[test]
     fn every_connection_header_counts_however_many_there_are() {
         for n in [1, 4, 5, 9] {
             let mut raw = String::from("GET / HTTP/1.1\r\n");
