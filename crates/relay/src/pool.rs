@@ -111,8 +111,9 @@ pub async fn exchange(
 /// base path before the target.
 fn for_local_service<B>(req: &mut Request<B>, o: &LocalOrigin) -> Result<(), RelayError> {
     let bad = |_| RelayError::client(ErrorCode::BadRequest, "bad target path");
-    if !o.prefix.is_empty() {
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // Only an origin-form target takes the base path (as the agent did).
+    if !o.prefix.is_empty() && target.starts_with('/') {
         *req.uri_mut() = format!("{}{target}", o.prefix).parse().map_err(bad)?;
     }
     let host = HeaderValue::from_str(&o.authority).map_err(|_| RelayError::Device("bad local origin".into()))?;
