@@ -10,6 +10,8 @@
 #
 # With VIA=user the requests take the user path (api-server with a session
 # cookie → remote-proxy → tunnel → agent) and api-server is counted too.
+# With NEWCONN=1 every request is on a new connection (wrk c1,
+# `Connection: close`), as the new-connection cell of `make bench`.
 #
 #   bench/instructions.sh               # 10 s, dumps under a temp dir
 #   DURATION=20 OUT=/tmp/cg bench/instructions.sh
@@ -54,9 +56,11 @@ URL=$(sed -n "s/^$VIA path: *curl -H '\\(.*\\)' \\(http[^ ]*\\)hello$/\\2/p" "$W
 pid() { sed -n "s/^pids: .*$1 \\([0-9]*\\).*/\\1/p" "$W/hold.log"; }
 declare -A PID=([api]=$(pid api-server) [relay]=$(pid remote-proxy) [agent]=$(pid edge-agent))
 
-wrk -t1 -c8 -d4s -H "$HEADER" "$URL" >/dev/null
+WRK=(wrk -t1 -c8)
+[ "${NEWCONN:-0}" = 1 ] && WRK=(wrk -t1 -c1 -H "Connection: close")
+"${WRK[@]}" -d4s -H "$HEADER" "$URL" >/dev/null
 for p in $PROCS; do callgrind_control -z "${PID[$p]}" >/dev/null; done
-N=$(wrk -t1 -c8 -d"${DURATION:-10}s" -H "$HEADER" "$URL" | awk '/requests in/ {print $1}')
+N=$("${WRK[@]}" -d"${DURATION:-10}s" -H "$HEADER" "$URL" | awk '/requests in/ {print $1}')
 for p in $PROCS; do callgrind_control -d "${PID[$p]}" >/dev/null; done
 echo "| process ($VIA path) | requests | instructions per request |"
 echo "|---|---:|---:|"

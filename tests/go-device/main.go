@@ -72,9 +72,130 @@ func main() {
 	go heartbeat(session)
 	// The relay opens a stream per forwarded connection; a yamux session
 	// is a net.Listener of them.
-	_ = http.Serve(session, routes())
+	_ = http.Serve(wakeListener{session}, routes())
 	code, reason := conn.closed()
 	fmt.Printf("closed %d %s\n", code, reason)
+}
+
+// wakeListener hands out its streams as wakeConns.
+type wakeListener struct{ net.Listener }
+
+func (l wakeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newWakeConn(c), nil
+}
+
+// wakeConn ends a Read that waits when the read deadline moves into the
+// past. Debian's hashicorp/yamux only looks at a stream's deadline when a
+// Read starts (upstream wakes waiting readers since), and net/http moves
+// it into the past to stop its background read when a handler hijacks
+// the connection (a WebSocket upgrade): without this the upgrade would
+// wait for the client's next bytes, which only come after the 101. Reads
+// from the stream run in a goroutine that hands each chunk over.
+type wakeConn struct {
+	net.Conn
+	results chan readResult
+	done    chan struct{}
+	once    sync.Once
+	left    []byte
+	err     error
+
+	mu       sync.Mutex
+	deadline time.Time
+	moved    chan struct{} // closed (and replaced) when the deadline moves
+}
+
+type readResult struct {
+	data []byte
+	err  error
+}
+
+func newWakeConn(c net.Conn) *wakeConn {
+	w := &wakeConn{Conn: c, results: make(chan readResult), done: make(chan struct{}), moved: make(chan struct{})}
+	go w.pump()
+	return w
+}
+
+func (c *wakeConn) pump() {
+	for {
+		buf := make([]byte, 32*1024)
+		n, err := c.Conn.Read(buf)
+		select {
+		case c.results <- readResult{buf[:n], err}:
+		case <-c.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *wakeConn) Read(p []byte) (int, error) {
+	if len(c.left) == 0 && c.err != nil {
+		return 0, c.err
+	}
+	if len(c.left) > 0 {
+		n := copy(p, c.left)
+		c.left = c.left[n:]
+		return n, nil
+	}
+	for {
+		c.mu.Lock()
+		deadline, moved := c.deadline, c.moved
+		c.mu.Unlock()
+		var timeout <-chan time.Time
+		var timer *time.Timer
+		if !deadline.IsZero() {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				return 0, os.ErrDeadlineExceeded
+			}
+			timer = time.NewTimer(wait)
+			timeout = timer.C
+		}
+		select {
+		case r := <-c.results:
+			if timer != nil {
+				timer.Stop()
+			}
+			n := copy(p, r.data)
+			c.left = r.data[n:]
+			if len(c.left) == 0 {
+				return n, r.err
+			}
+			c.err = r.err
+			return n, nil
+		case <-moved:
+			if timer != nil {
+				timer.Stop()
+			}
+		case <-timeout:
+			return 0, os.ErrDeadlineExceeded
+		}
+	}
+}
+
+func (c *wakeConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	close(c.moved)
+	c.moved = make(chan struct{})
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *wakeConn) SetDeadline(t time.Time) error {
+	_ = c.SetReadDeadline(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *wakeConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.Conn.Close()
 }
 
 func check(what string, err error) {

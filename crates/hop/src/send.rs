@@ -86,21 +86,34 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Idle<S> {
     /// Keeps `conn` for the next request (older ones expire here).
     pub fn put(&self, conn: Conn<S>) {
         let now = std::time::Instant::now();
-        let mut conns = self.lock();
-        conns.retain(|(_, since)| now.duration_since(*since) < self.max_idle);
-        if conns.len() < self.max_conns {
-            conns.push((conn, now));
-        }
+        let expired = {
+            let mut conns = self.lock();
+            let expired = Self::expired(&mut conns, now, self.max_idle);
+            if conns.len() < self.max_conns {
+                conns.push((conn, now));
+            }
+            expired
+        };
+        drop(expired);
     }
 
     /// Drops the connections kept longer than the pool keeps them.
     pub fn expire(&self) {
-        let expired: Vec<_> = {
-            let mut conns = self.lock();
-            let keep = conns.iter().position(|(_, since)| since.elapsed() < self.max_idle).unwrap_or(conns.len());
-            conns.drain(..keep).collect()
-        };
+        let expired = Self::expired(&mut self.lock(), std::time::Instant::now(), self.max_idle);
         drop(expired);
+    }
+
+    /// Takes the connections kept `max_idle` or longer at `now` out of
+    /// `conns` (to be dropped outside the lock). Connections go in newest
+    /// last and come out from the end, so the old ones are at the front:
+    /// the scan stops at the first young one.
+    fn expired(
+        conns: &mut Vec<(Conn<S>, std::time::Instant)>,
+        now: std::time::Instant,
+        max_idle: std::time::Duration,
+    ) -> Vec<(Conn<S>, std::time::Instant)> {
+        let keep = conns.iter().position(|(_, since)| now.duration_since(*since) < max_idle).unwrap_or(conns.len());
+        conns.drain(..keep).collect()
     }
 
     /// Drops every idle connection.

@@ -99,16 +99,19 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
             // store writes) is boxed: the task's own state then stays small
             // for as long as the tunnel is up (it was 8 KiB per idle tunnel
             // with them inline).
-            let started = Box::pin(upgrade.into_session(&relay2.tunnel_config(), move |stream| {
-                crate::control::spawn_device_stream(
-                    relay_in.clone(),
-                    id_in.clone(),
-                    device_in.clone(),
-                    &budget,
-                    registered.clone(),
-                    stream,
-                );
-            }))
+            let started = Box::pin(upgrade.into_session_on::<edgelink_hop::listen::Stream, _>(
+                &relay2.tunnel_config(),
+                move |stream| {
+                    crate::control::spawn_device_stream(
+                        relay_in.clone(),
+                        id_in.clone(),
+                        device_in.clone(),
+                        &budget,
+                        registered.clone(),
+                        stream,
+                    );
+                },
+            ))
             .await;
             match started {
                 Ok(session) => {
