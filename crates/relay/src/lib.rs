@@ -298,6 +298,23 @@ pub async fn run_with_devices(
         let stop = stop_refreshing.clone();
         tokio::spawn(async move { relay.keys().refresh_every(jwks_every, stop).await })
     };
+    // Kept streams idle too long are let go even when no request comes to
+    // take or return one (a device splicing its streams holds a connection
+    // to its service for each): one task for every session, so an idle
+    // tunnel holds no timer of its own.
+    let sweeper = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(pool::POOL_IDLE);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                for s in relay.registry().snapshot() {
+                    s.streams.expire();
+                }
+            }
+        })
+    };
     tracing::info!(instance_id = relay.instance_id(), internal_url = relay.internal_url(), "remote-proxy ready");
 
     let stop_accepting = CancellationToken::new();
@@ -342,6 +359,7 @@ pub async fn run_with_devices(
     }
     stop_refreshing.cancel();
     flusher.abort();
+    sweeper.abort();
     if let Err(e) = relay.telemetry().flush().await {
         tracing::warn!(error = %e, "could not write the last telemetry batch");
     }

@@ -121,9 +121,14 @@ impl Registry {
 
     /// Every live session, oldest first.
     pub fn all(&self) -> Vec<Arc<LiveSession>> {
-        let mut v: Vec<_> = self.lock().by_id.values().cloned().collect();
+        let mut v = self.snapshot();
         v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then_with(|| a.id.cmp(&b.id)));
         v
+    }
+
+    /// Every live session, in no order.
+    pub fn snapshot(&self) -> Vec<Arc<LiveSession>> {
+        self.lock().by_id.values().cloned().collect()
     }
 
     /// Number of live sessions.

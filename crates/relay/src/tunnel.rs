@@ -99,19 +99,16 @@ async fn authorize_and_upgrade(relay: &Relay, addr: SocketAddr, mut req: Request
             // store writes) is boxed: the task's own state then stays small
             // for as long as the tunnel is up (it was 8 KiB per idle tunnel
             // with them inline).
-            let started = Box::pin(upgrade.into_session_on::<edgelink_hop::listen::Stream, _>(
-                &relay2.tunnel_config(),
-                move |stream| {
-                    crate::control::spawn_device_stream(
-                        relay_in.clone(),
-                        id_in.clone(),
-                        device_in.clone(),
-                        &budget,
-                        registered.clone(),
-                        stream,
-                    );
-                },
-            ))
+            let started = Box::pin(upgrade.into_session(&relay2.tunnel_config(), move |stream| {
+                crate::control::spawn_device_stream(
+                    relay_in.clone(),
+                    id_in.clone(),
+                    device_in.clone(),
+                    &budget,
+                    registered.clone(),
+                    stream,
+                );
+            }))
             .await;
             match started {
                 Ok(session) => {
@@ -208,19 +205,7 @@ async fn run_session(
     let open = metrics::gauge!("edgelink_tunnels_open");
     open.increment(1.0);
 
-    // Kept streams idle too long are let go even when no request comes to
-    // take or return one: a device splicing them holds a connection to its
-    // service for each.
-    let mut ended = ended;
-    let mut sweep =
-        tokio::time::interval_at(tokio::time::Instant::now() + crate::pool::POOL_IDLE, crate::pool::POOL_IDLE);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let end = loop {
-        tokio::select! {
-            end = &mut ended => break end,
-            _ = sweep.tick() => live.streams.expire(),
-        }
-    };
+    let end = ended.await;
     open.decrement(1.0);
     live.streams.clear();
     relay.registry().remove(&id);

@@ -85,24 +85,6 @@ impl Upgrade {
         // `upgraded`, so there are no early bytes to pass on.
         Ok(spawn(TokioIo::new(upgraded), &[], Role::Relay, config, on_inbound))
     }
-
-    /// [`Upgrade::into_session`] on the connection itself when the server
-    /// served it as `TokioIo<T>`: the session then reads and writes `T`
-    /// directly, not through hyper's boxed upgraded connection (a dynamic
-    /// call and a rewind check on every socket read and write); what hyper
-    /// read past the request head goes first. Any other connection runs as
-    /// `into_session` does.
-    pub async fn into_session_on<T, F>(self, config: &TunnelConfig, on_inbound: F) -> Result<Session, hyper::Error>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        F: FnMut(TunnelStream) + Send + 'static,
-    {
-        let upgraded = self.on_upgrade.await?;
-        Ok(match upgraded.downcast::<TokioIo<T>>() {
-            Ok(parts) => spawn(parts.io.into_inner(), &parts.read_buf, Role::Relay, config, on_inbound),
-            Err(upgraded) => spawn(TokioIo::new(upgraded), &[], Role::Relay, config, on_inbound),
-        })
-    }
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
