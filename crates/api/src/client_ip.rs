@@ -16,6 +16,26 @@ pub use edgelink_protocol::net::Cidr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+/// `ip` as `Display` writes it; an IPv4 address without `fmt` (the user
+/// path writes the caller's address on every forwarded request).
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 /// The client address for a request from `peer` with `headers`.
 pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
     let peer = peer?.ip();
@@ -49,6 +69,20 @@ pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in 0..=255u8 {
+            for ip in [[a, 0, 9, 10], [1, a, 99, 100], [255, 254, a, 0], [10, 0, 0, a]] {
+                let ip = IpAddr::from(ip);
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        for ip in ["::1", "2001:db8::8:800:200c:417a", "::ffff:192.0.2.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
     use axum::http::HeaderValue;
 
     #[test]

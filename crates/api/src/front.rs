@@ -255,7 +255,7 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let state = &front.state;
-    let prefix = format!("/api/v1/devices/{}/http", seen.id);
+    let prefix = ["/api/v1/devices/", seen.id.as_str(), "/http"].concat();
     let base = DeviceAnswers {
         front,
         owner: &user.user.id,
@@ -286,7 +286,7 @@ where
             Ok(r) => r,
             Err(e) => break 'answered own(local, e),
         };
-        let client_ip = admitted.client_ip.map(|ip| ip.to_string());
+        let client_ip = admitted.client_ip.map(crate::client_ip::ip_text);
         let origin = state.public_origin();
         let mut resent = false;
         loop {
@@ -294,7 +294,7 @@ where
                 Ok(r) => r,
                 Err(e) => break 'answered own(local, ApiError::internal(e)),
             };
-            let to = format!("/internal/forward/{}", paths::encode_segment(&route.device_id));
+            let to = ["/internal/forward/", &paths::encode_segment(&route.device_id)].concat();
             let mut add = vec![
                 ("host", relay.authority()),
                 ("authorization", authorization),
