@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 pub use edgelink_protocol::net::Cidr;
 
@@ -36,6 +36,10 @@ pub fn ip_text(ip: IpAddr) -> String {
     s
 }
 
+/// The header trusted proxies append the address they saw to (a name
+/// made once: looked up on every request).
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The client address for a request from `peer` with `headers`.
 pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
     let peer = peer?.ip();
@@ -46,7 +50,7 @@ pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap
     // Right to left: each trusted proxy appended the address it saw.
     let mut client = peer;
     let hops = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

@@ -428,9 +428,7 @@ impl h1::Local for DeviceAnswers<'_> {
         h1::put_header(out, b"content-security-policy", DEVICE_CSP.as_bytes());
         h1::put_header(out, b"x-content-type-options", b"nosniff");
         if let Some(d) = &self.decision {
-            for (name, value) in principal::rate_limit_headers(d) {
-                h1::put_header(out, name.as_bytes(), value.as_bytes());
-            }
+            principal::put_rate_limit_headers(out, d);
         }
     }
 }

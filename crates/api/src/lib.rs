@@ -224,7 +224,7 @@ impl AppState {
     /// The caller's address (see [`client_ip`]).
     fn client_ip(&self, peer: Option<std::net::SocketAddr>, headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
         if self.inner.trusted_proxies.is_empty()
-            && headers.contains_key("x-forwarded-for")
+            && headers.contains_key(&client_ip::X_FORWARDED_FOR)
             && !self.inner.warned_untrusted_proxy.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::warn!(

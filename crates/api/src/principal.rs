@@ -302,6 +302,15 @@ pub(crate) fn rate_limit_headers(d: &edgelink_ratelimit::Decision) -> [(&'static
     ]
 }
 
+/// The same three headers as lines of a head written to `out` (the
+/// forwarding path's answers: no strings made).
+pub(crate) fn put_rate_limit_headers(out: &mut Vec<u8>, d: &edgelink_ratelimit::Decision) {
+    let mut n = itoa::Buffer::new();
+    edgelink_hop::h1::put_header(out, b"x-ratelimit-limit", n.format(d.limit).as_bytes());
+    edgelink_hop::h1::put_header(out, b"x-ratelimit-remaining", n.format(d.remaining).as_bytes());
+    edgelink_hop::h1::put_header(out, b"x-ratelimit-reset", n.format(d.reset_at).as_bytes());
+}
+
 /// A `429` with `Retry-After`, and the decision for the rate-limit headers.
 fn limited(e: ApiError, d: edgelink_ratelimit::Decision) -> Refused {
     Refused::Error(e.retry_after(std::time::Duration::from_secs(d.retry_after)), Some(d))
@@ -584,5 +593,21 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_header_lines_say_what_the_header_strings_say() {
+        for (limit, remaining, reset_at) in [(0, 0, 0), (60, 59, 1_767_225_600), (u32::MAX, 7, -1), (1, 0, i64::MAX)] {
+            let d = edgelink_ratelimit::Decision { allowed: true, limit, remaining, reset_at, retry_after: 1 };
+            let mut lines = Vec::new();
+            put_rate_limit_headers(&mut lines, &d);
+            let expected: String = rate_limit_headers(&d).iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+            assert_eq!(String::from_utf8(lines).unwrap(), expected);
+        }
     }
 }
