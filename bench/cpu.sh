@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # CPU time per request of each edgelink process, path by path: starts the
 # stack of bench/run.sh (CONTENDERS=hold) from this checkout, an nginx
-# origin, and for the relay path (c64, c1), the device origin (c64) and the
-# user path through api-server (c64) runs wrk and reads each process's CPU
-# time from /proc around the run. On a shared VM these figures move far
+# origin, and for the relay path (c64, c1, new connections), the device
+# origin (c64) and the user path through api-server (c64) runs wrk and
+# reads each process's CPU time from /proc around the run. On a shared VM these figures move far
 # less than requests per second do: to compare two commits, run this in a
 # checkout of each (separate CARGO_TARGET_DIRs), alternating, ROUNDS ≥ 2.
 # Each process's time is split into user space and kernel (utime / stime).
+# The c1 and new-connection cells are pinned as the peers benchmark pins
+# them (PIN, below); c64 and the other paths are not.
 # With rathole installed, its TCP tunnel (server + client, the shared
 # benchmark's configs) to the same origin is measured the same way, as
 # the anchor for the relay path.
@@ -72,16 +74,38 @@ split() { # before after n
   echo "$(per_req "$u0" "$u1" "$3") + $(per_req "$s0" "$s1" "$3")"
 }
 
+# The peers benchmark runs its c1 and new-connection cells with wrk on cpu
+# 0 and nginx and every tunnel process on cpu 1 (so one request's work on
+# the far side is serialized on one core, and its CPU time is its
+# latency); PIN=1 (the default on 2+ CPUs) does the same for those cells
+# here, PIN=0 never pins.
+PIN=${PIN:-1}
+{ [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; } || PIN=0
+WRK=(wrk)
+pin() { # on | off
+  [ "$PIN" = 1 ] || return 0
+  local cpus="0-$(($(nproc) - 1))" nginx_pid p
+  [ "$1" = on ] && cpus=1
+  nginx_pid=$(cat "$W/nginx/nginx.pid" 2>/dev/null || true)
+  for p in $API_PID $RELAY_PID $AGENT_PID $RH_SERVER $RH_CLIENT $nginx_pid $( [ -n "$nginx_pid" ] && pgrep -P "$nginx_pid"); do
+    taskset -a -pc "$cpus" "$p" >/dev/null 2>&1 || true
+  done
+  if [ "$1" = on ]; then WRK=(taskset -c 0 wrk); else WRK=(wrk); fi
+}
+
 # One cell: name, url, header, connections, and the pids of its two tunnel
-# ends and of api-server (may be empty).
+# ends and of api-server (may be empty); an 8th argument `close` makes every
+# request a new connection (`Connection: close`, as the peers benchmark's
+# new-connection cell).
 cell() {
-  local p1=$5 p2=$6 p3=$7 b1 b2 b3 out n rps p50
+  local p1=$5 p2=$6 p3=$7 b1 b2 b3 out n rps p50 label="c$4" extra=()
+  [ "${8:-}" = close ] && { label="new conn"; extra=(-H "Connection: close"); }
   b1=$(ticks "$p1"); b2=$(ticks "$p2"); b3=$(ticks "$p3")
-  out=$(wrk -t"$([ "$4" = 1 ] && echo 1 || echo 2)" -c"$4" -d"${DURATION:-8}s" --latency -H "$3" "$2")
+  out=$("${WRK[@]}" -t"$([ "$4" = 1 ] && echo 1 || echo 2)" -c"$4" -d"${DURATION:-8}s" --latency -H "$3" "${extra[@]}" "$2")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  echo "| $1 | c$4 | $rps | $p50 | $(split "$b1" "$(ticks "$p1")" "$n") | $(split "$b2" "$(ticks "$p2")" "$n") | $(split "$b3" "$(ticks "$p3")" "$n") |"
+  echo "| $1 | $label | $rps | $p50 | $(split "$b1" "$(ticks "$p1")" "$n") | $(split "$b2" "$(ticks "$p2")" "$n") | $(split "$b3" "$(ticks "$p3")" "$n") |"
 }
 
 echo "CPU µs per request, user space + kernel:"
@@ -91,8 +115,12 @@ echo "|---|---|---:|---:|---:|---:|---:|"
 for _ in $(seq "${ROUNDS:-1}"); do
   cell relay "${RELAY_URL}small" "$RELAY_H" 64 "$RELAY_PID" "$AGENT_PID" "$API_PID"
   [ -n "$RH_URL" ] && cell rathole "${RH_URL}small" "X-Bench: 1" 64 "$RH_SERVER" "$RH_CLIENT" ""
+  pin on
   cell relay "${RELAY_URL}small" "$RELAY_H" 1 "$RELAY_PID" "$AGENT_PID" "$API_PID"
   [ -n "$RH_URL" ] && cell rathole "${RH_URL}small" "X-Bench: 1" 1 "$RH_SERVER" "$RH_CLIENT" ""
+  cell relay "${RELAY_URL}small" "$RELAY_H" 1 "$RELAY_PID" "$AGENT_PID" "$API_PID" close
+  [ -n "$RH_URL" ] && cell rathole "${RH_URL}small" "X-Bench: 1" 1 "$RH_SERVER" "$RH_CLIENT" "" close
+  pin off
   cell origin "${ORIGIN_URL}small" "$ORIGIN_H" 64 "$RELAY_PID" "$AGENT_PID" "$API_PID"
   cell user "${USER_URL}small" "$USER_H" 64 "$RELAY_PID" "$AGENT_PID" "$API_PID"
 done

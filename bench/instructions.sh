@@ -10,7 +10,9 @@
 #
 # With VIA=user the requests take the user path (api-server with a session
 # cookie → remote-proxy → tunnel → agent) and api-server is counted too.
-# With NEWCONN=1 every request is on a new connection (wrk c1,
+# CONNS sets wrk's connections (8; CONNS=1 counts what one request in
+# flight costs, wake-ups included). With NEWCONN=1 every request is on a
+# new connection (wrk c1,
 # `Connection: close`), as the new-connection cell of `make bench`.
 #
 #   bench/instructions.sh               # 10 s, dumps under a temp dir
@@ -56,7 +58,7 @@ URL=$(sed -n "s/^$VIA path: *curl -H '\\(.*\\)' \\(http[^ ]*\\)hello$/\\2/p" "$W
 pid() { sed -n "s/^pids: .*$1 \\([0-9]*\\).*/\\1/p" "$W/hold.log"; }
 declare -A PID=([api]=$(pid api-server) [relay]=$(pid remote-proxy) [agent]=$(pid edge-agent))
 
-WRK=(wrk -t1 -c8)
+WRK=(wrk -t1 -c"${CONNS:-8}")
 [ "${NEWCONN:-0}" = 1 ] && WRK=(wrk -t1 -c1 -H "Connection: close")
 "${WRK[@]}" -d4s -H "$HEADER" "$URL" >/dev/null
 for p in $PROCS; do callgrind_control -z "${PID[$p]}" >/dev/null; done
