@@ -147,3 +147,80 @@ impl Registry {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session whose tunnel runs over one end of an in-memory pipe (the
+    /// other end is kept, so the tunnel stays up for the test).
+    fn session(id: &str, device: &str, connected_at: i64) -> (Arc<LiveSession>, tokio::io::DuplexStream) {
+        let (io, peer) = tokio::io::duplex(1024);
+        let tunnel = edgelink_tunnel::session::spawn(
+            io,
+            &[],
+            edgelink_tunnel::Role::Relay,
+            &edgelink_tunnel::TunnelConfig::default(),
+            |_| {},
+        );
+        let live = Arc::new(LiveSession {
+            id: id.to_owned(),
+            device_id: device.to_owned(),
+            owner_id: "owner".to_owned(),
+            remote_addr: "127.0.0.1:1".to_owned(),
+            connected_at,
+            last_heartbeat: AtomicI64::new(connected_at),
+            heartbeat_stored_at: AtomicI64::new(connected_at),
+            handle: tunnel.handle,
+            streams: crate::pool::idle(),
+            budget: crate::pool::budget(),
+            local_origin: None,
+        });
+        (live, peer)
+    }
+
+    fn ids(sessions: &[Arc<LiveSession>]) -> Vec<&str> {
+        sessions.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_device_has_one_live_session_and_the_one_it_replaced_is_handed_back() {
+        let registry = Registry::default();
+        let (first, _p1) = session("s1", "d1", 10);
+        let (second, _p2) = session("s2", "d1", 20);
+        assert!(registry.insert(first).is_none());
+        let replaced = registry.insert(second).map(|s| s.id.clone());
+        assert_eq!(replaced.as_deref(), Some("s1"), "the caller closes the old one");
+        assert!(registry.get("s1").is_none());
+        assert_eq!(registry.by_device("d1").map(|s| s.id.clone()).as_deref(), Some("s2"));
+        assert_eq!(registry.len(), 1);
+
+        // The old session's task ends later and removes its id: the
+        // device's new session stays.
+        assert!(registry.remove("s1").is_none());
+        assert_eq!(registry.by_device("d1").map(|s| s.id.clone()).as_deref(), Some("s2"));
+        assert_eq!(registry.remove("s2").map(|s| s.id.clone()).as_deref(), Some("s2"));
+        assert!(registry.by_device("d1").is_none());
+        assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_are_found_by_session_or_device_id_and_listed_oldest_first() {
+        let registry = Registry::default();
+        let (a, _pa) = session("s-a", "d-a", 30);
+        let (b, _pb) = session("s-b", "d-b", 10);
+        let (c, _pc) = session("s-c", "d-c", 10);
+        for s in [a, b, c] {
+            assert!(registry.insert(s).is_none());
+        }
+        assert_eq!(registry.by_session_or_device("s-a").map(|s| s.device_id.clone()).as_deref(), Some("d-a"));
+        assert_eq!(registry.by_session_or_device("d-b").map(|s| s.id.clone()).as_deref(), Some("s-b"));
+        assert!(registry.by_session_or_device("nobody").is_none());
+        assert!(registry.by_device("s-a").is_none(), "a session id is not a device id");
+        assert_eq!(ids(&registry.all()), ["s-b", "s-c", "s-a"], "by connect time, then id");
+        let mut seen = registry.snapshot();
+        seen.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(ids(&seen), ["s-a", "s-b", "s-c"]);
+        assert_eq!(registry.len(), 3);
+    }
+}
