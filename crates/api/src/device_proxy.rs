@@ -317,6 +317,7 @@ async fn forward(state: &AppState, user: &UserPrincipal, id: &str, mut req: Requ
             .is_some_and(|n| n <= RESEND_BODY_MAX);
     let peer = req.extensions().get::<crate::client_ip::ClientAddr>().map(|c| c.0);
     let mut pending = edgelink_hop::prepare(&mut req, &[header::COOKIE, header::AUTHORIZATION]);
+    req.headers_mut().remove(paths::DEVICE_AUTHORIZATION_HEADER);
     set_forwarded(req.headers_mut(), peer, state.public_origin(), &prefix);
     let (parts, body) = req.into_parts();
     // Taken on use: a request is resent at most once.

@@ -50,6 +50,7 @@ const SET_HERE: &[&str] = &[
     "x-forwarded-host",
     "x-forwarded-prefix",
     "forwarded",
+    paths::DEVICE_AUTHORIZATION_HEADER,
 ];
 
 /// The listener's shared state.

@@ -69,6 +69,13 @@ pub const SESSION_HEADER: &str = "x-edgelink-session";
 /// can be negotiated without guessing.
 pub const SUBPROTOCOL: &str = "edgelink.yamux.v1";
 
+/// Relay to relay only: the `Authorization` a device-origin request came
+/// with (the device app's own, e.g. Basic auth) while the internal API's
+/// `Authorization` carries the internal secret. The relay holding the
+/// tunnel gives it back to the device as `Authorization`; api-server and
+/// the device-origin listener drop it from callers.
+pub const DEVICE_AUTHORIZATION_HEADER: &str = "x-edgelink-device-authorization";
+
 /// Set by remote-proxy on the error answers it makes itself (value: the
 /// error name), so an api-server forwarding a user's request can tell them
 /// from the device's own answers (a moved tunnel, a wrong internal secret).

@@ -55,6 +55,11 @@ async fn forward_inner(relay: &Relay, mut req: Request) -> Result<Response, Rela
         .ok_or_else(|| RelayError::client(ErrorCode::SessionNotFound, "no such live session"))?;
     // The caller's credentials for this API are never the device's business.
     let pending = edgelink_hop::prepare(&mut req, &[header::AUTHORIZATION]);
+    // A device-origin request another relay passed on: the device app's
+    // own Authorization (only a holder of the internal secret gets here).
+    if let Some(v) = req.headers_mut().remove(paths::DEVICE_AUTHORIZATION_HEADER) {
+        req.headers_mut().insert(header::AUTHORIZATION, v);
+    }
     *req.uri_mut() = target.parse().map_err(|_| RelayError::client(ErrorCode::BadRequest, "bad target path"))?;
     let mut resp = crate::pool::exchange(&session, req, pending, relay.forward_timeout()).await?;
     // Only the relay's own errors carry this marker; a device cannot forge it.

@@ -215,6 +215,11 @@ impl Door for Internal {
         if id.is_empty() || h1::router_only(req) || !authorized(&self.relay, req.headers) {
             return Seen::Pass;
         }
+        // Another relay's device-origin request with the app's own
+        // Authorization: the router gives it back (forward.rs).
+        if req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(paths::DEVICE_AUTHORIZATION_HEADER)) {
+            return Seen::Pass;
+        }
         let target_path = tail.split('?').next().unwrap_or("");
         if paths::is_control_path(if target_path.is_empty() { "/" } else { target_path }) {
             return Seen::Pass;
@@ -279,7 +284,14 @@ pub struct OriginFacts {
 }
 
 /// Headers the relay sets itself on a device-origin request.
-const ORIGIN_SET: &[&str] = &["cookie", "x-forwarded-for", "forwarded", "x-forwarded-host", "x-forwarded-proto"];
+const ORIGIN_SET: &[&str] = &[
+    "cookie",
+    "x-forwarded-for",
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    paths::DEVICE_AUTHORIZATION_HEADER,
+];
 
 impl Door for Devices {
     type Facts = OriginFacts;

@@ -175,6 +175,7 @@ async fn forward(
     }
     // The pass is the user's credential for edgelink: never the device's.
     edgelink_origins::strip_pass(req.headers_mut());
+    req.headers_mut().remove(paths::DEVICE_AUTHORIZATION_HEADER);
     let forwarded_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin).to_owned();
     let proto = if o.domain.is_secure() { "https" } else { "http" };
     // The device learns who is asking from the connection the relay saw
@@ -209,7 +210,20 @@ async fn forward(
                 .open_session_for_device(&pass.user_id, device_id)
                 .await?
                 .ok_or_else(|| RelayError::client(ErrorCode::DeviceUnavailable, "the device is offline"))?;
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            // The internal API's Authorization is the relays' secret; the
+            // device app's own travels beside it and is given back there.
+            let app_authorization = {
+                let mut all = parts.headers.get_all(header::AUTHORIZATION).iter();
+                match (all.next(), all.next()) {
+                    (Some(v), None) => Some(v.clone()),
+                    _ => None,
+                }
+            };
+            parts.headers.remove(header::AUTHORIZATION);
+            if let Some(v) = app_authorization {
+                parts.headers.insert(paths::DEVICE_AUTHORIZATION_HEADER, v);
+            }
             let body: edgelink_internal_api::forward::BoxBody = http_body_util::BodyExt::boxed_unsync(
                 http_body_util::BodyExt::map_err(body, |e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) }),
             );

@@ -192,13 +192,46 @@ async fn a_relay_that_does_not_hold_the_tunnel_forwards_to_the_one_that_does() {
     let host = format!("{}.devices.localhost:{}", device.id, stack.devices_addr.unwrap().port());
     let resp = reqwest::Client::new()
         .get(format!("http://{second_addr}/hello"))
-        .header("host", host)
-        .header("cookie", pass)
+        .header("host", &host)
+        .header("cookie", &pass)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.unwrap(), origin::HELLO);
+
+    // The device app's own Authorization (Basic auth of a router's admin
+    // page) reaches it through either relay; the header that carries it
+    // from relay to relay cannot be sent by a browser.
+    for at in [second_addr, stack.devices_addr.unwrap()] {
+        let seen: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{at}/headers"))
+            .header("host", &host)
+            .header("cookie", &pass)
+            .header("authorization", "Basic YWRtaW46YWRtaW4=")
+            .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(seen["authorization"], "Basic YWRtaW46YWRtaW4=", "via {at}: {seen}");
+        assert!(seen.get("x-edgelink-device-authorization").is_none(), "via {at}: {seen}");
+        assert!(seen.get("cookie").is_none(), "the pass stays with the relays: {seen}");
+    }
+    let seen: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{second_addr}/headers"))
+        .header("host", &host)
+        .header("cookie", &pass)
+        .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seen.get("authorization").is_none(), "nothing to carry, nothing forged: {seen}");
     second.stop().await;
     agent.stop().await;
 }

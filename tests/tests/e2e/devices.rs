@@ -83,6 +83,7 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
         .client
         .get(url(&stack, &device, "/http/headers?x=1&y=%2F"))
         .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+        .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk")
         .send()
         .await
         .unwrap()
@@ -91,6 +92,7 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
         .unwrap();
     assert!(seen.get("cookie").is_none(), "{seen}");
     assert!(seen.get("authorization").is_none(), "{seen}");
+    assert!(seen.get("x-edgelink-device-authorization").is_none(), "relay to relay only: {seen}");
     assert_eq!(seen["x-forwarded-prefix"], format!("/api/v1/devices/{}/http", device.id));
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
