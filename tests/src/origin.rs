@@ -54,7 +54,7 @@ pub async fn serve(listener: tokio::net::TcpListener) {
         .route("/echo", post(|req: Request| async move { Body::from_stream(req.into_body().into_data_stream()) }))
         .route("/count", post(count))
         .route("/big", get(big))
-        .route("/headers", get(headers))
+        .route("/headers", get(headers).post(headers))
         // Answers after 30 s; `/slow/waiting` says how many of its callers
         // are still connected.
         .route(

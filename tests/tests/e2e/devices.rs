@@ -115,6 +115,22 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
         .unwrap();
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload);
+    // A request with a body takes api-server's router path: the same
+    // headers stay behind there.
+    let seen: serde_json::Value = alice
+        .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/headers", device.id))
+        .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+        .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk")
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(seen.get("authorization").is_none(), "{seen}");
+    assert!(seen.get("x-edgelink-device-authorization").is_none(), "relay to relay only: {seen}");
+    assert!(seen.get("cookie").is_none(), "{seen}");
 
     // Control paths are not reachable, in any spelling.
     for p in ["/http/.edgelink/v1/info", "/http/%2Eedgelink/v1/info", "/http//.edgelink/v1/info"] {
