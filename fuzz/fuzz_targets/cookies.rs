@@ -13,6 +13,13 @@ fn keys() -> &'static CookieKeys {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // Any bytes as a `Cookie` header: a value found is visible ASCII.
+    if let Some(v) = edgelink_auth::cookie::find(data, "__Host-edgelink_session") {
+        assert!(v.bytes().all(|b| b.is_ascii_graphic()));
+    }
+    for pair in edgelink_auth::cookie::pairs(data) {
+        assert!(!pair.is_empty() && !pair.contains(&b';'));
+    }
     let Ok(text) = std::str::from_utf8(data) else { return };
     assert!(keys().verify("__Host-edgelink_session", text).is_none());
     assert!(keys().open("__Host-edgelink_login", text).is_none());

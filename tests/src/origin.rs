@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use futures::StreamExt;
@@ -79,6 +79,15 @@ pub async fn serve(listener: tokio::net::TcpListener) {
         )
         // A device app's own cookies: one scoped to the parent domain (to
         // toss at sibling devices) and one named like the relay's pass.
+        .route(
+            "/set-utf8-cookie",
+            get(|| async {
+                let v = HeaderValue::from_bytes("name=Jos\u{e9}; Domain=devices.localhost; Path=/".as_bytes());
+                let mut h = HeaderMap::new();
+                h.insert(header::SET_COOKIE, v.expect("a header value"));
+                (h, "set")
+            }),
+        )
         .route(
             "/set-cookies",
             get(|| async {
@@ -215,7 +224,7 @@ async fn big(Query(q): Query<BigQuery>) -> Body {
 async fn headers(h: HeaderMap) -> axum::Json<serde_json::Value> {
     let mut m = serde_json::Map::new();
     for (k, v) in h.iter() {
-        m.insert(k.as_str().to_owned(), serde_json::Value::String(v.to_str().unwrap_or("").to_owned()));
+        m.insert(k.as_str().to_owned(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
     }
     axum::Json(serde_json::Value::Object(m))
 }

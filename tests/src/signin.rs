@@ -43,13 +43,7 @@ impl Browser {
     /// The session cookie's value, if the jar has one.
     pub fn session_cookie(&self) -> Option<String> {
         let header = self.jar.cookies(&self.url().join("/api/auth/me").expect("url"))?;
-        header
-            .to_str()
-            .ok()?
-            .split(';')
-            .filter_map(|p| p.trim().split_once('='))
-            .find(|(k, _)| *k == SESSION_COOKIE)
-            .map(|(_, v)| v.to_owned())
+        edgelink_auth::cookie::find(header.as_bytes(), SESSION_COOKIE).map(str::to_owned)
     }
 
     /// Puts `value` in the jar as the session cookie (e.g. a planted one).

@@ -77,7 +77,9 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The value of cookie `name` from the request's `Cookie` headers. When the
+/// The value of cookie `name` from the request's `Cookie` headers (see
+/// [`edgelink_auth::cookie::find`]: read as bytes, so another
+/// application's cookie that is not ASCII does not hide ours). When the
 /// name appears more than once the first wins (browsers send the most
 /// specific path first).
 pub fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -85,11 +87,7 @@ pub fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .get_all(header::COOKIE)
         .iter()
         .filter(|v| v.len() <= MAX_COOKIE_HEADER)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .find_map(|v| edgelink_auth::cookie::find(v.as_bytes(), name))
 }
 
 #[cfg(test)]
@@ -104,6 +102,23 @@ mod tests {
         assert_eq!(get(&h, "edgelink_session"), Some("xyz.tag"));
         assert_eq!(get(&h, "b"), Some("2"));
         assert_eq!(get(&h, "edgelink"), None);
+    }
+
+    #[test]
+    fn a_cookie_that_is_not_ascii_does_not_hide_the_session() {
+        let mut h = HeaderMap::new();
+        // A sibling application's cookie on the parent domain, UTF-8.
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("lang=espa\u{f1}ol; edgelink_session=xyz.tag".as_bytes()).unwrap(),
+        );
+        assert_eq!(get(&h, "edgelink_session"), Some("xyz.tag"));
+        let mut long = HeaderMap::new();
+        long.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("edgelink_session=a; pad={}", "x".repeat(9000))).unwrap(),
+        );
+        assert_eq!(get(&long, "edgelink_session"), None, "headers over the limit give no identity");
     }
 
     #[test]

@@ -277,6 +277,41 @@ fn decode_key(k: &str) -> Option<Vec<u8>> {
     [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(k).ok())
 }
 
+/// The cookies of one `Cookie` header value (`a=1; b=2`), each trimmed,
+/// empty ones left out. Read as bytes: a cookie that is not visible ASCII
+/// (a sibling application's UTF-8 value, say) is one pair like any other
+/// and does not hide the rest of the header.
+pub fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    header.split(|b| *b == b';').map(<[u8]>::trim_ascii).filter(|p| !p.is_empty())
+}
+
+/// The name of one of [`pairs`]: what comes before its first `=`, trimmed
+/// (a pair without `=` is all name).
+pub fn pair_name(pair: &[u8]) -> &[u8] {
+    match pair.iter().position(|b| *b == b'=') {
+        Some(eq) => pair[..eq].trim_ascii(),
+        None => pair,
+    }
+}
+
+/// The value of cookie `name` in one `Cookie` header value, without
+/// surrounding double quotes. The first pair of that name decides (browsers
+/// send the most specific path first); `None` when there is none or its
+/// value is not visible ASCII (every cookie edgelink sets is).
+pub fn find<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
+    let pair = pairs(header).find(|p| pair_name(p) == name.as_bytes())?;
+    let eq = pair.iter().position(|b| *b == b'=')?;
+    let value = pair[eq + 1..].trim_ascii();
+    let value = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        v => v,
+    };
+    if !value.iter().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +413,24 @@ mod tests {
     fn keys_must_exist_and_be_long_enough() {
         assert_eq!(CookieKeys::new(vec![]).unwrap_err(), KeyError::Empty);
         assert!(matches!(CookieKeys::new(vec![key(1), vec![0; 8]]), Err(KeyError::TooShort { index: 1, len: 8 })));
+    }
+
+    #[test]
+    fn cookie_headers_are_read_pair_by_pair_as_bytes() {
+        let h = "lang=espa\u{f1}ol; theme=\"dark mode\";  edgelink_session=\"abc.def\" ;; flag; x = 1".as_bytes();
+        assert_eq!(find(h, "edgelink_session"), Some("abc.def"));
+        assert_eq!(find(h, "x"), Some("1"));
+        assert_eq!(find(h, "lang"), None, "not visible ASCII");
+        assert_eq!(find(h, "theme"), None, "a space inside");
+        assert_eq!(find(h, "flag"), None, "no value");
+        assert_eq!(find(h, "edgelink"), None);
+        assert_eq!(find(b"a=1; a=2", "a"), Some("1"), "the first wins");
+        assert_eq!(find(b"a=1; a=2", "A"), None, "names are case-sensitive");
+        assert_eq!(find(b"a=", "a"), Some(""));
+        // Bytes that are not UTF-8 at all.
+        assert_eq!(find(b"junk=\xff\xfe; a=ok", "a"), Some("ok"));
+        let names: Vec<&[u8]> = pairs(h).map(pair_name).collect();
+        assert_eq!(names, [&b"lang"[..], b"theme", b"edgelink_session", b"flag", b"x"]);
+        assert_eq!(pairs(b" ; ;").count(), 0);
     }
 }

@@ -44,9 +44,11 @@ pub fn pass_cookie_name(secure: bool) -> &'static str {
 
 /// True for cookie names a device may never set: the pass under either
 /// name, and anything else of ours.
-fn reserved(name: &str) -> bool {
-    let n = name.trim().to_ascii_lowercase();
-    n.starts_with("__host-edgelink") || n.starts_with("__secure-edgelink") || n.starts_with("edgelink-")
+fn reserved(name: &[u8]) -> bool {
+    let n = name.trim_ascii();
+    ["__host-edgelink", "__secure-edgelink", "edgelink-"]
+        .iter()
+        .any(|p| n.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())))
 }
 
 /// The devices domain: scheme, host suffix and port of every device origin.
@@ -159,33 +161,30 @@ pub fn landing(to: Option<&str>) -> String {
     }
 }
 
-/// The value of cookie `name` in a request's `Cookie` headers.
+/// The value of cookie `name` in a request's `Cookie` headers (read as
+/// bytes: a device's own cookie that is not ASCII does not hide the pass).
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    headers.get_all(header::COOKIE).iter().find_map(|v| edgelink_auth::cookie::find(v.as_bytes(), name))
 }
 
 /// Removes every reserved cookie (the pass) from the request's `Cookie`
-/// headers; the device's own cookies stay.
+/// headers; the device's own cookies stay, byte for byte.
 pub fn strip_pass(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty() && !reserved(kv.split_once('=').map(|(k, _)| k).unwrap_or(kv)))
-        .map(str::to_owned)
-        .collect();
+    let mut kept: Vec<u8> = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        for pair in edgelink_auth::cookie::pairs(v.as_bytes()) {
+            if reserved(edgelink_auth::cookie::pair_name(pair)) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_bytes(&kept)
     {
         headers.insert(header::COOKIE, v);
     }
@@ -195,24 +194,22 @@ pub fn strip_pass(headers: &mut HeaderMap) {
 /// removed, so no cookie is tossed to sibling devices); None when it would
 /// set one of our cookies (the device may not touch the pass).
 pub fn rewrite_set_cookie(value: &HeaderValue) -> Option<HeaderValue> {
-    let text = value.to_str().ok()?;
-    let mut parts = text.split(';');
-    let pair = parts.next()?.trim();
-    let name = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair);
+    let mut parts = value.as_bytes().split(|b| *b == b';');
+    let pair = parts.next()?.trim_ascii();
+    let name = edgelink_auth::cookie::pair_name(pair);
     if name.is_empty() || reserved(name) {
         return None;
     }
-    let mut out = pair.to_owned();
+    let mut out = pair.to_vec();
     for attr in parts {
-        let a = attr.trim();
-        let key = a.split_once('=').map(|(k, _)| k).unwrap_or(a).trim();
-        if key.eq_ignore_ascii_case("domain") || a.is_empty() {
+        let a = attr.trim_ascii();
+        if a.is_empty() || edgelink_auth::cookie::pair_name(a).eq_ignore_ascii_case(b"domain") {
             continue;
         }
-        out.push_str("; ");
-        out.push_str(a);
+        out.extend_from_slice(b"; ");
+        out.extend_from_slice(a);
     }
-    HeaderValue::from_str(&out).ok()
+    HeaderValue::from_bytes(&out).ok()
 }
 
 /// Rewrites every `Set-Cookie` of a device's answer (see
@@ -337,6 +334,23 @@ mod tests {
         assert_eq!(cookie(&h, "edgelink-pass"), Some("secret"));
         strip_pass(&mut h);
         assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert_eq!(v("=x; Path=/"), None, "no name");
+        assert_eq!(v("EDGELINK-PASS=forged"), None, "any case");
+    }
+
+    #[test]
+    fn device_cookies_that_are_not_ascii_pass_as_they_are() {
+        // A device app's own cookie in UTF-8 (what `document.cookie` or a
+        // server may set) beside the pass.
+        let utf8 = |s: &str| HeaderValue::from_bytes(s.as_bytes()).unwrap();
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, utf8("name=Jos\u{e9}; edgelink-pass=secret; b=2"));
+        assert_eq!(cookie(&h, "edgelink-pass"), Some("secret"), "the device's cookie does not hide the pass");
+        strip_pass(&mut h);
+        assert_eq!(h.get(header::COOKIE).unwrap().as_bytes(), "name=Jos\u{e9}; b=2".as_bytes());
+        let set = rewrite_set_cookie(&utf8("name=Jos\u{e9}; Domain=.devices.localhost; Path=/")).unwrap();
+        assert_eq!(set.as_bytes(), "name=Jos\u{e9}; Path=/".as_bytes());
+        assert_eq!(rewrite_set_cookie(&utf8("edgelink-pass=Jos\u{e9}")), None);
     }
 
     #[test]

@@ -339,7 +339,13 @@ impl Door for Devices {
             return Seen::Pass;
         };
         edgelink_origins::strip_pass(&mut headers);
-        let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // The device's own cookies go on as they came; ones that are not
+        // UTF-8 at all are the router's to carry (this path writes text).
+        let cookie = match headers.get(header::COOKIE).map(|v| std::str::from_utf8(v.as_bytes())) {
+            None => None,
+            Some(Ok(v)) => Some(v.to_owned()),
+            Some(Err(_)) => return Seen::Pass,
+        };
         let forwarded_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(&origin).to_owned();
         Seen::Check(OriginFacts { pass, device_id, forwarded_host, cookie, session })
     }

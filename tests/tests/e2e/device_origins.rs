@@ -111,7 +111,9 @@ async fn device_cookies_stay_on_their_origin_and_cross_origin_writes_are_refused
     let web = origin_client(&stack, &[&device]);
     let home = device_origin(&stack, &device);
     let grant = grant_url(&stack, &alice, &device, "/").await;
-    assert_eq!(web.get(&grant).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let resp = web.get(&grant).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let pass = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
 
     let resp = web.get(format!("{home}/set-cookies")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -130,6 +132,20 @@ async fn device_cookies_stay_on_their_origin_and_cross_origin_writes_are_refused
     let seen: serde_json::Value = web.get(format!("{home}/headers")).send().await.unwrap().json().await.unwrap();
     let cookie = seen["cookie"].as_str().unwrap_or("");
     assert!(cookie.contains("app=1") && !cookie.contains("edgelink-pass"), "{seen}");
+    // A device app's cookie that is not ASCII, both ways: set host-only as
+    // it is, and sent back beside the pass it hides neither the pass nor
+    // itself (by heads for a GET, by the router for a POST).
+    let resp = web.get(format!("{home}/set-utf8-cookie")).send().await.unwrap();
+    assert_eq!(resp.headers()["set-cookie"].as_bytes(), "name=Jos\u{e9}; Path=/".as_bytes());
+    let both = reqwest::header::HeaderValue::from_bytes(format!("name=Jos\u{e9}; {pass}").as_bytes()).unwrap();
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let resp = web.request(method.clone(), format!("{home}/headers")).header("cookie", both.clone());
+        let resp = resp.header("origin", &home).send().await;
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{method}");
+        let seen: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(seen["cookie"], "name=Jos\u{e9}", "{method}: {seen}");
+    }
     // The device app learns the caller's address, scheme and host, as
     // behind any reverse proxy (a browser's own X-Forwarded-For is not
     // believed).

@@ -132,6 +132,18 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     assert!(seen.get("x-edgelink-device-authorization").is_none(), "relay to relay only: {seen}");
     assert!(seen.get("cookie").is_none(), "{seen}");
 
+    // Another application's cookie that is not ASCII (UTF-8, set on a
+    // shared parent domain, say) does not sign alice out, on either path.
+    use reqwest::cookie::CookieStore as _;
+    let api = reqwest::Url::parse(&stack.api_url).unwrap();
+    alice.jar.add_cookie_str("lang=espa\u{f1}ol; Path=/", &api);
+    let sent = alice.jar.cookies(&api).unwrap();
+    assert!(sent.as_bytes().windows(2).any(|w| w == "\u{f1}".as_bytes()), "the jar sends it: {sent:?}");
+    assert_eq!(alice.client.get(url(&stack, &device, "/http/hello")).send().await.unwrap().status(), 200);
+    let resp = alice.same_origin(Method::POST, &format!("/api/v1/devices/{}/http/echo", device.id)).body("x");
+    assert_eq!(resp.send().await.unwrap().status(), 200);
+    assert_eq!(alice.me().await.status(), 200);
+
     // Control paths are not reachable, in any spelling.
     for p in ["/http/.edgelink/v1/info", "/http/%2Eedgelink/v1/info", "/http//.edgelink/v1/info"] {
         let resp = alice.client.get(url(&stack, &device, p)).send().await.unwrap();
