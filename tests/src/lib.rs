@@ -275,6 +275,8 @@ impl Stack {
             true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind devices").local_addr().expect("addr")),
             false => None,
         };
+        // Load balancers the test trusts, if it set any.
+        let trusted_proxies = options.relay.devices.as_ref().map(|d| d.trusted_proxies.clone()).unwrap_or_default();
         let devices = devices_addr.map(|addr| {
             use base64::Engine;
             edgelink_relay::config::DeviceOriginSettings {
@@ -287,6 +289,7 @@ impl Stack {
                 tls_key: None,
                 // Every request asks the database: sign-out shows at once.
                 cache_ttl: Duration::ZERO,
+                trusted_proxies,
             }
         });
         let relay_config = RelayConfig {

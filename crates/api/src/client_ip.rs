@@ -40,34 +40,11 @@ pub fn ip_text(ip: IpAddr) -> String {
 /// made once: looked up on every request).
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The client address for a request from `peer` with `headers`.
+/// The client address for a request from `peer` with `headers` (see
+/// [`edgelink_protocol::net::client_ip`]).
 pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-    let peer = peer?.ip();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    if !is_trusted(peer) {
-        return Some(peer);
-    }
-    // Right to left: each trusted proxy appended the address it saw.
-    let mut client = peer;
-    let hops = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev().take(16) {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(ip) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    Some(client)
+    let forwarded = headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
+    Some(edgelink_protocol::net::client_ip(trusted, peer?.ip(), forwarded))
 }
 
 #[cfg(test)]

@@ -128,6 +128,11 @@ pub struct DeviceOriginSettings {
     /// database is asked again (sign-out and deletion take effect within it).
     #[serde(default = "default_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Addresses or CIDR blocks of load balancers in front of this
+    /// listener; from them (only), `X-Forwarded-For` names the client the
+    /// device app is told about.
+    #[serde(default)]
+    pub trusted_proxies: Vec<edgelink_protocol::net::Cidr>,
 }
 
 fn default_devices_listen() -> SocketAddr {

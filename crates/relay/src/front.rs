@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use edgelink_hop::h1::{self, After, Answer, Dial, Edit, H1Error, Reader, RequestInfo, Rewrite};
 use edgelink_hop::listen::{self, Stream};
 use edgelink_origins::{AUTH_PATH, Pass};
+use edgelink_protocol::net::client_ip;
 use edgelink_protocol::paths;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
@@ -281,6 +282,8 @@ pub struct OriginFacts {
     forwarded_host: String,
     cookie: Option<String>,
     session: Arc<LiveSession>,
+    /// `X-Forwarded-For` values, read only when a load balancer is trusted.
+    forwarded_for: Vec<Vec<u8>>,
 }
 
 /// Headers the relay sets itself on a device-origin request.
@@ -347,7 +350,13 @@ impl Door for Devices {
             Some(Err(_)) => return Seen::Pass,
         };
         let forwarded_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(&origin).to_owned();
-        Seen::Check(OriginFacts { pass, device_id, forwarded_host, cookie, session })
+        let forwarded_for = if o.trusted_proxies.is_empty() {
+            Vec::new()
+        } else {
+            let xff = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+            xff.map(|h| h.value.to_vec()).collect()
+        };
+        Seen::Check(OriginFacts { pass, device_id, forwarded_host, cookie, session, forwarded_for })
     }
 
     async fn check(&self, f: OriginFacts, peer: SocketAddr) -> Option<Checked> {
@@ -357,10 +366,12 @@ impl Door for Devices {
             return None;
         }
         // The device learns who is asking from the connection the relay
-        // saw (what a browser sends in these headers is not believed).
+        // saw, or the address a trusted load balancer names (what a browser
+        // sends in these headers is not believed).
         let proto = if o.domain.is_secure() { "https" } else { "http" };
+        let client = client_ip(&o.trusted_proxies, peer.ip(), f.forwarded_for.iter().map(Vec::as_slice));
         let mut add = vec![
-            ("x-forwarded-for", peer.ip().to_string()),
+            ("x-forwarded-for", client.to_string()),
             ("x-forwarded-host", f.forwarded_host),
             ("x-forwarded-proto", proto.to_owned()),
         ];

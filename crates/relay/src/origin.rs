@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use edgelink_auth::cookie::CookieKeys;
 use edgelink_origins::{AUTH_PATH, DevicesDomain, Gatekeeper, Pass, landing};
 use edgelink_protocol::error::ErrorCode;
+use edgelink_protocol::net::{Cidr, client_ip};
 use edgelink_protocol::paths;
 use edgelink_store::now_ms;
 
@@ -27,6 +28,8 @@ pub struct Origins {
     api_url: String,
     pub(crate) cookie: &'static str,
     forwarder: edgelink_internal_api::forward::Forwarder,
+    /// Load balancers whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<Cidr>,
 }
 
 impl Origins {
@@ -45,6 +48,7 @@ impl Origins {
             cookie,
             domain,
             forwarder,
+            trusted_proxies: settings.trusted_proxies.clone(),
         })
     }
 }
@@ -178,9 +182,13 @@ async fn forward(
     req.headers_mut().remove(paths::DEVICE_AUTHORIZATION_HEADER);
     let forwarded_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin).to_owned();
     let proto = if o.domain.is_secure() { "https" } else { "http" };
-    // The device learns who is asking from the connection the relay saw
-    // (what a browser sends in these headers is not believed).
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    // The device learns who is asking from the connection the relay saw,
+    // or the address a trusted load balancer names (what a browser sends in
+    // these headers is not believed).
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| {
+        let forwarded = req.headers().get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
+        client_ip(&o.trusted_proxies, c.0.ip(), forwarded)
+    });
     {
         let h = req.headers_mut();
         h.remove("x-forwarded-for");

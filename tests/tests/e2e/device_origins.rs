@@ -241,3 +241,44 @@ async fn a_relay_that_does_not_hold_the_tunnel_forwards_to_the_one_that_does() {
     second.stop().await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_load_balancer_the_device_app_sees_the_client_it_names() {
+    // The test's own connections come from 127.0.0.1: the relay trusts
+    // that address as its load balancer.
+    let devices = edgelink_relay::config::DeviceOriginSettings {
+        url: "http://devices.localhost".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_url: String::new(),
+        session_keys: Vec::new(),
+        session_key_file: None,
+        tls_cert: None,
+        tls_key: None,
+        cache_ttl: Duration::ZERO,
+        trusted_proxies: vec![edgelink_protocol::net::Cidr::parse("127.0.0.1").unwrap()],
+    };
+    let relay = edgelink_relay::config::RelayConfig { devices: Some(devices), ..Default::default() };
+    let stack = Stack::start_with(Options { relay, ..options() }).await.unwrap();
+    let alice = Browser::new(&stack.api_url);
+    alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
+    let (device, agent, _) = stack.connected_device("alice@example.com").await;
+    let web = origin_client(&stack, &[&device]);
+    let home = device_origin(&stack, &device);
+    let grant = grant_url(&stack, &alice, &device, "/").await;
+    assert_eq!(web.get(&grant).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    // By heads (a GET) and by the router (a request that expects 100-continue).
+    let requests = [
+        web.get(format!("{home}/headers")),
+        web.post(format!("{home}/headers")).header("origin", &home).header("expect", "100-continue").body("x"),
+    ];
+    for req in requests {
+        let resp = req.header("x-forwarded-for", "6.6.6.6, 198.51.100.7").send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(seen["x-forwarded-for"], "198.51.100.7", "the nearest address the balancer names: {seen}");
+    }
+    // Without X-Forwarded-For, the balancer itself.
+    let seen: serde_json::Value = web.get(format!("{home}/headers")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    agent.stop().await;
+}
