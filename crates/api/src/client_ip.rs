@@ -43,7 +43,7 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 /// The client address for a request from `peer` with `headers` (see
 /// [`edgelink_protocol::net::client_ip`]).
 pub fn client_ip(trusted: &[Cidr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-    let forwarded = headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
+    let forwarded = || headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes());
     Some(edgelink_protocol::net::client_ip(trusted, peer?.ip(), forwarded))
 }
 

@@ -297,16 +297,33 @@ pub fn pair_name(pair: &[u8]) -> &[u8] {
 /// The value of cookie `name` in one `Cookie` header value, without
 /// surrounding double quotes. The first pair of that name decides (browsers
 /// send the most specific path first); `None` when there is none or its
-/// value is not visible ASCII (every cookie edgelink sets is).
+/// value is not visible ASCII (every cookie edgelink sets is). The same
+/// reading as [`pairs`] and [`pair_name`], without splitting pairs that
+/// are not `name`'s (this runs on every request).
 pub fn find<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
-    let pair = pairs(header).find(|p| pair_name(p) == name.as_bytes())?;
-    let eq = pair.iter().position(|b| *b == b'=')?;
-    let value = pair[eq + 1..].trim_ascii();
+    let name = name.as_bytes();
+    let mut rest = header;
+    loop {
+        let next = memchr::memchr(b';', rest);
+        let pair = rest[..next.unwrap_or(rest.len())].trim_ascii_start();
+        if let Some(after) = pair.strip_prefix(name)
+            && let Some(value) = after.trim_ascii_start().strip_prefix(b"=")
+        {
+            return visible_text(value.trim_ascii());
+        }
+        rest = &rest[next? + 1..];
+    }
+}
+
+/// `value` without surrounding double quotes, if it is visible ASCII.
+fn visible_text(value: &[u8]) -> Option<&str> {
     let value = match value {
         [b'"', inner @ .., b'"'] => inner,
         v => v,
     };
-    if !value.iter().all(|b| b.is_ascii_graphic()) {
+    // `fold`, not `all`: no early exit, so the check runs on whole words.
+    let visible = value.iter().fold(true, |ok, b| ok & b.is_ascii_graphic());
+    if !visible {
         return None;
     }
     std::str::from_utf8(value).ok()
@@ -432,5 +449,19 @@ mod tests {
         let names: Vec<&[u8]> = pairs(h).map(pair_name).collect();
         assert_eq!(names, [&b"lang"[..], b"theme", b"edgelink_session", b"flag", b"x"]);
         assert_eq!(pairs(b" ; ;").count(), 0);
+    }
+
+    proptest::proptest! {
+        /// `find` reads a header as `pairs` and `pair_name` do: the first
+        /// pair that has an `=` and the name decides.
+        #[test]
+        fn find_agrees_with_pairs(header in proptest::collection::vec(
+            proptest::sample::select(vec![b'a', b'b', b'=', b';', b' ', b'"', b'x', 0xff]), 0..40)) {
+            let reference = pairs(&header)
+                .filter(|p| p.contains(&b'='))
+                .find(|p| pair_name(p) == b"a")
+                .and_then(|p| visible_text(p[p.iter().position(|b| *b == b'=').unwrap_or(0) + 1..].trim_ascii()));
+            proptest::prop_assert_eq!(find(&header, "a"), reference);
+        }
     }
 }

@@ -369,7 +369,7 @@ impl Door for Devices {
         // saw, or the address a trusted load balancer names (what a browser
         // sends in these headers is not believed).
         let proto = if o.domain.is_secure() { "https" } else { "http" };
-        let client = client_ip(&o.trusted_proxies, peer.ip(), f.forwarded_for.iter().map(Vec::as_slice));
+        let client = client_ip(&o.trusted_proxies, peer.ip(), || f.forwarded_for.iter().map(Vec::as_slice));
         let mut add = vec![
             ("x-forwarded-for", client.to_string()),
             ("x-forwarded-host", f.forwarded_host),

@@ -186,7 +186,7 @@ async fn forward(
     // or the address a trusted load balancer names (what a browser sends in
     // these headers is not believed).
     let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| {
-        let forwarded = req.headers().get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
+        let forwarded = || req.headers().get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
         client_ip(&o.trusted_proxies, c.0.ip(), forwarded)
     });
     {
