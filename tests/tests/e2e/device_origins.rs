@@ -44,6 +44,35 @@ async fn grant_url(stack: &Stack, user: &Browser, d: &Device, to: &str) -> Strin
     location(&resp)
 }
 
+/// Alice signed in, one device of hers connected and its origin entered
+/// with a grant.
+struct OnOrigin {
+    stack: Stack,
+    alice: Browser,
+    device: Device,
+    agent: edgelink_e2e::AgentRun,
+    /// Her browser on device origins.
+    web: reqwest::Client,
+    /// The device's origin.
+    home: String,
+    /// The pass cookie the grant set, `name=value`.
+    pass: String,
+}
+
+async fn alice_on_her_device_origin(options: Options) -> OnOrigin {
+    let stack = Stack::start_with(options).await.unwrap();
+    let alice = Browser::new(&stack.api_url);
+    alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
+    let (device, agent, _) = stack.connected_device("alice@example.com").await;
+    let web = origin_client(&stack, &[&device]);
+    let home = device_origin(&stack, &device);
+    let grant = grant_url(&stack, &alice, &device, "/").await;
+    let resp = web.get(&grant).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let pass = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    OnOrigin { stack, alice, device, agent, web, home, pass }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_opens_only_its_device_origin_once_and_sign_out_ends_it() {
     let stack = Stack::start_with(options()).await.unwrap();
@@ -104,16 +133,7 @@ async fn a_grant_opens_only_its_device_origin_once_and_sign_out_ends_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_cookies_stay_on_their_origin_and_cross_origin_writes_are_refused() {
-    let stack = Stack::start_with(options()).await.unwrap();
-    let alice = Browser::new(&stack.api_url);
-    alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
-    let (device, agent, _) = stack.connected_device("alice@example.com").await;
-    let web = origin_client(&stack, &[&device]);
-    let home = device_origin(&stack, &device);
-    let grant = grant_url(&stack, &alice, &device, "/").await;
-    let resp = web.get(&grant).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let pass = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let OnOrigin { stack: _stack, alice, device, agent, web, home, pass } = alice_on_her_device_origin(options()).await;
 
     let resp = web.get(format!("{home}/set-cookies")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -258,18 +278,12 @@ async fn behind_a_trusted_load_balancer_the_device_app_sees_the_client_it_names(
         trusted_proxies: vec![edgelink_protocol::net::Cidr::parse("127.0.0.1").unwrap()],
     };
     let relay = edgelink_relay::config::RelayConfig { devices: Some(devices), ..Default::default() };
-    let stack = Stack::start_with(Options { relay, ..options() }).await.unwrap();
-    let alice = Browser::new(&stack.api_url);
-    alice.sign_in(&stack.idp.as_ref().unwrap().issuer, "alice").await;
-    let (device, agent, _) = stack.connected_device("alice@example.com").await;
-    let web = origin_client(&stack, &[&device]);
-    let home = device_origin(&stack, &device);
-    let grant = grant_url(&stack, &alice, &device, "/").await;
-    assert_eq!(web.get(&grant).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let on = alice_on_her_device_origin(Options { relay, ..options() }).await;
+    let (web, home) = (&on.web, &on.home);
     // By heads (a GET) and by the router (a request that expects 100-continue).
     let requests = [
         web.get(format!("{home}/headers")),
-        web.post(format!("{home}/headers")).header("origin", &home).header("expect", "100-continue").body("x"),
+        web.post(format!("{home}/headers")).header("origin", home).header("expect", "100-continue").body("x"),
     ];
     for req in requests {
         let resp = req.header("x-forwarded-for", "6.6.6.6, 198.51.100.7").send().await.unwrap();
@@ -280,5 +294,5 @@ async fn behind_a_trusted_load_balancer_the_device_app_sees_the_client_it_names(
     // Without X-Forwarded-For, the balancer itself.
     let seen: serde_json::Value = web.get(format!("{home}/headers")).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
-    agent.stop().await;
+    on.agent.stop().await;
 }
