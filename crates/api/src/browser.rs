@@ -284,11 +284,11 @@ pub struct Me {
 /// `GET /api/auth/me`.
 pub async fn me(user: UserPrincipal) -> axum::Json<Me> {
     axum::Json(Me {
-        id: user.user.id,
-        email: user.user.email,
+        id: user.user.id.clone(),
+        email: user.user.email.clone(),
         email_verified: user.user.email_verified,
-        name: user.user.name,
-        session_id: user.session_public_id,
+        name: user.user.name.clone(),
+        session_id: user.session_public_id.clone(),
     })
 }
 

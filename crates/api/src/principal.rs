@@ -9,6 +9,8 @@
 //! `Authorization` for identity themselves; they take [`UserPrincipal`] (or
 //! [`Principal`]) as an extractor.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
@@ -39,9 +41,28 @@ pub enum Access {
 }
 
 /// A user: signed in with a browser session, or a program with one of
-/// their API tokens.
+/// their API tokens. Shared, not copied: the session cache, the request
+/// and its handler hold the same one (cloning is a reference count).
 #[derive(Debug, Clone)]
-pub struct UserPrincipal {
+pub struct UserPrincipal(Arc<AuthenticatedUser>);
+
+impl std::ops::Deref for UserPrincipal {
+    type Target = AuthenticatedUser;
+
+    fn deref(&self) -> &AuthenticatedUser {
+        &self.0
+    }
+}
+
+impl From<AuthenticatedUser> for UserPrincipal {
+    fn from(user: AuthenticatedUser) -> Self {
+        UserPrincipal(Arc::new(user))
+    }
+}
+
+/// Who a [`UserPrincipal`] is and how it authenticated.
+#[derive(Debug)]
+pub struct AuthenticatedUser {
     /// The user.
     pub user: User,
     /// Storage hash of the session id that authenticated this request
@@ -71,7 +92,7 @@ pub enum Via {
 impl UserPrincipal {
     /// A browser session's principal: every scope.
     pub fn session(user: User, session_hash: String, session_public_id: String) -> Self {
-        UserPrincipal { user, session_hash, session_public_id, via: Via::Session, scopes: Scopes::all() }
+        AuthenticatedUser { user, session_hash, session_public_id, via: Via::Session, scopes: Scopes::all() }.into()
     }
 
     /// True for a browser session (cookie), false for a token.
@@ -136,13 +157,16 @@ async fn resolve(
     {
         use edgelink_tokens::AuthError;
         return match Box::pin(state.api_tokens().authenticate(token, client_ip, edgelink_store::now_ms())).await {
-            Ok(a) => Ok(Principal::User(UserPrincipal {
-                user: a.owner,
-                session_hash: String::new(),
-                session_public_id: String::new(),
-                via: Via::Token(a.token_id),
-                scopes: a.scopes,
-            })),
+            Ok(a) => Ok(Principal::User(
+                AuthenticatedUser {
+                    user: a.owner,
+                    session_hash: String::new(),
+                    session_public_id: String::new(),
+                    via: Via::Token(a.token_id),
+                    scopes: a.scopes,
+                }
+                .into(),
+            )),
             Err(AuthError::Invalid) => {
                 Err(Refusal::Invalid(ApiError::new(ErrorCode::TokenInvalid, "unknown or revoked API token")))
             }
@@ -233,13 +257,14 @@ async fn service_principal(state: &AppState, token: &str) -> Option<Result<Princ
         Ok(u) => u,
         Err(e) => return Some(Err(Refusal::Invalid(e.into()))),
     };
-    let p = UserPrincipal {
+    let p: UserPrincipal = AuthenticatedUser {
         user,
         session_hash: String::new(),
         session_public_id: String::new(),
         via: Via::Service(verified.subject),
         scopes: Scopes::from_text(&verified.scopes.join(" ")),
-    };
+    }
+    .into();
     state.service_cache().insert(token.to_owned(), p.clone());
     Some(Ok(Principal::User(p)))
 }
@@ -474,13 +499,11 @@ pub(crate) async fn admit(
         let limits = &gate.state.config().rate_limits;
         let (key, per_hour) = match p {
             // Joined, not formatted: this runs on every request.
-            Principal::User(UserPrincipal { via: Via::Token(id), .. }) => {
-                (["tok:", id.as_str()].concat(), limits.token_per_hour)
-            }
-            Principal::User(UserPrincipal { via: Via::Service(sub), .. }) => {
-                (["svc:", sub.as_str()].concat(), limits.service_per_hour)
-            }
-            Principal::User(u) => (["user:", u.user.id.as_str()].concat(), limits.session_per_hour),
+            Principal::User(u) => match &u.via {
+                Via::Token(id) => (["tok:", id.as_str()].concat(), limits.token_per_hour),
+                Via::Service(sub) => (["svc:", sub.as_str()].concat(), limits.service_per_hour),
+                Via::Session => (["user:", u.user.id.as_str()].concat(), limits.session_per_hour),
+            },
             Principal::Device(d) => (["dev:", d.device_id.as_str()].concat(), limits.device_per_hour),
         };
         let d = gate.state.limiter().check(&key, per_hour, HOUR, now);
