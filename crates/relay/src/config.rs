@@ -337,6 +337,25 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_of_the_device_listener_are_read_and_checked() {
+        let devices = |proxies: &str| {
+            serde_json::from_str::<RelayConfig>(&format!(
+                r#"{{"devices": {{"url": "https://devices.example.net", "api_url": "https://edgelink.example.com",
+                    "trusted_proxies": {proxies}}}}}"#
+            ))
+        };
+        let c = devices(r#"["10.0.0.0/8", "192.0.2.7"]"#).unwrap();
+        let trusted = c.devices.unwrap().trusted_proxies;
+        assert!(trusted[0].contains("10.9.8.7".parse().unwrap()) && trusted[1].contains("192.0.2.7".parse().unwrap()));
+        let bad = devices(r#"["10.0.0.0/40"]"#).unwrap_err();
+        assert!(bad.to_string().contains("10.0.0.0/40"), "{bad}");
+        let none = serde_json::from_str::<RelayConfig>(
+            r#"{"devices": {"url": "https://devices.example.net", "api_url": "https://edgelink.example.com"}}"#,
+        );
+        assert!(none.unwrap().devices.unwrap().trusted_proxies.is_empty(), "none by default");
+    }
+
+    #[test]
     fn worker_threads_are_bounded() {
         let mut c = RelayConfig { internal_secret: Some("0123456789abcdef".into()), ..RelayConfig::default() };
         for ok in [None, Some(1), Some(MAX_WORKER_THREADS)] {
