@@ -49,6 +49,21 @@ async fn error_body(resp: reqwest::Response) -> ErrorBody {
     resp.json().await.unwrap()
 }
 
+/// Sends `req` to the test origin's `/headers` with a caller's
+/// `Authorization` and a forged relay-to-relay carrier of it, and checks
+/// that neither (nor the session cookie) reached the device; returns the
+/// headers the device saw.
+async fn credentials_stay_behind(req: reqwest::RequestBuilder) -> serde_json::Value {
+    let req = req
+        .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+        .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk");
+    let seen: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+    assert!(seen.get("cookie").is_none(), "{seen}");
+    assert!(seen.get("authorization").is_none(), "{seen}");
+    assert!(seen.get("x-edgelink-device-authorization").is_none(), "relay to relay only: {seen}");
+    seen
+}
+
 #[tokio::test]
 async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     let stack = Stack::start_with(Options { dev_idp: true, ..Options::default() }).await.unwrap();
@@ -79,20 +94,7 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
     assert!(resp.text().await.unwrap().contains("hello"));
-    let seen: serde_json::Value = alice
-        .client
-        .get(url(&stack, &device, "/http/headers?x=1&y=%2F"))
-        .header("authorization", "Basic YWxpY2U6c2VjcmV0")
-        .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(seen.get("cookie").is_none(), "{seen}");
-    assert!(seen.get("authorization").is_none(), "{seen}");
-    assert!(seen.get("x-edgelink-device-authorization").is_none(), "relay to relay only: {seen}");
+    let seen = credentials_stay_behind(alice.client.get(url(&stack, &device, "/http/headers?x=1&y=%2F"))).await;
     assert_eq!(seen["x-forwarded-prefix"], format!("/api/v1/devices/{}/http", device.id));
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
@@ -117,20 +119,8 @@ async fn alice_pairs_a_device_and_reaches_its_web_service_through_api_server() {
     assert!(echoed == payload);
     // A request with a body takes api-server's router path: the same
     // headers stay behind there.
-    let seen: serde_json::Value = alice
-        .same_origin(Method::POST, &format!("/api/v1/devices/{}/http/headers", device.id))
-        .header("authorization", "Basic YWxpY2U6c2VjcmV0")
-        .header("x-edgelink-device-authorization", "Basic Zm9yZ2Vk")
-        .body("x")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(seen.get("authorization").is_none(), "{seen}");
-    assert!(seen.get("x-edgelink-device-authorization").is_none(), "relay to relay only: {seen}");
-    assert!(seen.get("cookie").is_none(), "{seen}");
+    let post = alice.same_origin(Method::POST, &format!("/api/v1/devices/{}/http/headers", device.id));
+    credentials_stay_behind(post.body("x")).await;
 
     // Another application's cookie that is not ASCII (UTF-8, set on a
     // shared parent domain, say) does not sign alice out, on either path.
